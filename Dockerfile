@@ -1,0 +1,25 @@
+# Multi-stage build: wheels are built in the first stage, the runtime image has no compiler and runs as a
+# non-root user. In a container, PostgreSQL and Redis are external (DATABASE_URL / REDIS_URL).
+FROM python:3.11-slim AS build
+WORKDIR /src
+RUN pip install --no-cache-dir --upgrade pip
+COPY pyproject.toml README.md ./
+COPY dispatch ./dispatch
+COPY geo ./geo
+COPY websocket ./websocket
+RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+
+FROM python:3.11-slim AS runtime
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
+    DISPATCH_HOST=0.0.0.0 DISPATCH_PORT=8080 DISPATCH_DATA_DIR=/var/lib/dispatch DISPATCH_DEMO=false
+RUN useradd --system --create-home --uid 10001 dispatch \
+    && mkdir -p /var/lib/dispatch && chown dispatch /var/lib/dispatch
+COPY --from=build /wheels /wheels
+RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+WORKDIR /app
+COPY migrations ./migrations
+USER dispatch
+EXPOSE 8080
+HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
+    CMD python -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8080/readyz', timeout=2).status == 200 else 1)"
+CMD ["dispatch", "serve"]

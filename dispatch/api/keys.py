@@ -1,0 +1,25 @@
+"""Typed application state (aiohttp `web.AppKey`): what the app owns, set up by its cleanup contexts."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import asyncpg
+from aiohttp import web
+from redis.asyncio import Redis
+
+from dispatch.clock import Clock
+from dispatch.config import Settings
+
+if TYPE_CHECKING:
+    from dispatch.api.metrics import Metrics
+
+SETTINGS = web.AppKey("settings", Settings)
+CLOCK = web.AppKey("clock", Clock)
+SECRET = web.AppKey("secret", str)
+DATABASE_URL = web.AppKey("database_url", str)
+REDIS_URL = web.AppKey("redis_url", str)
+POOL = web.AppKey("pool", asyncpg.Pool)
+REDIS = web.AppKey("redis", Redis)
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
+WEBSOCKETS = web.AppKey("websockets", set[web.WebSocketResponse])

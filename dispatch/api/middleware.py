@@ -1,0 +1,97 @@
+"""Middlewares: request ids, access logs and metrics, and the one error shape for every failure."""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import time
+
+from aiohttp import web
+
+from dispatch.api.json import json_response
+from dispatch.api.keys import METRICS
+from dispatch.api.routing import Handler
+from dispatch.errors import (
+    DispatchError,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+)
+from dispatch.logs import request_id
+
+log = logging.getLogger("dispatch.http")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+def _route_label(request: web.Request) -> str:
+    info = request.match_info
+    if info.http_exception is not None:
+        return "unmatched"
+    resource = info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+def _translate_http(exc: web.HTTPException) -> DispatchError:
+    if isinstance(exc, web.HTTPNotFound):
+        return NotFound("no such resource", code="not_found")
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        allowed = sorted(exc.allowed_methods)
+        return MethodNotAllowed(f"method not allowed; use {', '.join(allowed)}", details={"allowed": allowed})
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        return PayloadTooLarge("request body is too large")
+    err = DispatchError(exc.reason or "request failed", code=f"http_{exc.status}")
+    err.status = exc.status
+    return err
+
+
+@web.middleware
+async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+    incoming = request.headers.get("X-Request-ID", "")
+    rid = incoming if _REQUEST_ID.match(incoming) else secrets.token_hex(8)
+    token = request_id.set(rid)
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        response.headers["X-Request-ID"] = rid
+        return response
+    finally:
+        elapsed = time.perf_counter() - started
+        route = _route_label(request)
+        metrics = request.app[METRICS]
+        metrics.requests.labels(route, request.method, str(status)).inc()
+        metrics.latency.labels(route).observe(elapsed)
+        if route not in ("/healthz", "/metrics"):
+            log.info(
+                "%s %s %d",
+                request.method,
+                request.path,
+                status,
+                extra={"status": status, "ms": round(elapsed * 1000, 2), "route": route},
+            )
+        request_id.reset(token)
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except DispatchError as exc:
+        return _render(exc)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _render(_translate_http(exc))
+    except Exception:
+        # A bug: log it with its traceback, but never show it to the client.
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return _render(DispatchError("internal error; it has been logged"))
+
+
+def _render(exc: DispatchError) -> web.Response:
+    headers = {}
+    if isinstance(exc, MethodNotAllowed) and isinstance(exc.details, dict):
+        headers["Allow"] = ", ".join(exc.details.get("allowed", []))
+    return json_response(exc.to_body(), status=exc.status, headers=headers or None)

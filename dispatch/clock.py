@@ -1,0 +1,65 @@
+"""One clock for the whole server (DESIGN.md: "One clock").
+
+Everything that needs the time asks a `Clock`; nothing calls `datetime.now()` directly. Tests use
+`ManualClock`, a replay uses `ScaledClock` so a recorded day runs faster than real time, deterministically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep `seconds` of this clock's time."""
+        ...
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+class ManualClock:
+    """A clock that moves only when told to (tests)."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self._now = start or datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+
+    def now(self) -> datetime:
+        return self._now
+
+    def advance(self, seconds: float) -> None:
+        self._now += timedelta(seconds=seconds)
+
+    def set(self, at: datetime) -> None:
+        self._now = at
+
+    async def sleep(self, seconds: float) -> None:
+        # Yield to the loop so background tasks run, without waiting real time.
+        await asyncio.sleep(0)
+
+
+class ScaledClock:
+    """Runs `speed` times faster than the wall clock from `start` (speed 60: a minute per second)."""
+
+    def __init__(self, start: datetime, speed: float) -> None:
+        if speed <= 0:
+            raise ValueError("speed must be positive")
+        self.start = start
+        self.speed = speed
+        self._wall0 = time.monotonic()
+
+    def now(self) -> datetime:
+        return self.start + timedelta(seconds=(time.monotonic() - self._wall0) * self.speed)
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds / self.speed)

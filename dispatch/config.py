@@ -1,0 +1,99 @@
+"""Settings, read once from the environment (every variable is documented in the README)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from dispatch.errors import StartupError
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise StartupError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise StartupError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise StartupError(f"{name} must be a number, got {raw!r}") from None
+    if not value >= minimum:  # also rejects NaN
+        raise StartupError(f"{name} must be at least {minimum}, got {raw}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise StartupError(f"{name} must be true or false, got {raw!r}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: Path = field(default_factory=lambda: Path(".dispatch"))
+    database_url: str | None = None
+    redis_url: str | None = None
+    secret: str | None = None
+    demo: bool = True
+    log_level: str = "INFO"
+    log_format: str = "auto"  # auto: JSON lines unless stdout is a terminal
+    max_body_bytes: int = 1 << 20
+    db_pool_min: int = 2
+    db_pool_max: int = 10
+    shutdown_grace_s: float = 10.0
+    token_ttl_s: int = 24 * 3600
+    h3_resolution: int = 9
+    zone_max_area_km2: float = 50.0
+    zone_max_vertices: int = 2000
+    speed_m_per_min: float = 250.0
+    detour_factor: float = 1.3
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        defaults = cls()
+        return cls(
+            host=env.get("DISPATCH_HOST") or defaults.host,
+            port=_int(env, "DISPATCH_PORT", defaults.port, 0),
+            data_dir=Path(env.get("DISPATCH_DATA_DIR") or defaults.data_dir),
+            database_url=env.get("DATABASE_URL") or None,
+            redis_url=env.get("REDIS_URL") or None,
+            secret=env.get("DISPATCH_SECRET") or None,
+            demo=_bool(env, "DISPATCH_DEMO", defaults.demo),
+            log_level=(env.get("DISPATCH_LOG_LEVEL") or defaults.log_level).upper(),
+            log_format=env.get("DISPATCH_LOG_FORMAT") or defaults.log_format,
+            max_body_bytes=_int(env, "DISPATCH_MAX_BODY_BYTES", defaults.max_body_bytes, 1024),
+            db_pool_min=_int(env, "DISPATCH_DB_POOL_MIN", defaults.db_pool_min, 1),
+            db_pool_max=_int(env, "DISPATCH_DB_POOL_MAX", defaults.db_pool_max, 1),
+            shutdown_grace_s=_float(env, "DISPATCH_SHUTDOWN_GRACE", defaults.shutdown_grace_s),
+            token_ttl_s=_int(env, "DISPATCH_TOKEN_TTL", defaults.token_ttl_s, 1),
+            h3_resolution=_int(env, "DISPATCH_H3_RESOLUTION", defaults.h3_resolution, 0),
+            zone_max_area_km2=_float(env, "DISPATCH_ZONE_MAX_AREA_KM2", defaults.zone_max_area_km2),
+            zone_max_vertices=_int(env, "DISPATCH_ZONE_MAX_VERTICES", defaults.zone_max_vertices, 4),
+            speed_m_per_min=_float(env, "DISPATCH_SPEED_M_PER_MIN", defaults.speed_m_per_min, 1.0),
+            detour_factor=_float(env, "DISPATCH_DETOUR_FACTOR", defaults.detour_factor, 1.0),
+        )
+
+    def with_(self, **changes: object) -> Settings:
+        return replace(self, **changes)  # type: ignore[arg-type]

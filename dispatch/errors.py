@@ -1,0 +1,91 @@
+"""The one exception hierarchy of the dispatch package.
+
+Every error a client can see is a `DispatchError` with an HTTP status, a stable machine `code`, a human
+`message` and optional `details`. Third-party errors (asyncpg, redis, pydantic, geo) are translated into these
+at the boundary where they are caught; handlers never build error responses by hand.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DispatchError(Exception):
+    status = 500
+    code = "internal"
+
+    def __init__(self, message: str, *, code: str | None = None, details: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.details = details
+
+    def to_body(self) -> dict[str, Any]:
+        return {"error": {"code": self.code, "message": self.message, "details": self.details}}
+
+
+class BadRequest(DispatchError):
+    status = 400
+    code = "bad_request"
+
+
+class Unauthorized(DispatchError):
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(DispatchError):
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(DispatchError):
+    status = 404
+    code = "not_found"
+
+
+class MethodNotAllowed(DispatchError):
+    status = 405
+    code = "method_not_allowed"
+
+
+class Conflict(DispatchError):
+    status = 409
+    code = "conflict"
+
+
+class PayloadTooLarge(DispatchError):
+    status = 413
+    code = "payload_too_large"
+
+
+class ValidationFailed(DispatchError):
+    """422. `details` is a list of {"path": [...], "message": ..., "code": ...}, one per bad field."""
+
+    status = 422
+    code = "validation_failed"
+
+
+class RateLimited(DispatchError):
+    status = 429
+    code = "rate_limited"
+
+
+class ServiceUnavailable(DispatchError):
+    status = 503
+    code = "unavailable"
+
+
+class StartupError(DispatchError):
+    """The server cannot start (data dir locked, migrations out of step, ...). Printed, never served."""
+
+    code = "startup_failed"
+
+
+class MigrationError(StartupError):
+    code = "migration_failed"
+
+
+def field_error(path: list[str | int], message: str, code: str = "invalid") -> dict[str, Any]:
+    return {"path": path, "message": message, "code": code}

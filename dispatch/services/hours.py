@@ -1,0 +1,26 @@
+"""Opening hours at the service layer: validate with the pure core, translate its errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dispatch.core.hours import HoursError, parse_opening_hours
+from dispatch.errors import ValidationFailed, field_error
+
+ALWAYS_OPEN: dict[str, Any] = {
+    "tz": "UTC",
+    "weekly": {d: [["00:00", "24:00"]] for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")},
+}
+
+
+def validated_hours(obj: dict[str, Any] | None) -> dict[str, Any]:
+    if obj is None:
+        return ALWAYS_OPEN
+    try:
+        parse_opening_hours(obj)
+    except HoursError as exc:
+        raise ValidationFailed(
+            f"opening_hours is not valid: {exc.message}",
+            details=[field_error(["opening_hours", *exc.path], exc.message, "invalid_hours")],
+        ) from None
+    return obj

@@ -1,0 +1,63 @@
+"""Residents and couriers: created and updated by admins, read by themselves."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from dispatch.db import translated_errors
+from dispatch.errors import NotFound
+from dispatch.ids import new_id
+
+_TABLES = {"resident": ("residents", "res"), "courier": ("couriers", "cou")}
+_COLUMNS = {
+    "resident": ("name", "phone"),
+    "courier": ("name", "phone", "capacity", "active"),
+}
+
+
+def _render(row: asyncpg.Record) -> dict[str, Any]:
+    out = dict(row)
+    for key in ("created_at", "updated_at"):
+        if isinstance(out.get(key), datetime):
+            out[key] = out[key].isoformat()
+    return out
+
+
+async def create(pool: asyncpg.Pool, kind: str, fields: dict[str, Any], now: datetime) -> dict[str, Any]:
+    table, prefix = _TABLES[kind]
+    cols = [c for c in _COLUMNS[kind] if c in fields]
+    values = [fields[c] for c in cols]
+    placeholders = ", ".join(f"${i + 4}" for i in range(len(cols)))
+    sql = (
+        f"INSERT INTO {table} (id, created_at, updated_at{''.join(', ' + c for c in cols)}) "
+        f"VALUES ($1, $2, $3{', ' + placeholders if cols else ''}) RETURNING *"
+    )
+    async with translated_errors():
+        row = await pool.fetchrow(sql, new_id(prefix), now, now, *values)
+    assert row is not None
+    return _render(row)
+
+
+async def update(
+    pool: asyncpg.Pool, kind: str, entity_id: str, fields: dict[str, Any], now: datetime
+) -> dict[str, Any]:
+    table, _ = _TABLES[kind]
+    cols = [c for c in _COLUMNS[kind] if c in fields]
+    sets = "".join(f", {c} = ${i + 3}" for i, c in enumerate(cols))
+    sql = f"UPDATE {table} SET updated_at = $2{sets} WHERE id = $1 RETURNING *"
+    async with translated_errors():
+        row = await pool.fetchrow(sql, entity_id, now, *(fields[c] for c in cols))
+    if row is None:
+        raise NotFound(f"no {kind} with id {entity_id}", code=f"{kind}_not_found")
+    return _render(row)
+
+
+async def get(pool: asyncpg.Pool, kind: str, entity_id: str) -> dict[str, Any]:
+    table, _ = _TABLES[kind]
+    row = await pool.fetchrow(f"SELECT * FROM {table} WHERE id = $1", entity_id)
+    if row is None:
+        raise NotFound(f"no {kind} with id {entity_id}", code=f"{kind}_not_found")
+    return _render(row)

@@ -1,0 +1,107 @@
+"""Shops and their catalogues. A shop's zone and its H3 cover are written together (see zones.py)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from dispatch.db import Conn, translated_errors
+from dispatch.errors import NotFound
+from dispatch.ids import new_id
+from dispatch.services import zones
+
+SHOP_COLUMNS = (
+    "name",
+    "lat",
+    "lng",
+    "opening_hours",
+    "prep_minutes",
+    "auto_accept",
+    "capacity",
+    "active",
+)
+ITEM_COLUMNS = ("name", "price_cents", "stock", "preorder_only", "lead_minutes")
+
+
+def render_shop(row: asyncpg.Record | dict[str, Any]) -> dict[str, Any]:
+    out = {k: row[k] for k in ("id", *SHOP_COLUMNS, "zone")}
+    out["created_at"] = row["created_at"].isoformat()
+    out["updated_at"] = row["updated_at"].isoformat()
+    return out
+
+
+async def create(
+    pool: asyncpg.Pool, fields: dict[str, Any], zone: zones.PreparedZone, now: datetime
+) -> dict[str, Any]:
+    shop_id = new_id("shop")
+    cols = [c for c in SHOP_COLUMNS if c in fields]
+    placeholders = "".join(f", ${i + 5}" for i in range(len(cols)))
+    async with translated_errors(), pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            f"INSERT INTO shops (id, zone, created_at, updated_at{''.join(', ' + c for c in cols)}) "
+            f"VALUES ($1, $2, $3, $4{placeholders}) RETURNING *",
+            shop_id,
+            zone.geojson,
+            now,
+            now,
+            *(fields[c] for c in cols),
+        )
+        await zones.write_cells(conn, shop_id, zone)
+    assert row is not None
+    return render_shop(row)
+
+
+async def update(pool: asyncpg.Pool, shop_id: str, fields: dict[str, Any], now: datetime) -> dict[str, Any]:
+    cols = [c for c in SHOP_COLUMNS if c in fields]
+    sets = "".join(f", {c} = ${i + 3}" for i, c in enumerate(cols))
+    async with translated_errors():
+        row = await pool.fetchrow(
+            f"UPDATE shops SET updated_at = $2{sets} WHERE id = $1 RETURNING *",
+            shop_id,
+            now,
+            *(fields[c] for c in cols),
+        )
+    if row is None:
+        raise NotFound(f"no shop with id {shop_id}", code="shop_not_found")
+    return render_shop(row)
+
+
+async def get(pool: asyncpg.Pool | Conn, shop_id: str) -> dict[str, Any]:
+    row = await pool.fetchrow("SELECT * FROM shops WHERE id = $1", shop_id)
+    if row is None:
+        raise NotFound(f"no shop with id {shop_id}", code="shop_not_found")
+    return render_shop(row)
+
+
+async def upsert_item(pool: asyncpg.Pool, shop_id: str, sku: str, fields: dict[str, Any]) -> dict[str, Any]:
+    async with translated_errors(), pool.acquire() as conn, conn.transaction():
+        if await conn.fetchval("SELECT 1 FROM shops WHERE id = $1 FOR SHARE", shop_id) is None:
+            raise NotFound(f"no shop with id {shop_id}", code="shop_not_found")
+        row = await conn.fetchrow(
+            """INSERT INTO catalogue_items (shop_id, sku, name, price_cents, stock, preorder_only,
+                                            lead_minutes)
+               VALUES ($1, $2, $3, $4, $5, $6, $7)
+               ON CONFLICT (shop_id, sku) DO UPDATE SET name = EXCLUDED.name,
+                   price_cents = EXCLUDED.price_cents, stock = EXCLUDED.stock,
+                   preorder_only = EXCLUDED.preorder_only, lead_minutes = EXCLUDED.lead_minutes
+               RETURNING *""",
+            shop_id,
+            sku,
+            *(fields[c] for c in ITEM_COLUMNS),
+        )
+    assert row is not None
+    return dict(row)
+
+
+async def catalogue(pool: asyncpg.Pool, shop_id: str) -> list[dict[str, Any]]:
+    async with pool.acquire() as conn:
+        await get(conn, shop_id)
+        rows = await conn.fetch("SELECT * FROM catalogue_items WHERE shop_id = $1 ORDER BY sku", shop_id)
+    return [dict(r) for r in rows]
+
+
+async def list_shops(pool: asyncpg.Pool, limit: int, offset: int) -> list[dict[str, Any]]:
+    rows = await pool.fetch("SELECT * FROM shops ORDER BY created_at, id LIMIT $1 OFFSET $2", limit, offset)
+    return [render_shop(r) for r in rows]

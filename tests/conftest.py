@@ -1,0 +1,148 @@
+"""Test fixtures: real PostgreSQL and Redis (embedded, started once per session, or TEST_*_URL)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from redis.asyncio import Redis
+
+from dispatch.app import create_app
+from dispatch.auth import Role, issue_token
+from dispatch.clock import ManualClock
+from dispatch.config import Settings
+from dispatch.migrate import migrate_url
+
+SECRET = "test-secret-" + "x" * 40
+TEST_DB = "dispatch_test"
+
+
+@pytest.fixture(scope="session")
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """(PostgreSQL server URL, Redis URL) for the whole session."""
+    from dispatch.embedded import start_embedded
+
+    pg = os.environ.get("TEST_DATABASE_URL")
+    redis = os.environ.get("TEST_REDIS_URL")
+    embedded = start_embedded(tmp_path_factory.mktemp("embedded"), pg, redis)
+    assert embedded.database_url is not None and embedded.redis_url is not None
+    try:
+        yield embedded.database_url, embedded.redis_url
+    finally:
+        embedded.stop()
+
+
+def _with_db(url: str, name: str) -> str:
+    """The same server URL with another database name (works for socket and TCP URLs)."""
+    base, _, query = url.partition("?")
+    scheme, _, rest = base.partition("://")
+    netloc, _, _ = rest.partition("/")
+    return f"{scheme}://{netloc}/{name}" + (f"?{query}" if query else "")
+
+
+async def _recreate_database(server_url: str, name: str) -> str:
+    conn = await asyncpg.connect(server_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return _with_db(server_url, name)
+
+
+@pytest.fixture(scope="session")
+def make_database(services: tuple[str, str]) -> Callable[[str], Any]:
+    """Create (or recreate) an empty database on the test server; returns its URL."""
+
+    async def make(name: str) -> str:
+        return await _recreate_database(services[0], name)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def database_url(services: tuple[str, str]) -> str:
+    import asyncio
+
+    async def setup() -> str:
+        url = await _recreate_database(services[0], TEST_DB)
+        await migrate_url(url)
+        return url
+
+    return asyncio.run(setup())
+
+
+@pytest.fixture(scope="session")
+def redis_url(services: tuple[str, str]) -> str:
+    return services[1]
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to the migrated test database, emptied before the test."""
+    conn = await asyncpg.connect(database_url)
+    tables = await conn.fetch(
+        "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'schema_migrations'"
+    )
+    if tables:
+        names = ", ".join(f'"{t["tablename"]}"' for t in tables)
+        await conn.execute(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_url)
+    await client.flushdb()
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path, db_pool_min=1, db_pool_max=4, max_body_bytes=64 * 1024)
+
+
+@pytest.fixture
+async def client(
+    db: asyncpg.Connection,
+    redis: Redis,
+    database_url: str,
+    redis_url: str,
+    settings: Settings,
+    clock: ManualClock,
+) -> AsyncIterator[TestClient[Any, Any]]:
+    app = create_app(settings, secret=SECRET, database_url=database_url, redis_url=redis_url, clock=clock)
+    async with TestClient(TestServer(app)) as c:
+        yield c
+
+
+@pytest.fixture
+def token(clock: ManualClock) -> Callable[..., str]:
+    def make(role: str, subject: str = "ops", ttl: int = 3600) -> str:
+        return issue_token(SECRET, Role(role), subject, ttl, clock.now())
+
+    return make
+
+
+@pytest.fixture
+def auth(token: Callable[..., str]) -> Callable[..., dict[str, str]]:
+    def make(role: str, subject: str = "ops") -> dict[str, str]:
+        return {"Authorization": f"Bearer {token(role, subject)}"}
+
+    return make

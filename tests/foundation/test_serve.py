@@ -1,0 +1,146 @@
+"""`dispatch serve` as a user runs it: embedded PostgreSQL and Redis, data kept across restarts, one server
+per data dir, graceful stop on SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _start(data_dir: Path, port: int) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env["DISPATCH_LOG_FORMAT"] = "json"
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "dispatch",
+            "serve",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data_dir),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _get(port: int, path: str, token: str | None = None) -> tuple[int, dict[str, object]]:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def _wait_ready(proc: subprocess.Popen[str], port: int, timeout: float = 30.0) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if proc.poll() is not None:
+            out = proc.stdout.read() if proc.stdout else ""
+            raise AssertionError(f"server exited with {proc.returncode}:\n{out}")
+        try:
+            if _get(port, "/readyz")[0] == 200:
+                return time.monotonic() - started
+        except OSError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    raise AssertionError("server not ready within 30 s")
+
+
+def _stop(proc: subprocess.Popen[str]) -> str:
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    return out
+
+
+def _admin_token(data_dir: Path) -> str:
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dispatch",
+            "token",
+            "--role",
+            "admin",
+            "--subject",
+            "ops",
+            "--data-dir",
+            str(data_dir),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return out.stdout.strip()
+
+
+def test_serve_restart_keeps_data_and_one_server_per_data_dir(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    port = _free_port()
+    first = _start(data_dir, port)
+    try:
+        _wait_ready(first, port)
+        token = _admin_token(data_dir)
+        status, body = _get(port, "/v1/couriers/cou_aaaaaaaaaaaaaaaa", token)
+        assert status == 404 and body["error"]["code"] == "courier_not_found"  # type: ignore[index]
+
+        # A second server on the same data dir refuses to start, clearly, and harms nothing.
+        second = _start(data_dir, _free_port())
+        out, _ = second.communicate(timeout=30)
+        assert second.returncode != 0
+        assert "already running on the data dir" in out
+        assert _get(port, "/readyz")[0] == 200
+    finally:
+        out = _stop(first)
+    assert "demo data loaded: 36 shops" in out
+    assert "--role shop --subject shop_" in out
+    # Logs are JSON lines with a request id on request logs.
+    request_logs = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert any(entry.get("request_id") for entry in request_logs)
+
+    again = _start(data_dir, port)
+    try:
+        _wait_ready(again, port)
+        token = _admin_token(data_dir)
+        # The demo is not loaded twice, and the first run's data is still there.
+        shops = _count_shops(port, token, data_dir)
+        assert shops == 36
+    finally:
+        out = _stop(again)
+    assert "demo data loaded" not in out
+
+
+def _count_shops(port: int, token: str, data_dir: Path) -> int:
+    status, body = _get(port, "/v1/shops?limit=100", token)
+    assert status == 200, body
+    items = body["items"]
+    assert isinstance(items, list)
+    return len(items)
