@@ -5,15 +5,18 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from importlib.metadata import version
+from typing import Any
 
-from aiohttp import WSCloseCode, web
+from aiohttp import web
 from redis.asyncio import Redis
 
-from dispatch.api import admin, health
+from dispatch.api import admin, health, ws
 from dispatch.api.json import json_response
 from dispatch.api.keys import (
     CLOCK,
     DATABASE_URL,
+    FANOUT,
+    HUB,
     METRICS,
     POOL,
     REDIS,
@@ -29,10 +32,13 @@ from dispatch.clock import Clock, SystemClock
 from dispatch.config import Settings
 from dispatch.db import create_pool
 from dispatch.migrate import migrate
+from dispatch.outbox import events_after
+from websocket.fanout import Fanout
+from websocket.hub import Hub
 
 log = logging.getLogger(__name__)
 
-ROUTE_TABLES: list[RouteTable] = [health.routes, admin.routes]
+ROUTE_TABLES: list[RouteTable] = [health.routes, admin.routes, ws.routes]
 
 
 async def _postgres(app: web.Application) -> AsyncIterator[None]:
@@ -52,10 +58,23 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
     await client.aclose()
 
 
-async def _close_websockets(app: web.Application) -> None:
-    sockets = app[WEBSOCKETS]
-    for ws in list(sockets):
-        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
+async def _realtime(app: web.Application) -> AsyncIterator[None]:
+    """The node's Redis subscriber and its websocket hub, fed from the outbox in PostgreSQL."""
+    pool = app[POOL]
+
+    async def fetch_after(recipient: str, after_seq: int, limit: int) -> list[dict[str, Any]]:
+        return [e.to_message() for e in await events_after(pool, recipient, after_seq, limit)]
+
+    async def latest_seq(recipient: str) -> int:
+        value = await pool.fetchval("SELECT last_seq FROM recipient_seqs WHERE recipient = $1", recipient)
+        return int(value or 0)
+
+    fanout = Fanout(app[REDIS])
+    app[FANOUT] = fanout
+    app[HUB] = Hub(app[REDIS], fanout, fetch_after, latest_seq)
+    await fanout.start()
+    yield
+    await fanout.stop()
 
 
 async def _openapi(request: web.Request) -> web.Response:
@@ -80,7 +99,8 @@ def create_app(
     app[WEBSOCKETS] = set[web.WebSocketResponse]()
     app.cleanup_ctx.append(_postgres)
     app.cleanup_ctx.append(_redis)
-    app.on_shutdown.append(_close_websockets)
+    app.cleanup_ctx.append(_realtime)
+    app.on_shutdown.append(ws.close_all)
     for table in ROUTE_TABLES:
         table.install(app)
     app.router.add_get("/openapi.json", _openapi)

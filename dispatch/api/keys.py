@@ -10,6 +10,8 @@ from redis.asyncio import Redis
 
 from dispatch.clock import Clock
 from dispatch.config import Settings
+from websocket.fanout import Fanout
+from websocket.hub import Hub
 
 if TYPE_CHECKING:
     from dispatch.api.metrics import Metrics
@@ -23,3 +25,5 @@ POOL = web.AppKey("pool", asyncpg.Pool)
 REDIS = web.AppKey("redis", Redis)
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 WEBSOCKETS = web.AppKey("websockets", set[web.WebSocketResponse])
+HUB = web.AppKey("hub", Hub)
+FANOUT = web.AppKey("fanout", Fanout)

@@ -1,0 +1,146 @@
+"""`/v1/ws`: one websocket per app. Authenticate, then receive events and send commands.
+
+The protocol itself (parsing, replies, rate limits) is in `websocket/protocol.py`; delivery, resume and
+fan-out are in `websocket/hub.py`. This edge only authenticates and routes commands to services.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from dispatch.api.keys import CLOCK, HUB, SECRET, WEBSOCKETS
+from dispatch.api.routing import RouteTable
+from dispatch.auth import Principal, bearer_token, verify_token
+from dispatch.errors import DispatchError
+from websocket.connection import Connection
+from websocket.errors import ProtocolError, RealtimeError
+from websocket.protocol import (
+    ClientMessage,
+    RateLimiter,
+    after_seq_of,
+    parse_client_message,
+    reply_error,
+    reply_ok,
+)
+
+log = logging.getLogger(__name__)
+routes = RouteTable("realtime")
+
+AUTH_TIMEOUT_S = 5.0
+HEARTBEAT_S = 20.0
+MAX_FRAME_BYTES = 1 << 20  # frames above this are refused by aiohttp (close 1009)
+RATE_PER_S, BURST = 20.0, 40.0
+POLICY_VIOLATION = WSCloseCode.POLICY_VIOLATION
+
+Command = Callable[[web.Application, Principal, dict[str, Any]], Awaitable[Any]]
+COMMANDS: dict[str, Command] = {}
+
+
+def command(name: str) -> Callable[[Command], Command]:
+    """Register a websocket command; it should be the twin of an HTTP endpoint."""
+
+    def register(fn: Command) -> Command:
+        COMMANDS[name] = fn
+        return fn
+
+    return register
+
+
+async def _authenticate(request: web.Request, ws: web.WebSocketResponse) -> Principal | None:
+    app = request.app
+    header = request.headers.get("Authorization")
+    try:
+        if header:
+            return verify_token(app[SECRET], bearer_token(header), app[CLOCK].now())
+        async with asyncio.timeout(AUTH_TIMEOUT_S):
+            while True:
+                msg = await ws.receive()
+                if msg.type != WSMsgType.TEXT:
+                    return None
+                try:
+                    parsed = parse_client_message(msg.data)
+                except ProtocolError as exc:
+                    await ws.send_json(reply_error(None, exc.code, exc.message, exc.details))
+                    continue
+                token = parsed.body.get("token")
+                if parsed.type != "auth" or not isinstance(token, str):
+                    await ws.send_json(
+                        reply_error(parsed.id, "auth_required", "send {type: auth, token} first")
+                    )
+                    continue
+                who = verify_token(app[SECRET], token, app[CLOCK].now())
+                await ws.send_json(reply_ok(parsed.id, {"role": who.role.value, "subject": who.subject}))
+                return who
+    except TimeoutError:
+        await ws.send_json(reply_error(None, "auth_timeout", f"no auth within {AUTH_TIMEOUT_S:g} s"))
+        return None
+    except DispatchError as exc:
+        await ws.send_json(reply_error(None, exc.code, exc.message))
+        return None
+
+
+@routes.route("GET", "/v1/ws", summary="Realtime websocket (see the protocol in the README)")
+async def websocket_handler(request: web.Request) -> web.StreamResponse:
+    ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S, max_msg_size=MAX_FRAME_BYTES)
+    await ws.prepare(request)
+    app = request.app
+    who = await _authenticate(request, ws)
+    if who is None:
+        await ws.close(code=POLICY_VIOLATION, message=b"unauthorized")
+        return ws
+    hub = app[HUB]
+    conn = Connection(ws, who.subject)
+    conn.start()
+    app[WEBSOCKETS].add(ws)
+    try:
+        last_seq = await hub.register(conn)
+        conn.send({"type": "hello", "role": who.role.value, "subject": who.subject, "last_seq": last_seq})
+        limiter = RateLimiter(RATE_PER_S, BURST)
+        async for msg in ws:
+            if msg.type == WSMsgType.TEXT:
+                await _handle(app, conn, who, limiter, msg.data)
+            elif msg.type == WSMsgType.BINARY:
+                conn.send(reply_error(None, "binary_not_supported", "send JSON text frames"))
+    finally:
+        app[WEBSOCKETS].discard(ws)
+        await hub.unregister(conn)
+        await conn.stop_writer()
+    return ws
+
+
+async def _handle(
+    app: web.Application, conn: Connection, who: Principal, limiter: RateLimiter, raw: str
+) -> None:
+    msg: ClientMessage | None = None
+    try:
+        limiter.check(time.monotonic())
+        msg = parse_client_message(raw)
+        if msg.type == "resume":
+            last = await app[HUB].resume(conn, after_seq_of(msg.body))
+            conn.send(reply_ok(msg.id, {"last_seq": last}))
+        elif msg.type == "ping":
+            conn.send(reply_ok(msg.id, {"pong": True}))
+        elif msg.type in COMMANDS:
+            result = await COMMANDS[msg.type](app, who, msg.body)
+            conn.send(reply_ok(msg.id, result))
+        else:
+            raise ProtocolError(f"unknown message type {msg.type!r}", code="unknown_type")
+    except (RealtimeError, DispatchError) as exc:
+        conn.send(reply_error(msg.id if msg else None, exc.code, exc.message, exc.details))
+    except Exception:
+        log.exception("websocket command failed")
+        conn.send(reply_error(msg.id if msg else None, "internal", "internal error; it has been logged"))
+
+
+async def close_all(app: web.Application) -> None:
+    sockets = app[WEBSOCKETS]
+    for ws in list(sockets):
+        with contextlib.suppress(Exception):
+            await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")

@@ -1,0 +1,436 @@
+"""One dispatch round: route candidates from pending jobs, courier scores, the optimal matching.
+
+Candidates. The jobs of one split order form one candidate: one courier collects from every shop,
+then delivers. Single-shop orders from the same shop are bundled greedily, earliest ready first:
+a bundle takes later orders whose ready time is within `bundle_window_minutes` of the first one's
+and whose drop-off is within `bundle_dropoff_minutes` of travel from every drop-off already in it,
+up to `max_bundle_size` orders (and `max_bundle_items` items).
+
+Score. The minute the candidate's last item reaches its door, starting from where and when the
+courier will be free (after its current route): travel to the first pickup, waiting for
+readiness, service times, travel between stops. Infeasible (None / no edge) when the courier is
+stale or off shift, would carry more than its capacity, would make a pickup after its shift end
+(deliveries may run over), or, with `max_first_wait_minutes`, would idle at the first shop longer
+than that (it is better left free for a later round).
+
+Matching. `linear_sum_assignment` on finish minutes, infeasible pairs priced above any sum of
+feasible ones: this places as many candidates as possible, then minimises the sum of finish
+minutes. Each courier gets at most one new candidate per round.
+
+Split orders. The joint candidate takes part in the matching. Afterwards, for each split order in
+turn, its per-shop parts are matched among the couriers still free plus the joint's courier; the
+order goes on several routes only when every part gets a courier and the order's last part
+arrives more than `split_slack_minutes` before the joint route would. If no courier could take the
+joint candidate, the parts that can be placed are (the rest wait for a later round). Solving the
+joint problem first keeps the two alternatives mutually exclusive without a custom solver.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy.optimize import linear_sum_assignment
+
+from dispatch.core.courier_state import CourierState, load_when_free, next_free
+from dispatch.core.routes import (
+    Point,
+    Route,
+    RouteOption,
+    ServiceTimes,
+    Stop,
+    StopTiming,
+    Travel,
+    route_options,
+    simulate,
+)
+
+TravelMany = Callable[[NDArray[np.float64], Point], NDArray[np.float64]]
+"""Travel minutes from each row (lat, lng) of an (n, 2) array to one point: `Travel`, vectorised."""
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One shop's part of an order, accepted and waiting for a courier."""
+
+    job_id: str
+    order_id: str
+    shop_id: str
+    pickup: Point
+    ready_at: float
+    dropoff: Point
+    items: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchParams:
+    service: ServiceTimes = field(default_factory=lambda: ServiceTimes(4.0, 4.0))
+    max_bundle_size: int = 3  # orders per bundle; 1 disables bundling
+    bundle_window_minutes: float = 5.0
+    bundle_dropoff_minutes: float = 5.0
+    max_bundle_items: int | None = None
+    split_slack_minutes: float = 10.0
+    couriers_per_candidate: int | None = None  # keep only the k best couriers of each candidate
+    max_first_wait_minutes: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """Jobs that one courier would take together: one pickup per shop, one drop-off per order."""
+
+    job_ids: tuple[str, ...]
+    order_ids: tuple[str, ...]
+    items: int
+    pickups: tuple[Stop, ...]
+    dropoffs: tuple[Stop, ...]
+    options: tuple[RouteOption, ...]
+    parts: tuple[Candidate, ...] = ()  # a split order's per-shop candidates, to fall back on
+
+
+Nearby = Callable[[Candidate], Sequence[str]]
+"""Courier ids worth scoring for a candidate (e.g. from H3 rings around its first pickup)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    courier_id: str
+    candidate: Candidate
+    route: Route  # the courier's whole route: stops still to do, then the candidate's
+    timings: tuple[StopTiming, ...]  # for every stop of `route`
+    score: float  # minute the candidate's last item reaches its door
+
+
+@dataclass(frozen=True, slots=True)
+class RoundResult:
+    assignments: tuple[Assignment, ...]
+    unassigned: tuple[Candidate, ...]
+
+
+def make_candidate(jobs: Sequence[Job], params: DispatchParams, travel: Travel) -> Candidate:
+    by_shop: dict[str, list[Job]] = {}
+    by_order: dict[str, list[Job]] = {}
+    for job in jobs:
+        by_shop.setdefault(job.shop_id, []).append(job)
+        by_order.setdefault(job.order_id, []).append(job)
+    pickups = tuple(
+        Stop(
+            "pickup",
+            group[0].pickup,
+            tuple(job.job_id for job in group),
+            shop_id=shop_id,
+            ready_at=max(job.ready_at for job in group),
+            items=sum(job.items for job in group),
+        )
+        for shop_id, group in by_shop.items()
+    )
+    dropoffs: list[Stop] = []
+    for order_id, group in by_order.items():
+        if len({job.dropoff for job in group}) > 1:
+            raise ValueError(f"the jobs of order {order_id} have different drop-offs")
+        job_ids = tuple(job.job_id for job in group)
+        items = sum(job.items for job in group)
+        dropoffs.append(Stop("dropoff", group[0].dropoff, job_ids, order_id=order_id, items=items))
+    split = len(by_order) == 1 and len(by_shop) > 1
+    return Candidate(
+        job_ids=tuple(job.job_id for job in jobs),
+        order_ids=tuple(by_order),
+        items=sum(job.items for job in jobs),
+        pickups=pickups,
+        dropoffs=tuple(dropoffs),
+        options=route_options(pickups, dropoffs, travel, params.service),
+        parts=tuple(make_candidate([job], params, travel) for job in jobs) if split else (),
+    )
+
+
+def route_candidates(jobs: Sequence[Job], params: DispatchParams, travel: Travel) -> list[Candidate]:
+    """Group pending jobs into candidates: split orders whole, same-shop orders bundled."""
+    by_order: dict[str, list[Job]] = {}
+    for job in jobs:
+        by_order.setdefault(job.order_id, []).append(job)
+    groups: list[list[Job]] = []
+    singles: dict[str, list[Job]] = {}
+    for order_jobs in by_order.values():
+        if len(order_jobs) > 1:
+            groups.append(order_jobs)
+        else:
+            singles.setdefault(order_jobs[0].shop_id, []).append(order_jobs[0])
+    for shop_jobs in singles.values():
+        groups.extend(_bundles(shop_jobs, params, travel))
+    groups.sort(key=lambda group: (min(job.ready_at for job in group), group[0].job_id))
+    return [make_candidate(group, params, travel) for group in groups]
+
+
+def _bundles(jobs: Sequence[Job], params: DispatchParams, travel: Travel) -> list[list[Job]]:
+    waiting = sorted(jobs, key=lambda job: (job.ready_at, job.job_id))
+    bundles: list[list[Job]] = []
+    while waiting:
+        seed = waiting.pop(0)
+        bundle, items = [seed], seed.items
+        for job in list(waiting):
+            if len(bundle) >= params.max_bundle_size:
+                break
+            if job.ready_at - seed.ready_at > params.bundle_window_minutes:
+                break  # sorted by ready time: no later job fits either
+            if params.max_bundle_items is not None and items + job.items > params.max_bundle_items:
+                continue
+            if all(travel(b.dropoff, job.dropoff) <= params.bundle_dropoff_minutes for b in bundle):
+                bundle.append(job)
+                items += job.items
+                waiting.remove(job)
+        bundles.append(bundle)
+    return bundles
+
+
+@dataclass(frozen=True, slots=True)
+class _Fleet:
+    """The couriers of a round as arrays: where and when each will be free, and its limits."""
+
+    couriers: Sequence[CourierState]
+    index: dict[str, int]
+    points: list[Point]
+    coords: NDArray[np.float64]  # `points` as an (n, 2) array
+    free_at: NDArray[np.float64]
+    deadline: NDArray[np.float64]  # last minute for a pickup
+    spare: NDArray[np.int64]  # capacity left once free
+    assignable: NDArray[np.bool_]
+
+    @classmethod
+    def of(
+        cls, couriers: Sequence[CourierState], now: float, travel: Travel, service: ServiceTimes
+    ) -> _Fleet:
+        free = [next_free(courier, now, travel, service) for courier in couriers]
+        points = [point for point, _ in free]
+        return cls(
+            couriers=couriers,
+            index={courier.courier_id: i for i, courier in enumerate(couriers)},
+            points=points,
+            coords=np.array(points, dtype=np.float64).reshape(len(points), 2),
+            free_at=np.array([at for _, at in free], dtype=np.float64),
+            deadline=np.array(
+                [np.inf if c.shift_end is None else c.shift_end for c in couriers], dtype=np.float64
+            ),
+            spare=np.array([c.capacity - load_when_free(c) for c in couriers], dtype=np.int64),
+            assignable=np.array([c.assignable for c in couriers], dtype=np.bool_),
+        )
+
+
+def _legs(
+    fleet: _Fleet,
+    cols: NDArray[np.intp],
+    to: Point,
+    travel: Travel,
+    travel_many: TravelMany | None,
+) -> NDArray[np.float64]:
+    if travel_many is not None:
+        return np.asarray(travel_many(fleet.coords[cols], to), dtype=np.float64)
+    return np.fromiter((travel(fleet.points[c], to) for c in cols), np.float64, cols.size)
+
+
+def _scores(
+    candidate: Candidate,
+    fleet: _Fleet,
+    cols: NDArray[np.intp],
+    travel: Travel,
+    travel_many: TravelMany | None,
+    params: DispatchParams,
+) -> tuple[NDArray[np.float64], NDArray[np.intp]]:
+    """Finish minute for each courier in `cols` (inf when infeasible) and the option it uses."""
+    half_pickup = params.service.pickup_minutes / 2
+    free_at = fleet.free_at[cols]
+    usable = fleet.assignable[cols] & (fleet.spare[cols] >= candidate.items)
+    deadline = fleet.deadline[cols]
+    best = np.full(cols.size, np.inf)
+    choice = np.zeros(cols.size, dtype=np.intp)
+    legs: dict[Point, NDArray[np.float64]] = {}
+    for i, option in enumerate(candidate.options):
+        if option.first_pickup not in legs:
+            legs[option.first_pickup] = _legs(fleet, cols, option.first_pickup, travel, travel_many)
+        arrival = free_at + legs[option.first_pickup]
+        last_pickup = np.maximum(option.release, arrival + option.lead)
+        ok = usable & (last_pickup <= deadline)
+        max_wait = params.max_first_wait_minutes
+        if max_wait is not None and option.first_ready is not None:
+            ok &= option.first_ready - (arrival + half_pickup) <= max_wait
+        finish = np.where(ok, last_pickup + option.tail, np.inf)
+        better = finish < best
+        best[better] = finish[better]
+        choice[better] = i
+    return best, choice
+
+
+def score(
+    courier: CourierState,
+    candidate: Candidate,
+    now: float,
+    travel: Travel,
+    params: DispatchParams,
+) -> float | None:
+    """Minute the candidate's last item would reach its door with this courier; None: infeasible."""
+    fleet = _Fleet.of([courier], now, travel, params.service)
+    finish, _ = _scores(candidate, fleet, np.zeros(1, dtype=np.intp), travel, None, params)
+    return float(finish[0]) if np.isfinite(finish[0]) else None
+
+
+def assign_round(
+    candidates: Sequence[Candidate],
+    couriers: Sequence[CourierState],
+    now: float,
+    travel: Travel,
+    params: DispatchParams,
+    nearby: Nearby | None = None,
+    travel_many: TravelMany | None = None,
+) -> RoundResult:
+    """Match candidates to couriers optimally (see the module docstring for the rules)."""
+    fleet = _Fleet.of(couriers, now, travel, params.service)
+    everyone = np.arange(len(couriers), dtype=np.intp)
+    cost = _cost_matrix(candidates, fleet, everyone, nearby, travel, travel_many, params)
+    chosen = dict(_match(cost))
+    taken = set(chosen.values())
+    placed: list[tuple[Candidate, int]] = []
+    unassigned: list[Candidate] = []
+    for row, candidate in enumerate(candidates):
+        col = chosen.get(row)
+        joint = None if col is None else (col, float(cost[row, col]))
+        parts = None
+        if candidate.parts:
+            free = [c for c in range(len(couriers)) if c not in taken or c == col]
+            pool = np.array(free, dtype=np.intp)
+            parts = _split_instead(candidate, joint, fleet, pool, nearby, travel, travel_many, params)
+        if parts is None:
+            if col is None:
+                unassigned.append(candidate)
+            else:
+                placed.append((candidate, col))
+            continue
+        if col is not None:
+            taken.discard(col)
+        taken.update(part_col for _, part_col in parts)
+        placed.extend(parts)
+        done = {part for part, _ in parts}
+        unassigned.extend(part for part in candidate.parts if part not in done)
+    assignments = tuple(_assignment(c, fleet, col, now, travel, params) for c, col in placed)
+    return RoundResult(assignments, tuple(unassigned))
+
+
+def _split_instead(
+    candidate: Candidate,
+    joint: tuple[int, float] | None,
+    fleet: _Fleet,
+    pool: NDArray[np.intp],
+    nearby: Nearby | None,
+    travel: Travel,
+    travel_many: TravelMany | None,
+    params: DispatchParams,
+) -> list[tuple[Candidate, int]] | None:
+    """A split order's parts with their couriers, when they beat the joint route; else None."""
+    cost = _cost_matrix(candidate.parts, fleet, pool, nearby, travel, travel_many, params)
+    matched = _match(cost)
+    parts = [(candidate.parts[row], int(pool[col])) for row, col in matched]
+    if joint is None:
+        return parts or None
+    if len(matched) < len(candidate.parts):
+        return None
+    arrives = max(float(cost[row, col]) for row, col in matched)
+    return parts if arrives < joint[1] - params.split_slack_minutes else None
+
+
+def _cost_matrix(
+    candidates: Sequence[Candidate],
+    fleet: _Fleet,
+    cols: NDArray[np.intp],
+    nearby: Nearby | None,
+    travel: Travel,
+    travel_many: TravelMany | None,
+    params: DispatchParams,
+) -> NDArray[np.float64]:
+    """Finish minutes, candidates x the couriers in `cols`; inf where infeasible or not nearby."""
+    cost = np.full((len(candidates), cols.size), np.inf)
+    column = {int(c): j for j, c in enumerate(cols)} if nearby is not None else {}
+    k = params.couriers_per_candidate
+    for row, candidate in enumerate(candidates):
+        if nearby is None:
+            local = np.arange(cols.size, dtype=np.intp)
+        else:
+            wanted = (fleet.index.get(courier_id, -1) for courier_id in nearby(candidate))
+            local = np.unique(np.array([column[i] for i in wanted if i in column], dtype=np.intp))
+        if local.size == 0:
+            continue
+        finish, _ = _scores(candidate, fleet, cols[local], travel, travel_many, params)
+        if k is not None and k < local.size:
+            # The k best only: a sparser matrix, and a far courier rarely wins anyway.
+            kept = np.argpartition(finish, k - 1)[:k]
+            local, finish = local[kept], finish[kept]
+        cost[row, local] = finish
+    return cost
+
+
+def _match(cost: NDArray[np.float64]) -> list[tuple[int, int]]:
+    """Optimal (row, column) pairs of finite cost: most pairs first, then least total."""
+    feasible = np.isfinite(cost)
+    rows = np.flatnonzero(feasible.any(axis=1))
+    cols = np.flatnonzero(feasible.any(axis=0))
+    if rows.size == 0:
+        return []
+    sub = cost[np.ix_(rows, cols)]
+    ok = feasible[np.ix_(rows, cols)]
+    sub = sub - sub[ok].min()
+    # Above any sum of feasible costs, so one more feasible pair always beats a lower total.
+    sub[~ok] = (sub[ok].max() + 1.0) * (min(sub.shape) + 1)
+    matched_rows, matched_cols = linear_sum_assignment(sub)
+    return [(int(rows[r]), int(cols[c])) for r, c in zip(matched_rows, matched_cols, strict=True) if ok[r, c]]
+
+
+def _assignment(
+    candidate: Candidate,
+    fleet: _Fleet,
+    col: int,
+    now: float,
+    travel: Travel,
+    params: DispatchParams,
+) -> Assignment:
+    courier = fleet.couriers[col]
+    _, choice = _scores(candidate, fleet, np.array([col], dtype=np.intp), travel, None, params)
+    stops = courier.route + candidate.options[int(choice[0])].stops
+    start = now if courier.available_at is None else max(now, courier.available_at)
+    timings = simulate(courier.position, start, stops, travel, params.service)
+    route = Route(courier.courier_id, stops)
+    return Assignment(courier.courier_id, candidate, route, timings, timings[-1].service_at)
+
+
+def nearest_idle_round(
+    jobs: Sequence[Job],
+    couriers: Sequence[CourierState],
+    now: float,
+    travel: Travel,
+    params: DispatchParams,
+) -> RoundResult:
+    """Baseline policy: each ready job alone, earliest ready first, to the nearest idle courier.
+
+    Idle: assignable, no stops left and not busy. Nearest by travel time to the shop, among those
+    for which the job is feasible. Jobs not ready yet wait for a later round and are not reported.
+    """
+    idle = [
+        c
+        for c in couriers
+        if c.assignable and not c.route and (c.available_at is None or c.available_at <= now)
+    ]
+    fleet = _Fleet.of(idle, now, travel, params.service)
+    free = np.ones(len(idle), dtype=np.bool_)
+    assignments: list[Assignment] = []
+    unassigned: list[Candidate] = []
+    for job in sorted(jobs, key=lambda job: (job.ready_at, job.job_id)):
+        if job.ready_at > now:
+            continue
+        candidate = make_candidate([job], params, travel)
+        cols = np.flatnonzero(free)
+        finish, _ = _scores(candidate, fleet, cols, travel, None, params)
+        feasible = cols[np.isfinite(finish)]
+        if feasible.size == 0:
+            unassigned.append(candidate)
+            continue
+        col = int(feasible[int(np.argmin(_legs(fleet, feasible, job.pickup, travel, None)))])
+        free[col] = False
+        assignments.append(_assignment(candidate, fleet, col, now, travel, params))
+    return RoundResult(tuple(assignments), tuple(unassigned))

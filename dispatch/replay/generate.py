@@ -1,0 +1,132 @@
+"""Generated delivery days in the instance format, for tests and development.
+
+The structure follows the published instances' summaries: restaurants clustered in a few
+neighbourhoods of a square area, drop-offs a few kilometres from their restaurant (mean about
+2.3 km), order placements with a lunch and a larger dinner peak over a day of ``day_minutes``,
+ready times 10-30 minutes after placement, a few popular restaurants (Zipf-like popularity, so
+bundling has something to work with), and courier shifts of 2-4 hours staggered on half-hour
+boundaries to follow demand. The fleet is sized from the realised demand so that even the
+``nearest-idle`` baseline delivers every order.
+
+Deterministic per seed: only ``random.Random(seed)`` is used, whose streams Python keeps stable.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+
+from dispatch.replay.instance import Courier, Instance, Order, Parameters, Restaurant
+
+DEFAULT_PARAMETERS = Parameters(320, 4, 4, 40, 90, 10, 15)
+BLOCK = 30  # shift boundaries, minutes
+SHIFT_LENGTHS = (120, 180, 240)
+
+
+def _clip(value: float, low: float, high: float) -> float:
+    return min(high, max(low, value))
+
+
+def _placement_time(rng: random.Random, day_minutes: int) -> int:
+    # 35% lunch, 50% dinner, 15% spread over the day; resampled until inside the ordering
+    # window, which closes an hour before the end of the day so that every order can be served.
+    last = day_minutes - 60
+    while True:
+        u = rng.random()
+        if u < 0.35:
+            t = rng.gauss(0.2 * day_minutes, 0.06 * day_minutes)
+        elif u < 0.85:
+            t = rng.gauss(0.72 * day_minutes, 0.08 * day_minutes)
+        else:
+            t = rng.uniform(0, last)
+        if 0 <= t <= last:
+            return round(t)
+
+
+def _shifts(ready_times: list[int], orders_per_courier_hour: float, end: int) -> list[tuple[int, int]]:
+    """Shifts on half-hour boundaries covering, in each block, enough couriers for the orders
+    ready from half an hour before to an hour after the block's start."""
+    n_blocks = math.ceil(end / BLOCK)
+    required = []
+    for b in range(n_blocks):
+        start = b * BLOCK
+        demand = sum(1 for t in ready_times if start - BLOCK <= t < start + 2 * BLOCK) / 1.5
+        required.append(max(1, math.ceil(demand / orders_per_courier_hour)) if demand else 0)
+    shifts: list[tuple[int, int]] = []
+    for b, need in enumerate(required):
+        start = b * BLOCK
+        on_duty = sum(1 for on, off in shifts if on <= start < off)
+        for k in range(need - on_duty):
+            length = SHIFT_LENGTHS[(b + k) % len(SHIFT_LENGTHS)]
+            shifts.append((start, min(start + length, end)))
+    return shifts
+
+
+def generate_instance(
+    n_orders: int,
+    seed: int,
+    *,
+    n_restaurants: int | None = None,
+    n_neighbourhoods: int = 4,
+    area_m: float = 12_000.0,
+    day_minutes: int = 780,
+    orders_per_courier_hour: float = 2.0,
+    parameters: Parameters = DEFAULT_PARAMETERS,
+) -> Instance:
+    """A generated day. ``orders_per_courier_hour`` sizes the fleet: lower means more couriers.
+
+    The name encodes the variant: ``g{seed}o{orders}r{restaurants}n{neighbourhoods}``
+    ``a{area km}d{day minutes}k{100 x orders per courier-hour}``.
+    """
+    if n_orders < 1 or n_neighbourhoods < 1 or area_m <= 0 or orders_per_courier_hour <= 0:
+        raise ValueError("generate_instance needs positive sizes")
+    if day_minutes < 4 * BLOCK:
+        raise ValueError("day_minutes must be at least two hours")
+    n_restaurants = n_restaurants or max(3, n_orders // 4)
+    rng = random.Random(seed)
+    margin = 0.15 * area_m
+
+    hoods = [
+        (rng.uniform(margin, area_m - margin), rng.uniform(margin, area_m - margin))
+        for _ in range(n_neighbourhoods)
+    ]
+    restaurants = {}
+    for i in range(1, n_restaurants + 1):
+        hx, hy = hoods[(i - 1) % n_neighbourhoods]
+        x = _clip(rng.gauss(hx, 700), 0, area_m)
+        y = _clip(rng.gauss(hy, 700), 0, area_m)
+        restaurants[f"r{i}"] = Restaurant(f"r{i}", round(x), round(y))
+
+    # Popularity is independent of the neighbourhood: shuffle before giving Zipf weights.
+    ranked = list(restaurants.values())
+    rng.shuffle(ranked)
+    cum_weights = list(itertools.accumulate(1 / (k + 1) ** 0.7 for k in range(len(ranked))))
+    placements = sorted(_placement_time(rng, day_minutes) for _ in range(n_orders))
+    orders = {}
+    for i, placed in enumerate(placements, start=1):
+        r = rng.choices(ranked, cum_weights=cum_weights)[0]
+        dist = rng.triangular(100, 5500, 1500)
+        angle = rng.uniform(0, 2 * math.pi)
+        x = _clip(r.x + dist * math.cos(angle), 0, area_m)
+        y = _clip(r.y + dist * math.sin(angle), 0, area_m)
+        ready = placed + rng.randint(10, 30)
+        orders[f"o{i}"] = Order(f"o{i}", round(x), round(y), placed, r.id, ready)
+
+    end = max(o.ready_time for o in orders.values()) + 60
+    shifts = _shifts([o.ready_time for o in orders.values()], orders_per_courier_hour, end)
+    couriers = {}
+    for i, (on, off) in enumerate(shifts, start=1):
+        # Most couriers start in a neighbourhood, some anywhere in the area.
+        if rng.random() < 0.7:
+            hx, hy = rng.choice(hoods)
+            x, y = _clip(rng.gauss(hx, 1500), 0, area_m), _clip(rng.gauss(hy, 1500), 0, area_m)
+        else:
+            x, y = rng.uniform(0, area_m), rng.uniform(0, area_m)
+        couriers[f"c{i}"] = Courier(f"c{i}", round(x), round(y), on, off)
+
+    name = (
+        f"g{seed}o{n_orders}r{n_restaurants}n{n_neighbourhoods}"
+        f"a{area_m / 1000:g}d{day_minutes}k{round(orders_per_courier_hour * 100)}"
+    )
+    return Instance(name, restaurants, orders, couriers, parameters)

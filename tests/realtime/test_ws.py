@@ -1,0 +1,176 @@
+"""The websocket edge: authentication, replies, bad messages, resume, gap recovery, slow clients."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+import pytest
+from aiohttp import WSMsgType
+from aiohttp.test_utils import TestClient
+
+from dispatch.api.keys import HUB
+from dispatch.clock import ManualClock
+from dispatch.outbox import NewEvent, append_events
+
+Client = TestClient[Any, Any]
+RES = "res_aaaaaaaaaaaaaaaa"
+
+
+async def _write(db: asyncpg.Connection, clock: ManualClock, recipient: str, n: int) -> list[Any]:
+    async with db.transaction():
+        return await append_events(
+            db, [NewEvent(recipient, "test.event", {"n": i}) for i in range(n)], clock.now()
+        )
+
+
+async def _publish(client: Client, events: list[Any]) -> None:
+    await client.app[HUB].publish([(e.recipient, e.to_message()) for e in events])
+
+
+async def _recv(ws: Any, timeout: float = 5.0) -> dict[str, Any]:
+    msg = await ws.receive(timeout=timeout)
+    assert msg.type == WSMsgType.TEXT, msg
+    data: dict[str, Any] = msg.json()
+    return data
+
+
+async def test_auth_by_header_then_hello(client: Client, auth: Callable[..., dict[str, str]]) -> None:
+    async with client.ws_connect("/v1/ws", headers=auth("resident", RES)) as ws:
+        hello = await _recv(ws)
+        assert hello == {"type": "hello", "role": "resident", "subject": RES, "last_seq": 0}
+
+
+async def test_auth_by_first_message(client: Client, token: Callable[..., str]) -> None:
+    async with client.ws_connect("/v1/ws") as ws:
+        await ws.send_json({"type": "resume", "after_seq": 0, "id": 1})
+        assert (await _recv(ws))["error"]["code"] == "auth_required"
+        await ws.send_json({"type": "auth", "token": token("resident", RES), "id": "a"})
+        reply = await _recv(ws)
+        assert reply["ok"] is True
+        assert reply["id"] == "a"
+        assert (await _recv(ws))["type"] == "hello"
+
+
+async def test_bad_token_is_refused_and_closed(client: Client) -> None:
+    async with client.ws_connect("/v1/ws") as ws:
+        await ws.send_json({"type": "auth", "token": "forged"})
+        reply = await _recv(ws)
+        assert reply["ok"] is False
+        assert reply["error"]["code"] == "invalid_token"
+        msg = await ws.receive(timeout=5)
+        assert msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSED)
+        assert ws.close_code == 1008
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        ("not json", "malformed_json"),
+        ("[1, 2]", "bad_message"),
+        ('{"id": 3}', "bad_type"),
+        ('{"type": "no.such.thing", "id": 4}', "unknown_type"),
+        ('{"type": "resume", "after_seq": -1, "id": 5}', "bad_after_seq"),
+        ('{"type": "resume", "after_seq": "x", "id": 6}', "bad_after_seq"),
+        ('{"type": "ping", "id": {"nested": true}}', "bad_id"),
+        ('{"type": "ping", "pad": "' + "x" * 20000 + '"}', "message_too_large"),
+    ],
+)
+async def test_bad_messages_get_errors_and_connection_stays_open(
+    client: Client, auth: Callable[..., dict[str, str]], raw: str, code: str
+) -> None:
+    async with client.ws_connect("/v1/ws", headers=auth("resident", RES)) as ws:
+        await _recv(ws)  # hello
+        await ws.send_str(raw)
+        reply = await _recv(ws)
+        assert reply["ok"] is False
+        assert reply["error"]["code"] == code
+        assert set(reply["error"]) == {"code", "message", "details"}
+        await ws.send_json({"type": "ping", "id": "still-there"})
+        assert (await _recv(ws)) == {"type": "reply", "id": "still-there", "ok": True, "data": {"pong": True}}
+
+
+async def test_rate_limit(client: Client, auth: Callable[..., dict[str, str]]) -> None:
+    async with client.ws_connect("/v1/ws", headers=auth("resident", RES)) as ws:
+        await _recv(ws)
+        for i in range(60):
+            await ws.send_json({"type": "ping", "id": i})
+        replies = [await _recv(ws) for _ in range(60)]
+        limited = [r for r in replies if not r["ok"]]
+        assert limited
+        assert all(r["error"]["code"] == "rate_limited" for r in limited)
+
+
+async def test_live_events_and_resume_exactly_once_in_order(
+    client: Client, db: asyncpg.Connection, clock: ManualClock, auth: Callable[..., dict[str, str]]
+) -> None:
+    async with client.ws_connect("/v1/ws", headers=auth("resident", RES)) as ws:
+        await _recv(ws)
+        await _publish(client, await _write(db, clock, RES, 3))
+        got = [await _recv(ws) for _ in range(3)]
+        assert [m["seq"] for m in got] == [1, 2, 3]
+        assert [m["data"]["n"] for m in got] == [0, 1, 2]
+    # Offline: five more events are written (and published to nobody).
+    await _publish(client, await _write(db, clock, RES, 5))
+    async with client.ws_connect("/v1/ws", headers=auth("resident", RES)) as ws:
+        hello = await _recv(ws)
+        assert hello["last_seq"] == 8
+        await ws.send_json({"type": "resume", "after_seq": 3, "id": "r"})
+        got = [await _recv(ws) for _ in range(6)]
+        events = [m for m in got if "seq" in m]
+        assert [m["seq"] for m in events] == [4, 5, 6, 7, 8]
+        assert got[-1] == {"type": "reply", "id": "r", "ok": True, "data": {"last_seq": 8}}
+        # A live event after the resume continues the sequence with no duplicate.
+        await _publish(client, await _write(db, clock, RES, 1))
+        assert (await _recv(ws))["seq"] == 9
+
+
+async def test_event_committed_while_redis_missed_it_is_recovered(
+    client: Client, db: asyncpg.Connection, clock: ManualClock, auth: Callable[..., dict[str, str]]
+) -> None:
+    """An event that never reached Redis is delivered before the next one, from PostgreSQL."""
+    async with client.ws_connect("/v1/ws", headers=auth("resident", RES)) as ws:
+        await _recv(ws)
+        await _write(db, clock, RES, 2)  # committed, never published
+        await _publish(client, await _write(db, clock, RES, 1))
+        got = [await _recv(ws) for _ in range(3)]
+        assert [m["seq"] for m in got] == [1, 2, 3]
+
+
+async def test_two_tablets_of_one_shop_both_receive(
+    client: Client, db: asyncpg.Connection, clock: ManualClock, auth: Callable[..., dict[str, str]]
+) -> None:
+    shop = "shop_aaaaaaaaaaaaaaaa"
+    async with (
+        client.ws_connect("/v1/ws", headers=auth("shop", shop)) as a,
+        client.ws_connect("/v1/ws", headers=auth("shop", shop)) as b,
+    ):
+        await _recv(a)
+        await _recv(b)
+        await _publish(client, await _write(db, clock, shop, 2))
+        assert [(await _recv(a))["seq"] for _ in range(2)] == [1, 2]
+        assert [(await _recv(b))["seq"] for _ in range(2)] == [1, 2]
+
+
+async def test_slow_client_is_cut_off_with_1013(
+    client: Client, db: asyncpg.Connection, clock: ManualClock, auth: Callable[..., dict[str, str]]
+) -> None:
+    async with client.ws_connect("/v1/ws", headers=auth("resident", RES)) as ws:
+        await _recv(ws)
+        hub = client.app[HUB]
+        (conn,) = hub.connections(RES)
+        # Stop the writer so nothing drains, as with a client that stopped reading.
+        await conn.stop_writer()
+        events = await _write(db, clock, RES, 300)
+        await _publish(client, events)
+        for _ in range(50):
+            if conn.cut_off:
+                break
+            await asyncio.sleep(0.05)
+        assert conn.cut_off
+        msg = await ws.receive(timeout=5)
+        while msg.type == WSMsgType.TEXT:
+            msg = await ws.receive(timeout=5)
+        assert ws.close_code == 1013

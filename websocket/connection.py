@@ -1,0 +1,80 @@
+"""One client connection: a bounded send queue drained by its own writer task.
+
+Senders never await the socket: they put into the queue. A client that cannot keep up fills its queue and is
+disconnected with 1013 (try again later); it reconnects and resumes from its last seq.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import orjson
+from aiohttp import WSCloseCode, web
+
+log = logging.getLogger(__name__)
+
+SLOW_CLIENT = WSCloseCode.TRY_AGAIN_LATER  # 1013
+SEND_TIMEOUT_S = 10.0
+
+
+class Connection:
+    def __init__(self, ws: web.WebSocketResponse, recipient: str, queue_size: int = 256) -> None:
+        self.ws = ws
+        self.recipient = recipient
+        self.last_seq = 0  # the last event seq this connection has been given
+        self.delivery = asyncio.Lock()  # orders live delivery against resume/backfill
+        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(queue_size)
+        self._writer: asyncio.Task[None] | None = None
+        self.closed = asyncio.Event()
+        self.cut_off = False
+
+    def start(self) -> None:
+        self._writer = asyncio.create_task(self._write_loop(), name=f"ws-writer-{self.recipient}")
+
+    def send(self, message: dict[str, Any] | bytes) -> bool:
+        """Queue a message; False (and the client is cut off) when its queue is full."""
+        if self.closed.is_set():
+            return False
+        payload = message if isinstance(message, bytes) else orjson.dumps(message)
+        try:
+            self._queue.put_nowait(payload)
+        except asyncio.QueueFull:
+            self._cut_off()
+            return False
+        return True
+
+    def _cut_off(self) -> None:
+        if not self.cut_off:
+            self.cut_off = True
+            log.warning("websocket client too slow; disconnecting", extra={"recipient": self.recipient})
+            asyncio.get_running_loop().create_task(self.close(SLOW_CLIENT, b"too slow; resume later"))
+
+    async def _write_loop(self) -> None:
+        try:
+            while True:
+                item = await self._queue.get()
+                if item is None:
+                    return
+                async with asyncio.timeout(SEND_TIMEOUT_S):
+                    await self.ws.send_str(item.decode())
+        except (ConnectionError, TimeoutError, RuntimeError):
+            # The peer went away or stalled; the reader side notices and unregisters.
+            with contextlib.suppress(Exception):
+                await self.ws.close(code=SLOW_CLIENT)
+        finally:
+            self.closed.set()
+
+    async def close(self, code: int = WSCloseCode.OK, message: bytes = b"") -> None:
+        self.closed.set()
+        with contextlib.suppress(Exception):
+            await self.ws.close(code=code, message=message)
+        await self.stop_writer()
+
+    async def stop_writer(self) -> None:
+        if self._writer is not None and not self._writer.done():
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer

@@ -1,0 +1,110 @@
+"""Cross-node fan-out over Redis pub/sub: one subscriber connection per node.
+
+Redis is only the fast path. When the subscriber loses Redis it reconnects with backoff, re-subscribes, and
+calls `on_reconnect` so that listeners can catch up from PostgreSQL on what was published meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+log = logging.getLogger(__name__)
+
+Listener = Callable[[str, bytes], Awaitable[None]]
+CONTROL_CHANNEL = "dispatch:control"
+
+
+class Fanout:
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+        self._channels: dict[str, Listener] = {}
+        self._subscriptions: set[str] = {CONTROL_CHANNEL}
+        self._prefixes: list[tuple[str, Listener]] = []
+        self._pubsub = redis.pubsub(ignore_subscribe_messages=True)
+        self._task: asyncio.Task[None] | None = None
+        self.on_reconnect: list[Callable[[], Awaitable[None]]] = []
+        self.connected = asyncio.Event()
+
+    def route_prefix(self, prefix: str, listener: Listener) -> None:
+        """Messages on channels starting with `prefix` go to `listener` (subscribe each channel)."""
+        self._prefixes.append((prefix, listener))
+
+    async def subscribe(self, channel: str, listener: Listener | None = None) -> None:
+        if listener is not None:
+            self._channels[channel] = listener
+        self._subscriptions.add(channel)
+        with contextlib.suppress(RedisError, OSError):
+            await self._pubsub.subscribe(channel)
+
+    async def unsubscribe(self, channel: str) -> None:
+        self._channels.pop(channel, None)
+        self._subscriptions.discard(channel)
+        with contextlib.suppress(RedisError, OSError):
+            await self._pubsub.unsubscribe(channel)
+
+    async def start(self) -> None:
+        await self._pubsub.subscribe(*self._subscriptions)
+        self.connected.set()
+        self._task = asyncio.create_task(self._run(), name="redis-fanout")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        with contextlib.suppress(Exception):
+            await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    def _listener_for(self, channel: str) -> Listener | None:
+        listener = self._channels.get(channel)
+        if listener is not None:
+            return listener
+        for prefix, candidate in self._prefixes:
+            if channel.startswith(prefix):
+                return candidate
+        return None
+
+    async def _run(self) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                message = await self._pubsub.get_message(timeout=1.0)
+                backoff = 0.1
+            except (RedisError, OSError) as exc:
+                self.connected.clear()
+                log.warning("lost Redis pub/sub (%s); reconnecting in %.1fs", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                await self._resubscribe()
+                continue
+            if message is None or message.get("type") != "message":
+                continue
+            channel = message["channel"].decode()
+            listener = self._listener_for(channel)
+            if listener is not None:
+                try:
+                    await listener(channel, message["data"])
+                except Exception:
+                    log.exception("fan-out listener failed on %s", channel)
+
+    async def _resubscribe(self) -> None:
+        try:
+            with contextlib.suppress(Exception):
+                await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+            self._pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            await self._pubsub.subscribe(*self._subscriptions)
+        except (RedisError, OSError):
+            return
+        self.connected.set()
+        log.info("Redis pub/sub reconnected")
+        for callback in self.on_reconnect:
+            try:
+                await callback()
+            except Exception:
+                log.exception("reconnect callback failed")

@@ -1,0 +1,139 @@
+"""The connection hub of one node: local connections by recipient, fed from Redis and PostgreSQL.
+
+Delivery per connection is exactly once, in order, without gaps: a live event whose seq is not the next one
+expected triggers a backfill from PostgreSQL (the outbox) first; an event already delivered is dropped. So a
+message lost on Redis (a node died between commit and publish, Redis was down) is recovered at the next event
+or the next resume, and duplicates never reach the client.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from websocket.connection import Connection
+from websocket.fanout import Fanout
+
+log = logging.getLogger(__name__)
+
+CHANNEL_PREFIX = "dispatch:events:"
+BACKFILL_PAGE = 500
+
+# (recipient, after_seq, limit) -> messages {"seq", "type", "at", "data"} in seq order
+FetchAfter = Callable[[str, int, int], Awaitable[Sequence[dict[str, Any]]]]
+# recipient -> the latest seq written for it (0 if none)
+LatestSeq = Callable[[str], Awaitable[int]]
+
+
+def channel_of(recipient: str) -> str:
+    return CHANNEL_PREFIX + recipient
+
+
+class Hub:
+    def __init__(self, redis: Redis, fanout: Fanout, fetch_after: FetchAfter, latest_seq: LatestSeq) -> None:
+        self._redis = redis
+        self._fanout = fanout
+        self._fetch_after = fetch_after
+        self._latest_seq = latest_seq
+        self._local: dict[str, set[Connection]] = defaultdict(set)
+        fanout.route_prefix(CHANNEL_PREFIX, self._on_message)
+        fanout.on_reconnect.append(self.catch_up_all)
+
+    def connections(self, recipient: str | None = None) -> list[Connection]:
+        if recipient is not None:
+            return list(self._local.get(recipient, ()))
+        return [c for conns in self._local.values() for c in conns]
+
+    def __len__(self) -> int:
+        return sum(len(c) for c in self._local.values())
+
+    async def register(self, conn: Connection) -> int:
+        """Add a connection; it receives events written after this point. Returns that seq."""
+        first = not self._local.get(conn.recipient)
+        self._local[conn.recipient].add(conn)
+        if first:
+            await self._fanout.subscribe(channel_of(conn.recipient))
+        async with conn.delivery:
+            conn.last_seq = await self._latest_seq(conn.recipient)
+        return conn.last_seq
+
+    async def unregister(self, conn: Connection) -> None:
+        conns = self._local.get(conn.recipient)
+        if conns is None:
+            return
+        conns.discard(conn)
+        if not conns:
+            del self._local[conn.recipient]
+            await self._fanout.unsubscribe(channel_of(conn.recipient))
+
+    async def resume(self, conn: Connection, after_seq: int) -> int:
+        """Replay everything after `after_seq` from PostgreSQL; live delivery continues after it."""
+        async with conn.delivery:
+            conn.last_seq = after_seq
+            await self._backfill(conn, upto=None)
+            return conn.last_seq
+
+    async def publish(self, events: Sequence[tuple[str, dict[str, Any]]]) -> bool:
+        """Fast path after commit. Failure is logged, not raised: the outbox already holds the events."""
+        if not events:
+            return True
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for recipient, message in events:
+                    pipe.publish(channel_of(recipient), orjson.dumps(message))
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            log.warning("could not publish %d event(s) (%s); clients will resume", len(events), exc)
+            return False
+        return True
+
+    async def catch_up_all(self) -> None:
+        """After Redis comes back, bring every local connection up to date from PostgreSQL."""
+        for conn in self.connections():
+            async with conn.delivery:
+                await self._backfill(conn, upto=None)
+
+    async def _on_message(self, channel: str, data: bytes) -> None:
+        recipient = channel[len(CHANNEL_PREFIX) :]
+        conns = self._local.get(recipient)
+        if not conns:
+            return
+        message = orjson.loads(data)
+        seq = message["seq"]
+        for conn in list(conns):
+            await self._deliver(conn, seq, data)
+
+    async def _deliver(self, conn: Connection, seq: int, data: bytes) -> None:
+        async with conn.delivery:
+            if seq <= conn.last_seq:
+                return  # already delivered (by a backfill)
+            if seq > conn.last_seq + 1:
+                await self._backfill(conn, upto=seq)
+                return
+            if conn.send(data):
+                conn.last_seq = seq
+
+    async def _backfill(self, conn: Connection, upto: int | None) -> None:
+        """Send events after conn.last_seq (up to `upto` when given) from PostgreSQL, in pages."""
+        while not conn.closed.is_set():
+            page = await self._fetch_after(conn.recipient, conn.last_seq, BACKFILL_PAGE)
+            for message in page:
+                if upto is not None and message["seq"] > upto:
+                    return
+                if not conn.send(message):
+                    return
+                conn.last_seq = message["seq"]
+            if len(page) < BACKFILL_PAGE:
+                return
+
+    async def close_all(self, code: int, message: bytes) -> None:
+        for conn in self.connections():
+            with contextlib.suppress(Exception):
+                await conn.close(code, message)

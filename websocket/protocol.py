@@ -1,0 +1,105 @@
+"""The websocket protocol, sans I/O: parsing client messages and building server messages.
+
+Client → server: `{"type": ..., "id": ..., ...}`; `id` (string or integer, optional) is echoed in the reply.
+Server → client:
+  events   `{"seq": 41, "type": "job.offered", "at": "...", "data": {...}}`
+  replies  `{"type": "reply", "id": ..., "ok": true, "data": {...}}`
+           `{"type": "reply", "id": ..., "ok": false, "error": {"code", "message", "details"}}`
+  control  `{"type": "hello", ...}`, `{"type": "pong", ...}`
+Nothing here knows about sockets, the database or the clock: time comes in as a parameter.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from websocket.errors import ProtocolError, RateLimited
+
+MAX_MESSAGE_BYTES = 16 * 1024
+_TYPE = re.compile(r"^[a-z][a-z_]*(\.[a-z_]+)*$")
+
+
+@dataclass(frozen=True)
+class ClientMessage:
+    type: str
+    id: str | int | None
+    body: dict[str, Any]
+
+
+def parse_client_message(raw: str | bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> ClientMessage:
+    size = len(raw.encode() if isinstance(raw, str) else raw)
+    if size > max_bytes:
+        raise ProtocolError(
+            f"message is {size} bytes; the limit is {max_bytes}",
+            code="message_too_large",
+            details={"limit": max_bytes},
+        )
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ProtocolError(f"message is not valid JSON: {exc}", code="malformed_json") from None
+    if not isinstance(data, dict):
+        raise ProtocolError("message must be a JSON object", code="bad_message")
+    msg_id = data.get("id")
+    if msg_id is not None and (
+        isinstance(msg_id, bool)
+        or not isinstance(msg_id, (str, int))
+        or (isinstance(msg_id, str) and len(msg_id) > 100)
+    ):
+        raise ProtocolError("id must be a string (up to 100 characters) or an integer", code="bad_id")
+    kind = data.get("type")
+    if not isinstance(kind, str) or not _TYPE.match(kind) or len(kind) > 64:
+        raise ProtocolError(
+            "message needs a string 'type' such as 'resume' or 'job.accept'",
+            code="bad_type",
+            details={"id": msg_id},
+        )
+    body = {k: v for k, v in data.items() if k not in ("type", "id")}
+    return ClientMessage(kind, msg_id, body)
+
+
+def reply_ok(msg_id: str | int | None, data: Any = None) -> dict[str, Any]:
+    return {"type": "reply", "id": msg_id, "ok": True, "data": data}
+
+
+def reply_error(msg_id: str | int | None, code: str, message: str, details: Any = None) -> dict[str, Any]:
+    return {
+        "type": "reply",
+        "id": msg_id,
+        "ok": False,
+        "error": {"code": code, "message": message, "details": details},
+    }
+
+
+def after_seq_of(body: dict[str, Any]) -> int:
+    value = body.get("after_seq")
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ProtocolError("resume needs after_seq, a non-negative integer", code="bad_after_seq")
+    return value
+
+
+@dataclass
+class RateLimiter:
+    """Token bucket: `rate` messages per second on average, bursts up to `burst`."""
+
+    rate: float
+    burst: float
+    _tokens: float = field(default=-1.0)
+    _last: float = field(default=math.nan)
+
+    def check(self, now: float) -> None:
+        if self._tokens < 0:
+            self._tokens, self._last = self.burst, now
+        self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+        self._last = now
+        if self._tokens < 1:
+            raise RateLimited(
+                f"more than {self.rate:g} messages per second; slow down",
+                details={"rate": self.rate, "burst": self.burst},
+            )
+        self._tokens -= 1
