@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from importlib.metadata import version
@@ -24,6 +26,7 @@ from dispatch.api.keys import (
     SECRET,
     SETTINGS,
     WEBSOCKETS,
+    ZONES,
 )
 from dispatch.api.metrics import Metrics
 from dispatch.api.middleware import errors, observe
@@ -33,6 +36,8 @@ from dispatch.config import Settings
 from dispatch.db import create_pool
 from dispatch.migrate import migrate
 from dispatch.outbox import events_after
+from dispatch.services import zones
+from dispatch.services.zone_directory import ZoneDirectory
 from websocket.fanout import Fanout
 from websocket.hub import Hub
 
@@ -77,6 +82,18 @@ async def _realtime(app: web.Application) -> AsyncIterator[None]:
     await fanout.stop()
 
 
+async def _zones(app: web.Application) -> AsyncIterator[None]:
+    directory = ZoneDirectory(app[POOL], app[SETTINGS].h3_resolution)
+    await directory.load_all()
+    app[ZONES] = directory
+    await app[FANOUT].subscribe(zones.CHANNEL, directory.on_message)
+    resync = asyncio.create_task(directory.resync_forever(app[CLOCK]), name="zone-resync")
+    yield
+    resync.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await resync
+
+
 async def _openapi(request: web.Request) -> web.Response:
     return json_response(openapi_document(ROUTE_TABLES, version("dispatch")))
 
@@ -100,6 +117,7 @@ def create_app(
     app.cleanup_ctx.append(_postgres)
     app.cleanup_ctx.append(_redis)
     app.cleanup_ctx.append(_realtime)
+    app.cleanup_ctx.append(_zones)
     app.on_shutdown.append(ws.close_all)
     for table in ROUTE_TABLES:
         table.install(app)

@@ -68,6 +68,11 @@ class Settings:
     zone_max_vertices: int = 2000
     speed_m_per_min: float = 250.0
     detour_factor: float = 1.3
+    offer_timeout_s: float = 45.0
+    timer_poll_s: float = 0.5
+    pickup_walk_m: float = 1500.0
+    max_order_lines: int = 50
+    max_line_qty: int = 99
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -93,6 +98,11 @@ class Settings:
             zone_max_vertices=_int(env, "DISPATCH_ZONE_MAX_VERTICES", defaults.zone_max_vertices, 4),
             speed_m_per_min=_float(env, "DISPATCH_SPEED_M_PER_MIN", defaults.speed_m_per_min, 1.0),
             detour_factor=_float(env, "DISPATCH_DETOUR_FACTOR", defaults.detour_factor, 1.0),
+            offer_timeout_s=_float(env, "DISPATCH_OFFER_TIMEOUT", defaults.offer_timeout_s, 1.0),
+            timer_poll_s=_float(env, "DISPATCH_TIMER_POLL", defaults.timer_poll_s, 0.01),
+            pickup_walk_m=_float(env, "DISPATCH_PICKUP_WALK_M", defaults.pickup_walk_m, 0.0),
+            max_order_lines=_int(env, "DISPATCH_MAX_ORDER_LINES", defaults.max_order_lines, 1),
+            max_line_qty=_int(env, "DISPATCH_MAX_LINE_QTY", defaults.max_line_qty, 1),
         )
 
     def with_(self, **changes: object) -> Settings:

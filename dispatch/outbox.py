@@ -59,14 +59,16 @@ async def append_events(conn: Conn, events: Sequence[NewEvent], at: datetime) ->
         seq = next_seq[e.recipient]
         next_seq[e.recipient] = seq + 1
         out.append(Event(e.recipient, seq, e.type, e.data, at))
+    # jsonb travels as text here: asyncpg's array codec does not use the connection's jsonb codec.
     await conn.execute(
         """INSERT INTO events (recipient, seq, type, payload, created_at)
-           SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::jsonb[], $5::timestamptz[])""",
+           SELECT r, s, t, p::jsonb, $5
+           FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[]) AS u(r, s, t, p)""",
         [e.recipient for e in out],
         [e.seq for e in out],
         [e.type for e in out],
-        [e.data for e in out],
-        [at] * len(out),
+        [orjson.dumps(e.data).decode() for e in out],
+        at,
     )
     return out
 

@@ -15,14 +15,14 @@ CREATE TABLE shops (
     updated_at      timestamptz NOT NULL DEFAULT now()
 );
 
--- The H3 cover of each shop's zone, written with the zone so nodes build their index without recomputing.
-CREATE TABLE shop_cells (
-    shop_id   text NOT NULL REFERENCES shops (id) ON DELETE CASCADE,
-    cell      bigint NOT NULL,
-    interior  boolean NOT NULL,
-    PRIMARY KEY (shop_id, cell)
+-- The H3 cells of each shop's zone, written with the zone so that a starting node builds its index without
+-- recomputing covers. Arrays (one row per shop) load an order of magnitude faster than a row per cell.
+CREATE TABLE shop_covers (
+    shop_id     text PRIMARY KEY REFERENCES shops (id) ON DELETE CASCADE,
+    resolution  integer NOT NULL,
+    interior    bigint[] NOT NULL,   -- cells wholly inside the zone
+    edge        bigint[] NOT NULL    -- cells partly inside: settled by exact point-in-polygon
 );
-CREATE INDEX shop_cells_cell ON shop_cells (cell);
 
 CREATE TABLE catalogue_items (
     shop_id        text NOT NULL REFERENCES shops (id) ON DELETE CASCADE,

@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 
 from dispatch.clock import Clock
 from dispatch.config import Settings
+from dispatch.services.zone_directory import ZoneDirectory
 from websocket.fanout import Fanout
 from websocket.hub import Hub
 
@@ -26,4 +27,5 @@ REDIS = web.AppKey("redis", Redis)
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 WEBSOCKETS = web.AppKey("websockets", set[web.WebSocketResponse])
 HUB = web.AppKey("hub", Hub)
+ZONES = web.AppKey("zones", ZoneDirectory)
 FANOUT = web.AppKey("fanout", Fanout)

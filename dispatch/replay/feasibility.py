@@ -156,7 +156,7 @@ class _Checker:
                 a.order_ids[0],
                 c.id,
             )
-        previous: float | None = None
+        previous: tuple[str, float] | None = None  # the last delivered order of the bundle
         for o in a.order_ids:
             rec = records.get(o)
             if rec is None:
@@ -174,17 +174,22 @@ class _Checker:
                 self.flag("record-mismatch", "assignment time differs", o, c.id)
             if rec.delivery_time is None:
                 continue
-            if self.early(rec.delivery_time, a.pickup_time) or (
-                previous is not None and self.early(rec.delivery_time, previous)
-            ):
+            if self.early(rec.delivery_time, a.pickup_time):
                 self.flag(
                     "out-of-sequence",
-                    f"delivered at {rec.delivery_time}, bundle {list(a.order_ids)} picked up at "
-                    f"{a.pickup_time}",
+                    f"delivered at {rec.delivery_time}, before its pickup at {a.pickup_time}",
                     o,
                     c.id,
                 )
-            previous = rec.delivery_time
+            elif previous is not None and self.early(rec.delivery_time, previous[1]):
+                self.flag(
+                    "out-of-sequence",
+                    f"delivered at {rec.delivery_time}, before {previous[0]} (at {previous[1]}) "
+                    f"which comes first in bundle {list(a.order_ids)}",
+                    o,
+                    c.id,
+                )
+            previous = (o, rec.delivery_time)
 
     def differ(self, a: float | None, b: float | None) -> bool:
         if a is None or b is None:
@@ -222,17 +227,24 @@ class _Checker:
             stays.append(_Stay(m.destination, m.departure_time + tt, math.inf))
         return stays
 
-    def at_place(self, stays: list[_Stay], place: str, t: float, half_service: float) -> str | None:
-        """None if the courier is at ``place`` at ``t`` with half a service time either side,
-        "service-time" if it is there without that margin, "place" if it is not there."""
+    def visit(
+        self, stays: list[_Stay], place: str, t: float, half_service: float, absent_rule: str
+    ) -> tuple[str, str] | None:
+        """Whether the courier is at ``place`` at ``t``, half a service after arriving and half
+        a service before leaving: None if so, else the rule broken and why."""
         there = False
         for s in stays:
             if s.place != place:
                 continue
-            if not self.early(t, s.arrival + half_service) and not self.early(s.departure - half_service, t):
+            if not (self.early(t, s.arrival + half_service) or self.early(s.departure - half_service, t)):
                 return None
             there = there or not (self.early(t, s.arrival) or self.early(s.departure, t))
-        return "service-time" if there else "place"
+        if there:
+            return (
+                "service-time",
+                f"courier at {place} less than {half_service} min after arriving or before leaving",
+            )
+        return absent_rule, f"courier not at {place}"
 
 
 def check(instance: Instance, trace: Trace, *, tolerance: float = 0.0) -> list[Violation]:
@@ -261,17 +273,16 @@ def check(instance: Instance, trace: Trace, *, tolerance: float = 0.0) -> list[V
 
     for a in assignments:
         restaurant = instance.orders[a.order_ids[0]].restaurant
-        where = ck.at_place(stays[a.courier], restaurant, a.pickup_time, params.pickup_service_minutes / 2)
-        if where is not None:
-            rule = "pickup-place" if where == "place" else where
-            ck.flag(rule, f"pickup at {restaurant} at {a.pickup_time}", a.order_ids[0], a.courier)
+        half = params.pickup_service_minutes / 2
+        broken = ck.visit(stays[a.courier], restaurant, a.pickup_time, half, "pickup-place")
+        if broken:
+            ck.flag(broken[0], f"pickup at {a.pickup_time}: {broken[1]}", a.order_ids[0], a.courier)
         for o in a.order_ids:
-            rec = records.get(o)
-            if rec is None or rec.delivery_time is None:
+            delivery = records[o].delivery_time if o in records else None
+            if delivery is None:
                 continue
             half = params.dropoff_service_minutes / 2
-            where = ck.at_place(stays[a.courier], o, rec.delivery_time, half)
-            if where is not None:
-                rule = "delivery-place" if where == "place" else where
-                ck.flag(rule, f"delivery at {rec.delivery_time}", o, a.courier)
+            broken = ck.visit(stays[a.courier], o, delivery, half, "delivery-place")
+            if broken:
+                ck.flag(broken[0], f"delivery at {delivery}: {broken[1]}", o, a.courier)
     return ck.found

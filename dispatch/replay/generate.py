@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import math
 import random
+from collections.abc import Callable
 
 from dispatch.replay.instance import Courier, Instance, Order, Parameters, Restaurant
 
@@ -24,8 +25,26 @@ BLOCK = 30  # shift boundaries, minutes
 SHIFT_LENGTHS = (120, 180, 240)
 
 
-def _clip(value: float, low: float, high: float) -> float:
-    return min(high, max(low, value))
+def _point_in_area(draw: Callable[[], tuple[float, float]], area_m: float) -> tuple[int, int]:
+    """A drawn point, redrawn while outside the area (clipping would pile points on its edge)."""
+    for _ in range(100):
+        x, y = draw()
+        if 0 <= x <= area_m and 0 <= y <= area_m:
+            return round(x), round(y)
+    return round(min(area_m, max(0.0, x))), round(min(area_m, max(0.0, y)))
+
+
+def _around(rng: random.Random, cx: float, cy: float, sd: float) -> Callable[[], tuple[float, float]]:
+    return lambda: (rng.gauss(cx, sd), rng.gauss(cy, sd))
+
+
+def _drop_off(rng: random.Random, r: Restaurant) -> Callable[[], tuple[float, float]]:
+    # 0.1-5.5 km, mostly about 1.5 km: a mean near the published instances' 2.3 km.
+    def draw() -> tuple[float, float]:
+        dist, angle = rng.triangular(100, 5500, 1500), rng.uniform(0, 2 * math.pi)
+        return r.x + dist * math.cos(angle), r.y + dist * math.sin(angle)
+
+    return draw
 
 
 def _placement_time(rng: random.Random, day_minutes: int) -> int:
@@ -37,14 +56,16 @@ def _placement_time(rng: random.Random, day_minutes: int) -> int:
         if u < 0.35:
             t = rng.gauss(0.2 * day_minutes, 0.06 * day_minutes)
         elif u < 0.85:
-            t = rng.gauss(0.72 * day_minutes, 0.08 * day_minutes)
+            t = rng.gauss(0.72 * day_minutes, 0.07 * day_minutes)
         else:
             t = rng.uniform(0, last)
         if 0 <= t <= last:
             return round(t)
 
 
-def _shifts(ready_times: list[int], orders_per_courier_hour: float, end: int) -> list[tuple[int, int]]:
+def _shifts(
+    ready_times: list[float], orders_per_courier_hour: float, end: float
+) -> list[tuple[float, float]]:
     """Shifts on half-hour boundaries covering, in each block, enough couriers for the orders
     ready from half an hour before to an hour after the block's start."""
     n_blocks = math.ceil(end / BLOCK)
@@ -53,7 +74,7 @@ def _shifts(ready_times: list[int], orders_per_courier_hour: float, end: int) ->
         start = b * BLOCK
         demand = sum(1 for t in ready_times if start - BLOCK <= t < start + 2 * BLOCK) / 1.5
         required.append(max(1, math.ceil(demand / orders_per_courier_hour)) if demand else 0)
-    shifts: list[tuple[int, int]] = []
+    shifts: list[tuple[float, float]] = []
     for b, need in enumerate(required):
         start = b * BLOCK
         on_duty = sum(1 for on, off in shifts if on <= start < off)
@@ -93,10 +114,8 @@ def generate_instance(
     ]
     restaurants = {}
     for i in range(1, n_restaurants + 1):
-        hx, hy = hoods[(i - 1) % n_neighbourhoods]
-        x = _clip(rng.gauss(hx, 700), 0, area_m)
-        y = _clip(rng.gauss(hy, 700), 0, area_m)
-        restaurants[f"r{i}"] = Restaurant(f"r{i}", round(x), round(y))
+        x, y = _point_in_area(_around(rng, *hoods[(i - 1) % n_neighbourhoods], 700), area_m)
+        restaurants[f"r{i}"] = Restaurant(f"r{i}", x, y)
 
     # Popularity is independent of the neighbourhood: shuffle before giving Zipf weights.
     ranked = list(restaurants.values())
@@ -106,12 +125,8 @@ def generate_instance(
     orders = {}
     for i, placed in enumerate(placements, start=1):
         r = rng.choices(ranked, cum_weights=cum_weights)[0]
-        dist = rng.triangular(100, 5500, 1500)
-        angle = rng.uniform(0, 2 * math.pi)
-        x = _clip(r.x + dist * math.cos(angle), 0, area_m)
-        y = _clip(r.y + dist * math.sin(angle), 0, area_m)
-        ready = placed + rng.randint(10, 30)
-        orders[f"o{i}"] = Order(f"o{i}", round(x), round(y), placed, r.id, ready)
+        x, y = _point_in_area(_drop_off(rng, r), area_m)
+        orders[f"o{i}"] = Order(f"o{i}", x, y, placed, r.id, placed + rng.randint(10, 30))
 
     end = max(o.ready_time for o in orders.values()) + 60
     shifts = _shifts([o.ready_time for o in orders.values()], orders_per_courier_hour, end)
@@ -119,11 +134,10 @@ def generate_instance(
     for i, (on, off) in enumerate(shifts, start=1):
         # Most couriers start in a neighbourhood, some anywhere in the area.
         if rng.random() < 0.7:
-            hx, hy = rng.choice(hoods)
-            x, y = _clip(rng.gauss(hx, 1500), 0, area_m), _clip(rng.gauss(hy, 1500), 0, area_m)
+            x, y = _point_in_area(_around(rng, *rng.choice(hoods), 1500), area_m)
         else:
-            x, y = rng.uniform(0, area_m), rng.uniform(0, area_m)
-        couriers[f"c{i}"] = Courier(f"c{i}", round(x), round(y), on, off)
+            x, y = round(rng.uniform(0, area_m)), round(rng.uniform(0, area_m))
+        couriers[f"c{i}"] = Courier(f"c{i}", x, y, on, off)
 
     name = (
         f"g{seed}o{n_orders}r{n_restaurants}n{n_neighbourhoods}"

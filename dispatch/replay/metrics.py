@@ -86,14 +86,16 @@ def compute_metrics(instance: Instance, trace: Trace, *, tolerance: float = 0.0)
             bundles_by[a.courier] += 1
     driving = 0.0
     for m in trace.moves:
-        if m.courier in instance.couriers and instance.has_place(m.origin) and instance.has_place(
-            m.destination
+        if (
+            m.courier in instance.couriers
+            and instance.has_place(m.origin)
+            and instance.has_place(m.destination)
         ):
             origin, dest = instance.place(m.origin, m.courier), instance.place(m.destination, m.courier)
             driving += travel_minutes(origin, dest, params)
     bundles = sum(bundles_by.values())
-    serving = (
-        params.pickup_service_minutes * bundles + params.dropoff_service_minutes * sum(delivered_by.values())
+    serving = params.pickup_service_minutes * bundles + params.dropoff_service_minutes * sum(
+        delivered_by.values()
     )
 
     duty_minutes = 0.0
@@ -109,15 +111,15 @@ def compute_metrics(instance: Instance, trace: Trace, *, tolerance: float = 0.0)
     duty_hours = duty_minutes / 60
 
     violations = check(instance, trace, tolerance=tolerance)
-    late = [v for v in measures["click_to_door"] if v > params.target_click_to_door]
+    click_to_door = measures["click_to_door"]
     return {
         "instance": instance.name,
         "orders": {
             "total": len(instance.orders),
             "delivered": delivered,
             "delivered_share": _ratio(delivered, len(instance.orders)),
-            "beyond_target": len(late),
-            "beyond_max": sum(v > params.max_click_to_door for v in late),
+            "beyond_target": sum(v > params.target_click_to_door for v in click_to_door),
+            "beyond_max": sum(v > params.max_click_to_door for v in click_to_door),
         },
         **{m: describe(v) for m, v in measures.items()},
         "couriers": {

@@ -26,6 +26,9 @@ class _CourierState:
 
 
 def simulate_nearest_idle(instance: Instance, *, trigger: Literal["ready", "placed"] = "ready") -> Trace:
+    """Run the day under ``nearest-idle``; orders are released to couriers at their ready time
+    (the baseline the issue specifies) or, with ``trigger="placed"``, at their placement time.
+    Ties go to the courier listed first; the result is deterministic."""
     params = instance.parameters
     half_pick = params.pickup_service_minutes / 2
     half_drop = params.dropoff_service_minutes / 2

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from dispatch.core.hours import HoursError, parse_opening_hours
+from dispatch.core.errors import CoreValidationError
+from dispatch.core.hours import parse_opening_hours
 from dispatch.errors import ValidationFailed, field_error
 
 ALWAYS_OPEN: dict[str, Any] = {
@@ -18,7 +19,7 @@ def validated_hours(obj: dict[str, Any] | None) -> dict[str, Any]:
         return ALWAYS_OPEN
     try:
         parse_opening_hours(obj)
-    except HoursError as exc:
+    except CoreValidationError as exc:
         raise ValidationFailed(
             f"opening_hours is not valid: {exc.message}",
             details=[field_error(["opening_hours", *exc.path], exc.message, "invalid_hours")],

@@ -48,7 +48,7 @@ async def create(
             now,
             *(fields[c] for c in cols),
         )
-        await zones.write_cells(conn, shop_id, zone)
+        await zones.write_zone(conn, shop_id, zone)
     assert row is not None
     return render_shop(row)
 

@@ -1,21 +1,30 @@
-"""Delivery zones at the service layer: parse and cover with geo/, store zone and cells together."""
+"""Delivery zones at the service layer: parse and cover with geo/, store zone and cover together."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from dispatch.config import Settings
 from dispatch.db import Conn
 from dispatch.errors import ValidationFailed, field_error
 from geo import GeoError, ZoneError, ZoneLimits, cover_zone, parse_zone
 
+log = logging.getLogger(__name__)
 DEFAULT_RADIUS_M = 2000.0
+# Cross-node invalidation: a node that changes a zone tells every node (itself included) on this channel;
+# each reloads that shop from PostgreSQL. "*" means reload everything (e.g. after `dispatch demo`).
+CHANNEL = "dispatch:zones"
 
 
 @dataclass(frozen=True)
 class PreparedZone:
     geojson: dict[str, Any]
+    resolution: int
     interior: frozenset[int]
     edge: frozenset[int]
 
@@ -48,29 +57,32 @@ def prepare(
             code="invalid_zone",
             details=[field_error([path], str(exc), "invalid_zone")],
         ) from None
-    return PreparedZone(parsed.geojson, cover.interior, cover.edge)
+    return PreparedZone(parsed.geojson, settings.h3_resolution, cover.interior, cover.edge)
 
 
-async def write_cells(conn: Conn, shop_id: str, zone: PreparedZone) -> None:
-    await conn.execute("DELETE FROM shop_cells WHERE shop_id = $1", shop_id)
-    records = [(shop_id, c, True) for c in zone.interior] + [(shop_id, c, False) for c in zone.edge]
-    await conn.copy_records_to_table("shop_cells", records=records, columns=["shop_id", "cell", "interior"])
+async def write_zone(conn: Conn, shop_id: str, zone: PreparedZone) -> None:
+    """Store a shop's zone and its cover in the caller's transaction."""
+    await conn.execute("UPDATE shops SET zone = $2 WHERE id = $1", shop_id, zone.geojson)
+    await conn.execute(
+        """INSERT INTO shop_covers (shop_id, resolution, interior, edge) VALUES ($1, $2, $3, $4)
+           ON CONFLICT (shop_id) DO UPDATE SET resolution = EXCLUDED.resolution,
+               interior = EXCLUDED.interior, edge = EXCLUDED.edge""",
+        shop_id,
+        zone.resolution,
+        sorted(zone.interior),
+        sorted(zone.edge),
+    )
 
 
-# Cross-node invalidation: a node that changes a zone tells every node (itself included) on this channel;
-# each reloads that shop's cover from PostgreSQL. "*" means reload everything (e.g. after `dispatch demo`).
-CHANNEL = "dispatch:zones"
-
-
-async def announce_change(app: Any, shop_id: str) -> None:
-    from dispatch.api.keys import REDIS
-
-    await app[REDIS].publish(CHANNEL, shop_id)
+async def announce(redis: Redis, shop_id: str) -> None:
+    """Tell every node to reload this shop. Best effort: nodes also resync periodically from PostgreSQL."""
+    try:
+        await redis.publish(CHANNEL, shop_id)
+    except (RedisError, OSError) as exc:
+        log.warning("could not announce zone change of %s: %s", shop_id, exc)
 
 
 async def announce_reload(redis_url: str) -> None:
-    from redis.asyncio import Redis
-
     client = Redis.from_url(redis_url)
     try:
         await client.publish(CHANNEL, "*")

@@ -30,8 +30,8 @@ async def _publish(client: Client, events: list[Any]) -> None:
     await client.app[HUB].publish([(e.recipient, e.to_message()) for e in events])
 
 
-async def _recv(ws: Any, timeout: float = 5.0) -> dict[str, Any]:
-    msg = await ws.receive(timeout=timeout)
+async def _recv(ws: Any) -> dict[str, Any]:
+    msg = await ws.receive(timeout=5.0)
     assert msg.type == WSMsgType.TEXT, msg
     data: dict[str, Any] = msg.json()
     return data
@@ -161,8 +161,13 @@ async def test_slow_client_is_cut_off_with_1013(
         await _recv(ws)
         hub = client.app[HUB]
         (conn,) = hub.connections(RES)
-        # Stop the writer so nothing drains, as with a client that stopped reading.
-        await conn.stop_writer()
+        # The peer stops reading: every send stalls, as on a dead mobile link.
+        stalled = asyncio.Event()
+
+        async def stall(data: str, compress: int | None = None) -> None:
+            await stalled.wait()
+
+        conn.ws.send_str = stall  # type: ignore[method-assign]
         events = await _write(db, clock, RES, 300)
         await _publish(client, events)
         for _ in range(50):

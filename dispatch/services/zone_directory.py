@@ -1,0 +1,88 @@
+"""This node's in-memory index of every active shop's delivery zone.
+
+Built from PostgreSQL at start (stored covers, nothing recomputed), kept current by invalidation messages on
+Redis (`zones.CHANNEL`), and resynced periodically from PostgreSQL in case a message was lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import asyncpg
+import shapely.geometry
+
+from dispatch.clock import Clock
+from geo import Cover, ZoneIndex
+
+log = logging.getLogger(__name__)
+
+_SELECT = """SELECT s.id, s.lat, s.lng, s.zone, c.resolution, c.interior, c.edge
+             FROM shops s JOIN shop_covers c ON c.shop_id = s.id
+             WHERE s.active AND s.zone IS NOT NULL"""
+_FINGERPRINT = "SELECT count(*), max(updated_at) FROM shops"
+
+
+class ZoneDirectory:
+    def __init__(self, pool: asyncpg.Pool, resolution: int) -> None:
+        self._pool = pool
+        self.resolution = resolution
+        self.index = ZoneIndex(resolution)
+        self._fingerprint: Any = None
+        self.last_load_seconds = 0.0
+
+    async def load_all(self) -> None:
+        started = time.perf_counter()
+        async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+            fingerprint = tuple(await conn.fetchrow(_FINGERPRINT) or ())
+            rows = await conn.fetch(_SELECT)
+        index = ZoneIndex(self.resolution)
+        for row in rows:
+            self._add(index, row)
+        self.index = index  # swap whole: queries never see a half-built index
+        self._fingerprint = fingerprint
+        self.last_load_seconds = time.perf_counter() - started
+        log.info("zone index loaded", extra={"shops": len(rows), "seconds": round(self.last_load_seconds, 3)})
+
+    async def reload_shop(self, shop_id: str) -> None:
+        async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+            row = await conn.fetchrow(_SELECT + " AND s.id = $1", shop_id)
+            fingerprint = tuple(await conn.fetchrow(_FINGERPRINT) or ())
+        if row is None:
+            if shop_id in self.index:
+                self.index.remove(shop_id)
+        else:
+            self._add(self.index, row)
+        self._fingerprint = fingerprint
+
+    def _add(self, index: ZoneIndex, row: asyncpg.Record) -> None:
+        geometry = shapely.geometry.shape(row["zone"])
+        # A cover stored at another resolution (the setting changed) is recomputed by the index.
+        cover = (
+            Cover(frozenset(row["interior"]), frozenset(row["edge"]), row["resolution"])
+            if row["resolution"] == self.resolution
+            else None
+        )
+        index.set_zone(row["id"], geometry, cover=cover, location=(row["lat"], row["lng"]))
+
+    async def on_message(self, channel: str, data: bytes) -> None:
+        shop_id = data.decode()
+        if shop_id == "*":
+            await self.load_all()
+        else:
+            await self.reload_shop(shop_id)
+
+    async def resync_forever(self, clock: Clock, every_s: float = 30.0) -> None:
+        """Reload everything when PostgreSQL shows changes this node has not seen (a lost message)."""
+        while True:
+            await clock.sleep(every_s)
+            try:
+                fingerprint = tuple(await self._pool.fetchrow(_FINGERPRINT) or ())
+                if fingerprint != self._fingerprint:
+                    await self.load_all()
+            except (asyncpg.PostgresError, OSError) as exc:
+                log.warning("zone index resync failed: %s", exc)
+            except asyncio.CancelledError:
+                raise
