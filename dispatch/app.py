@@ -13,6 +13,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from dispatch.api import admin, health, ws
+from dispatch.api import zones as zone_api
 from dispatch.api.json import json_response
 from dispatch.api.keys import (
     CLOCK,
@@ -43,7 +44,7 @@ from websocket.hub import Hub
 
 log = logging.getLogger(__name__)
 
-ROUTE_TABLES: list[RouteTable] = [health.routes, admin.routes, ws.routes]
+ROUTE_TABLES: list[RouteTable] = [health.routes, zone_api.routes, admin.routes, ws.routes]
 
 
 async def _postgres(app: web.Application) -> AsyncIterator[None]:

@@ -215,36 +215,53 @@ class _Fleet:
             assignable=np.array([c.assignable for c in couriers], dtype=np.bool_),
         )
 
+    def subset(self, cols: NDArray[np.intp]) -> _Fleet:
+        couriers = [self.couriers[c] for c in cols]
+        return _Fleet(
+            couriers=couriers,
+            index=dict(zip((courier.courier_id for courier in couriers), range(cols.size), strict=True)),
+            points=[self.points[c] for c in cols],
+            coords=self.coords[cols],
+            free_at=self.free_at[cols],
+            deadline=self.deadline[cols],
+            spare=self.spare[cols],
+            assignable=self.assignable[cols],
+        )
+
 
 def _legs(
     fleet: _Fleet,
-    cols: NDArray[np.intp],
+    cols: NDArray[np.intp] | None,
     to: Point,
     travel: Travel,
     travel_many: TravelMany | None,
 ) -> NDArray[np.float64]:
+    """Travel minutes to `to` from where each courier (of `cols`, or all) will be free."""
     if travel_many is not None:
-        return np.asarray(travel_many(fleet.coords[cols], to), dtype=np.float64)
-    return np.fromiter((travel(fleet.points[c], to) for c in cols), np.float64, cols.size)
+        coords = fleet.coords if cols is None else fleet.coords[cols]
+        return np.asarray(travel_many(coords, to), dtype=np.float64)
+    points = fleet.points if cols is None else [fleet.points[c] for c in cols]
+    return np.fromiter((travel(point, to) for point in points), np.float64, len(points))
 
 
 def _scores(
     candidate: Candidate,
     fleet: _Fleet,
-    cols: NDArray[np.intp],
+    cols: NDArray[np.intp] | None,
     travel: Travel,
     travel_many: TravelMany | None,
     params: DispatchParams,
 ) -> tuple[NDArray[np.float64], NDArray[np.intp]]:
-    """Finish minute for each courier in `cols` (inf when infeasible) and the option it uses."""
+    """Finish minute for each courier of `cols` (None: all; inf: infeasible) and its option."""
     half_pickup = params.service.pickup_minutes / 2
-    free_at = fleet.free_at[cols]
-    usable = fleet.assignable[cols] & (fleet.spare[cols] >= candidate.items)
-    deadline = fleet.deadline[cols]
-    best = np.full(cols.size, np.inf)
-    choice = np.zeros(cols.size, dtype=np.intp)
+    everyone = cols is None
+    free_at = fleet.free_at if everyone else fleet.free_at[cols]
+    spare = fleet.spare if everyone else fleet.spare[cols]
+    usable = (fleet.assignable if everyone else fleet.assignable[cols]) & (spare >= candidate.items)
+    deadline = fleet.deadline if everyone else fleet.deadline[cols]
+    finishes = []
     legs: dict[Point, NDArray[np.float64]] = {}
-    for i, option in enumerate(candidate.options):
+    for option in candidate.options:
         if option.first_pickup not in legs:
             legs[option.first_pickup] = _legs(fleet, cols, option.first_pickup, travel, travel_many)
         arrival = free_at + legs[option.first_pickup]
@@ -253,11 +270,12 @@ def _scores(
         max_wait = params.max_first_wait_minutes
         if max_wait is not None and option.first_ready is not None:
             ok &= option.first_ready - (arrival + half_pickup) <= max_wait
-        finish = np.where(ok, last_pickup + option.tail, np.inf)
-        better = finish < best
-        best[better] = finish[better]
-        choice[better] = i
-    return best, choice
+        finishes.append(np.where(ok, last_pickup + option.tail, np.inf))
+    if len(finishes) == 1:  # the common case: one shop
+        return finishes[0], np.zeros(free_at.size, dtype=np.intp)
+    stacked = np.stack(finishes)
+    choice = np.argmin(stacked, axis=0)
+    return np.take_along_axis(stacked, choice[None, :], axis=0)[0], choice
 
 
 def score(
@@ -269,7 +287,7 @@ def score(
 ) -> float | None:
     """Minute the candidate's last item would reach its door with this courier; None: infeasible."""
     fleet = _Fleet.of([courier], now, travel, params.service)
-    finish, _ = _scores(candidate, fleet, np.zeros(1, dtype=np.intp), travel, None, params)
+    finish, _ = _scores(candidate, fleet, None, travel, None, params)
     return float(finish[0]) if np.isfinite(finish[0]) else None
 
 
@@ -284,10 +302,10 @@ def assign_round(
 ) -> RoundResult:
     """Match candidates to couriers optimally (see the module docstring for the rules)."""
     fleet = _Fleet.of(couriers, now, travel, params.service)
-    everyone = np.arange(len(couriers), dtype=np.intp)
-    cost = _cost_matrix(candidates, fleet, everyone, nearby, travel, travel_many, params)
+    cost = _cost_matrix(candidates, fleet, nearby, travel, travel_many, params)
     chosen = dict(_match(cost))
-    taken = set(chosen.values())
+    busy = np.zeros(len(couriers), dtype=np.bool_)
+    busy[list(chosen.values())] = True
     placed: list[tuple[Candidate, int]] = []
     unassigned: list[Candidate] = []
     for row, candidate in enumerate(candidates):
@@ -295,8 +313,10 @@ def assign_round(
         joint = None if col is None else (col, float(cost[row, col]))
         parts = None
         if candidate.parts:
-            free = [c for c in range(len(couriers)) if c not in taken or c == col]
-            pool = np.array(free, dtype=np.intp)
+            free = busy | True
+            if col is not None:
+                free[col] = True  # the joint's courier may take a part instead
+            pool = np.flatnonzero(free)
             parts = _split_instead(candidate, joint, fleet, pool, nearby, travel, travel_many, params)
         if parts is None:
             if col is None:
@@ -305,8 +325,8 @@ def assign_round(
                 placed.append((candidate, col))
             continue
         if col is not None:
-            taken.discard(col)
-        taken.update(part_col for _, part_col in parts)
+            busy[col] = False
+        busy[[part_col for _, part_col in parts]] = True
         placed.extend(parts)
         done = {part for part, _ in parts}
         unassigned.extend(part for part in candidate.parts if part not in done)
@@ -325,7 +345,7 @@ def _split_instead(
     params: DispatchParams,
 ) -> list[tuple[Candidate, int]] | None:
     """A split order's parts with their couriers, when they beat the joint route; else None."""
-    cost = _cost_matrix(candidate.parts, fleet, pool, nearby, travel, travel_many, params)
+    cost = _cost_matrix(candidate.parts, fleet.subset(pool), nearby, travel, travel_many, params)
     matched = _match(cost)
     parts = [(candidate.parts[row], int(pool[col])) for row, col in matched]
     if joint is None:
@@ -339,30 +359,28 @@ def _split_instead(
 def _cost_matrix(
     candidates: Sequence[Candidate],
     fleet: _Fleet,
-    cols: NDArray[np.intp],
     nearby: Nearby | None,
     travel: Travel,
     travel_many: TravelMany | None,
     params: DispatchParams,
 ) -> NDArray[np.float64]:
-    """Finish minutes, candidates x the couriers in `cols`; inf where infeasible or not nearby."""
-    cost = np.full((len(candidates), cols.size), np.inf)
-    column = {int(c): j for j, c in enumerate(cols)} if nearby is not None else {}
+    """Finish minutes, candidates x couriers; inf where infeasible or not nearby."""
+    cost = np.full((len(candidates), len(fleet.couriers)), np.inf)
     k = params.couriers_per_candidate
     for row, candidate in enumerate(candidates):
-        if nearby is None:
-            local = np.arange(cols.size, dtype=np.intp)
-        else:
-            wanted = (fleet.index.get(courier_id, -1) for courier_id in nearby(candidate))
-            local = np.unique(np.array([column[i] for i in wanted if i in column], dtype=np.intp))
-        if local.size == 0:
-            continue
-        finish, _ = _scores(candidate, fleet, cols[local], travel, travel_many, params)
-        if k is not None and k < local.size:
+        cols: NDArray[np.intp] | None = None
+        if nearby is not None:
+            found = (fleet.index.get(courier_id) for courier_id in nearby(candidate))
+            cols = np.unique(np.array([i for i in found if i is not None], dtype=np.intp))
+            if cols.size == 0:
+                continue
+        finish, _ = _scores(candidate, fleet, cols, travel, travel_many, params)
+        if k is not None and k < finish.size:
             # The k best only: a sparser matrix, and a far courier rarely wins anyway.
             kept = np.argpartition(finish, k - 1)[:k]
-            local, finish = local[kept], finish[kept]
-        cost[row, local] = finish
+            cols = kept if cols is None else cols[kept]
+            finish = finish[kept]
+        cost[row, slice(None) if cols is None else cols] = finish
     return cost
 
 

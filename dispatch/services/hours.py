@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from dispatch.core.errors import CoreValidationError
-from dispatch.core.hours import parse_opening_hours
+from dispatch.core.hours import OpeningHours, parse_opening_hours
 from dispatch.errors import ValidationFailed, field_error
 
 ALWAYS_OPEN: dict[str, Any] = {
@@ -25,3 +25,19 @@ def validated_hours(obj: dict[str, Any] | None) -> dict[str, Any]:
             details=[field_error(["opening_hours", *exc.path], exc.message, "invalid_hours")],
         ) from None
     return obj
+
+
+# Parsed hours per shop, keyed by the row's updated_at: parsing is cheap but runs on every order.
+_CACHE: dict[str, tuple[object, OpeningHours]] = {}
+_CACHE_MAX = 50_000
+
+
+def hours_of(shop_id: str, updated_at: object, raw: dict[str, Any]) -> OpeningHours:
+    hit = _CACHE.get(shop_id)
+    if hit is not None and hit[0] == updated_at:
+        return hit[1]
+    parsed = parse_opening_hours(raw)
+    if len(_CACHE) >= _CACHE_MAX:
+        _CACHE.clear()
+    _CACHE[shop_id] = (updated_at, parsed)
+    return parsed

@@ -11,6 +11,7 @@ from dispatch.db import Conn, translated_errors
 from dispatch.errors import NotFound
 from dispatch.ids import new_id
 from dispatch.services import zones
+from dispatch.services.hours import hours_of
 
 SHOP_COLUMNS = (
     "name",
@@ -105,3 +106,47 @@ async def catalogue(pool: asyncpg.Pool, shop_id: str) -> list[dict[str, Any]]:
 async def list_shops(pool: asyncpg.Pool, limit: int, offset: int) -> list[dict[str, Any]]:
     rows = await pool.fetch("SELECT * FROM shops ORDER BY created_at, id LIMIT $1 OFFSET $2", limit, offset)
     return [render_shop(r) for r in rows]
+
+
+async def set_zone(
+    pool: asyncpg.Pool, shop_id: str, zone: zones.PreparedZone, now: datetime
+) -> dict[str, Any]:
+    async with translated_errors(), pool.acquire() as conn, conn.transaction():
+        found = await conn.fetchval(
+            "UPDATE shops SET updated_at = $2 WHERE id = $1 RETURNING id", shop_id, now
+        )
+        if found is None:
+            raise NotFound(f"no shop with id {shop_id}", code="shop_not_found")
+        await zones.write_zone(conn, shop_id, zone)
+    return {"shop_id": shop_id, "zone": zone.geojson, "cells": zone.cell_count}
+
+
+async def get_zone(pool: asyncpg.Pool, shop_id: str) -> dict[str, Any]:
+    row = await pool.fetchrow(
+        """SELECT s.id, s.zone, c.resolution,
+                  cardinality(c.interior) AS interior, cardinality(c.edge) AS edge
+           FROM shops s LEFT JOIN shop_covers c ON c.shop_id = s.id WHERE s.id = $1""",
+        shop_id,
+    )
+    if row is None:
+        raise NotFound(f"no shop with id {shop_id}", code="shop_not_found")
+    return {
+        "shop_id": shop_id,
+        "zone": row["zone"],
+        "resolution": row["resolution"],
+        "cells": (row["interior"] or 0) + (row["edge"] or 0),
+        "interior_cells": row["interior"] or 0,
+        "edge_cells": row["edge"] or 0,
+    }
+
+
+async def open_shops_at(pool: asyncpg.Pool, shop_ids: list[str], at: datetime) -> dict[str, asyncpg.Record]:
+    """The active shops among `shop_ids` that are open at `at`, by id."""
+    if not shop_ids:
+        return {}
+    rows = await pool.fetch(
+        "SELECT id, name, lat, lng, opening_hours, prep_minutes, updated_at FROM shops "
+        "WHERE id = ANY($1) AND active",
+        shop_ids,
+    )
+    return {r["id"]: r for r in rows if hours_of(r["id"], r["updated_at"], r["opening_hours"]).is_open(at)}

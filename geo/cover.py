@@ -1,0 +1,137 @@
+"""Cover a zone with H3 cells, split into interior cells and edge cells.
+
+Guarantees, for every point p of the zone (boundary included) with c = latlng_to_cell(p):
+c is in the cover; and for every interior cell, every point that maps to it lies in the zone.
+
+Why a margin: `cell_to_boundary` gives a cell's vertices, but the region of points that H3
+assigns to the cell has great-circle edges (straight in H3's gnomonic face projection), which
+bulge away from the straight lng/lat chord by up to L²·tan(lat)/(8R) for an edge of length L.
+Every cell is therefore tested as its lng/lat hexagon grown by `edge_margin_deg(resolution)`,
+well above that bulge (about 1e-7 degrees at resolution 9, measured; the margin is ~1e-5):
+  - edge:     the hexagon comes within the margin of the zone's boundary;
+  - interior: the hexagon intersects the zone and stays farther than the margin from its
+              boundary, so the whole grown hexagon, and thus the true cell, is inside.
+Candidates come from h3's 'overlap' polyfill plus the cells of every vertex, then a flood fill
+over the neighbours of every kept cell, so a cell h3's own (planar) polyfill misses is still
+found. Extra edge cells only cost a prepared-geometry test at query time; a missing cell or a
+wrongly interior cell would be a wrong answer.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import shapely
+from h3 import H3BaseException
+from h3.api import basic_int as h3
+
+from geo.distance import EARTH_RADIUS_M
+from geo.errors import GeoError
+from geo.zones import Zone
+
+__all__ = ["DEFAULT_RESOLUTION", "Cover", "cover_zone", "edge_margin_deg"]
+
+DEFAULT_RESOLUTION = 9
+MIN_RESOLUTION, MAX_RESOLUTION = 5, 15
+_MAX_LAT = 85.0
+
+
+@dataclass(frozen=True, slots=True)
+class Cover:
+    """H3 cells (integer ids) covering a zone at one resolution; the two sets are disjoint."""
+
+    interior: frozenset[int]
+    edge: frozenset[int]
+    resolution: int
+
+    def __len__(self) -> int:
+        return len(self.interior) + len(self.edge)
+
+
+def check_resolution(resolution: int) -> None:
+    if not (isinstance(resolution, int) and MIN_RESOLUTION <= resolution <= MAX_RESOLUTION):
+        raise ValueError(
+            f"H3 resolution must be an integer in [{MIN_RESOLUTION}, {MAX_RESOLUTION}], got {resolution!r}"
+        )
+
+
+def edge_margin_deg(resolution: int) -> float:
+    """Margin, in degrees, by which cell hexagons are grown before classifying them.
+
+    Ten times the worst-case bulge of a great-circle cell edge at latitude 85 (where a degree
+    of longitude is shortest), for an edge three times the resolution's average length.
+    """
+    check_resolution(resolution)
+    edge = 3.0 * h3.average_hexagon_edge_length(resolution, "m")
+    lat = math.radians(_MAX_LAT)
+    bulge_rad = edge * edge * math.tan(lat) / (8.0 * EARTH_RADIUS_M**2 * math.cos(lat))
+    return max(10.0 * math.degrees(bulge_rad), 1e-9)
+
+
+def cover_zone(zone_geometry: Zone | Any, resolution: int = DEFAULT_RESOLUTION) -> Cover:
+    """Cover a zone (a `Zone` or a shapely Polygon/MultiPolygon in lng/lat) with H3 cells."""
+    geometry = zone_geometry.geometry if isinstance(zone_geometry, Zone) else zone_geometry
+    margin = edge_margin_deg(resolution)
+    try:
+        boundary = shapely.boundary(geometry)
+        shapely.prepare(geometry)
+        shapely.prepare(boundary)
+        seeds = set(
+            h3.h3shape_to_cells_experimental(
+                h3.geo_to_h3shape(geometry.__geo_interface__), resolution, "overlap"
+            )
+        )
+        seeds.update(
+            h3.latlng_to_cell(lat, lng, resolution) for lng, lat in shapely.get_coordinates(geometry).tolist()
+        )
+        interior: set[int] = set()
+        edge: set[int] = set()
+        seen = set(seeds)
+        todo = list(seeds)
+        while todo:
+            hexes = _cell_polygons(todo)
+            near = shapely.dwithin(boundary, hexes, margin)
+            inside = shapely.intersects(geometry, hexes)
+            found: set[int] = set()
+            for cell, is_near, is_inside in zip(todo, near.tolist(), inside.tolist(), strict=True):
+                if is_near:
+                    edge.add(cell)
+                elif is_inside:
+                    interior.add(cell)
+                else:
+                    continue
+                found.update(h3.grid_disk(cell, 1))
+            todo = list(found - seen)
+            seen.update(todo)
+    except (shapely.errors.ShapelyError, H3BaseException) as exc:
+        raise GeoError(f"cannot cover zone: {exc}") from exc
+    return Cover(frozenset(interior), frozenset(edge), resolution)
+
+
+def _cell_polygons(cells: list[int]) -> Any:
+    """Lng/lat polygons of cells, as a numpy object array aligned with `cells`.
+
+    A cell straddling the antimeridian becomes two copies, unwrapped east and west of it, so
+    that it meets zones on either side (zones themselves never cross it).
+    """
+    out = np.empty(len(cells), dtype=object)
+    coords: list[tuple[float, float]] = []
+    indices: list[int] = []
+    plain: list[int] = []
+    for i, cell in enumerate(cells):
+        ring = [(lng, lat) for lat, lng in h3.cell_to_boundary(cell)]
+        lngs = [p[0] for p in ring]
+        if max(lngs) - min(lngs) > 180.0:
+            east = [(lng + 360.0 if lng < 0 else lng, lat) for lng, lat in ring]
+            west = [(lng - 360.0, lat) for lng, lat in east]
+            out[i] = shapely.MultiPolygon([shapely.Polygon(east), shapely.Polygon(west)])
+            continue
+        indices.extend([len(plain)] * len(ring))
+        coords.extend(ring)
+        plain.append(i)
+    if plain:
+        out[plain] = shapely.polygons(shapely.linearrings(coords, indices=indices))
+    return out
