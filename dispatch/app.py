@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 from redis.asyncio import Redis
 
-from dispatch.api import admin, health, ws
+from dispatch.api import admin, health, orders, ws
 from dispatch.api import zones as zone_api
 from dispatch.api.json import json_response
 from dispatch.api.keys import (
@@ -25,6 +25,7 @@ from dispatch.api.keys import (
     REDIS,
     REDIS_URL,
     SECRET,
+    SERVICES,
     SETTINGS,
     WEBSOCKETS,
     ZONES,
@@ -38,13 +39,15 @@ from dispatch.db import create_pool
 from dispatch.migrate import migrate
 from dispatch.outbox import events_after
 from dispatch.services import zones
+from dispatch.services.context import Services
+from dispatch.services.timers import run_timers
 from dispatch.services.zone_directory import ZoneDirectory
 from websocket.fanout import Fanout
 from websocket.hub import Hub
 
 log = logging.getLogger(__name__)
 
-ROUTE_TABLES: list[RouteTable] = [health.routes, zone_api.routes, admin.routes, ws.routes]
+ROUTE_TABLES: list[RouteTable] = [health.routes, zone_api.routes, admin.routes, orders.routes, ws.routes]
 
 
 async def _postgres(app: web.Application) -> AsyncIterator[None]:
@@ -95,6 +98,18 @@ async def _zones(app: web.Application) -> AsyncIterator[None]:
         await resync
 
 
+async def _services(app: web.Application) -> AsyncIterator[None]:
+    """The service context, and this node's share of the timers (offer deadlines)."""
+    svc = Services(app[POOL], app[CLOCK], app[SETTINGS], app[ZONES], app[HUB])
+    app[SERVICES] = svc
+    timers = asyncio.create_task(run_timers(svc), name="timers") if app[SETTINGS].run_timers else None
+    yield
+    if timers is not None:
+        timers.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await timers
+
+
 async def _openapi(request: web.Request) -> web.Response:
     return json_response(openapi_document(ROUTE_TABLES, version("dispatch")))
 
@@ -119,6 +134,7 @@ def create_app(
     app.cleanup_ctx.append(_redis)
     app.cleanup_ctx.append(_realtime)
     app.cleanup_ctx.append(_zones)
+    app.cleanup_ctx.append(_services)
     app.on_shutdown.append(ws.close_all)
     for table in ROUTE_TABLES:
         table.install(app)

@@ -29,23 +29,38 @@ class SystemClock:
 
 
 class ManualClock:
-    """A clock that moves only when told to (tests)."""
+    """A clock that moves only when told to (tests). `sleep` returns once the clock has been advanced
+    far enough, so background loops on this clock wait instead of spinning."""
 
     def __init__(self, start: datetime | None = None) -> None:
         self._now = start or datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+        self._sleepers: list[tuple[datetime, asyncio.Future[None]]] = []
 
     def now(self) -> datetime:
         return self._now
 
     def advance(self, seconds: float) -> None:
-        self._now += timedelta(seconds=seconds)
+        self.set(self._now + timedelta(seconds=seconds))
 
     def set(self, at: datetime) -> None:
         self._now = at
+        waiting = []
+        for due, future in self._sleepers:
+            if due <= at:
+                if not future.done():
+                    future.set_result(None)
+            else:
+                waiting.append((due, future))
+        self._sleepers = waiting
 
     async def sleep(self, seconds: float) -> None:
-        # Yield to the loop so background tasks run, without waiting real time.
-        await asyncio.sleep(0)
+        due = self._now + timedelta(seconds=seconds)
+        if seconds <= 0:
+            await asyncio.sleep(0)
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._sleepers.append((due, future))
+        await future
 
 
 class ScaledClock:

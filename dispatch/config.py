@@ -70,6 +70,7 @@ class Settings:
     detour_factor: float = 1.3
     offer_timeout_s: float = 45.0
     timer_poll_s: float = 0.5
+    run_timers: bool = True
     pickup_walk_m: float = 1500.0
     max_order_lines: int = 50
     max_line_qty: int = 99

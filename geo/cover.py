@@ -79,59 +79,57 @@ def cover_zone(zone_geometry: Zone | Any, resolution: int = DEFAULT_RESOLUTION) 
         boundary = shapely.boundary(geometry)
         shapely.prepare(geometry)
         shapely.prepare(boundary)
-        seeds = set(
+        # Interior cells have their centre in the zone, so h3's centre polyfill lists them all.
+        # Edge cells are found by walking each ring's chain of edge cells from the cells of
+        # its vertices; the chain is connected because every cell the ring passes through is
+        # one. Neither step trusts h3's planar polygon tests near the boundary.
+        todo = set(
             h3.h3shape_to_cells_experimental(
-                h3.geo_to_h3shape(geometry.__geo_interface__), resolution, "overlap"
+                h3.geo_to_h3shape(geometry.__geo_interface__), resolution, "center"
             )
         )
-        seeds.update(
+        todo.update(
             h3.latlng_to_cell(lat, lng, resolution) for lng, lat in shapely.get_coordinates(geometry).tolist()
         )
         interior: set[int] = set()
         edge: set[int] = set()
-        seen = set(seeds)
-        todo = list(seeds)
+        seen = set(todo)
         while todo:
-            hexes = _cell_polygons(todo)
-            near = shapely.dwithin(boundary, hexes, margin)
-            inside = shapely.intersects(geometry, hexes)
-            found: set[int] = set()
-            for cell, is_near, is_inside in zip(todo, near.tolist(), inside.tolist(), strict=True):
+            cells = list(todo)
+            hexes = cell_polygons(cells)
+            near = shapely.dwithin(boundary, hexes, margin).tolist()
+            inside = shapely.intersects(geometry, hexes).tolist()
+            todo = set()
+            for cell, is_near, is_inside in zip(cells, near, inside, strict=True):
                 if is_near:
                     edge.add(cell)
+                    todo.update(h3.grid_disk(cell, 1))
                 elif is_inside:
                     interior.add(cell)
-                else:
-                    continue
-                found.update(h3.grid_disk(cell, 1))
-            todo = list(found - seen)
-            seen.update(todo)
+            todo -= seen
+            seen |= todo
     except (shapely.errors.ShapelyError, H3BaseException) as exc:
         raise GeoError(f"cannot cover zone: {exc}") from exc
     return Cover(frozenset(interior), frozenset(edge), resolution)
 
 
-def _cell_polygons(cells: list[int]) -> Any:
-    """Lng/lat polygons of cells, as a numpy object array aligned with `cells`.
+def cell_polygons(cells: list[int]) -> Any:
+    """Lng/lat polygons of cells (straight edges between H3's vertices), as a numpy object
+    array aligned with `cells`.
 
     A cell straddling the antimeridian becomes two copies, unwrapped east and west of it, so
     that it meets zones on either side (zones themselves never cross it).
     """
-    out = np.empty(len(cells), dtype=object)
-    coords: list[tuple[float, float]] = []
-    indices: list[int] = []
-    plain: list[int] = []
-    for i, cell in enumerate(cells):
-        ring = [(lng, lat) for lat, lng in h3.cell_to_boundary(cell)]
-        lngs = [p[0] for p in ring]
-        if max(lngs) - min(lngs) > 180.0:
-            east = [(lng + 360.0 if lng < 0 else lng, lat) for lng, lat in ring]
-            west = [(lng - 360.0, lat) for lng, lat in east]
-            out[i] = shapely.MultiPolygon([shapely.Polygon(east), shapely.Polygon(west)])
-            continue
-        indices.extend([len(plain)] * len(ring))
-        coords.extend(ring)
-        plain.append(i)
-    if plain:
-        out[plain] = shapely.polygons(shapely.linearrings(coords, indices=indices))
+    boundaries = [h3.cell_to_boundary(cell) for cell in cells]
+    counts = np.fromiter((len(b) for b in boundaries), dtype=np.intp, count=len(cells))
+    latlng = np.array([p for b in boundaries for p in b], dtype=np.float64).reshape(-1, 2)
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    lng = latlng[:, 1]
+    wraps = (np.maximum.reduceat(lng, starts) - np.minimum.reduceat(lng, starts)) > 180.0
+    rings = shapely.linearrings(lng, latlng[:, 0], indices=np.repeat(np.arange(len(cells)), counts))
+    out = shapely.polygons(rings)
+    for i in np.flatnonzero(wraps).tolist():
+        ring = [(x + 360.0 if x < 0 else x, y) for y, x in boundaries[i]]
+        west = [(x - 360.0, y) for x, y in ring]
+        out[i] = shapely.MultiPolygon([shapely.Polygon(ring), shapely.Polygon(west)])
     return out

@@ -115,7 +115,10 @@ def clock() -> ManualClock:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path, db_pool_min=1, db_pool_max=4, max_body_bytes=64 * 1024)
+    # Timers are fired explicitly by the tests (expire_due) so that they run deterministically.
+    return Settings(
+        data_dir=tmp_path, db_pool_min=1, db_pool_max=4, max_body_bytes=64 * 1024, run_timers=False
+    )
 
 
 @pytest.fixture

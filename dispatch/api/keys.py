@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 
 from dispatch.clock import Clock
 from dispatch.config import Settings
+from dispatch.services.context import Services
 from dispatch.services.zone_directory import ZoneDirectory
 from websocket.fanout import Fanout
 from websocket.hub import Hub
@@ -28,4 +29,5 @@ METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 WEBSOCKETS = web.AppKey("websockets", set[web.WebSocketResponse])
 HUB = web.AppKey("hub", Hub)
 ZONES = web.AppKey("zones", ZoneDirectory)
+SERVICES = web.AppKey("services", Services)
 FANOUT = web.AppKey("fanout", Fanout)

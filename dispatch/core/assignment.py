@@ -310,10 +310,10 @@ def assign_round(
     unassigned: list[Candidate] = []
     for row, candidate in enumerate(candidates):
         col = chosen.get(row)
-        joint = None if col is None else (col, float(cost[row, col]))
+        joint = None if col is None else float(cost[row, col])
         parts = None
         if candidate.parts:
-            free = busy | True
+            free = ~busy
             if col is not None:
                 free[col] = True  # the joint's courier may take a part instead
             pool = np.flatnonzero(free)
@@ -336,7 +336,7 @@ def assign_round(
 
 def _split_instead(
     candidate: Candidate,
-    joint: tuple[int, float] | None,
+    joint: float | None,  # when the joint route would deliver, if a courier can take it
     fleet: _Fleet,
     pool: NDArray[np.intp],
     nearby: Nearby | None,
@@ -353,7 +353,7 @@ def _split_instead(
     if len(matched) < len(candidate.parts):
         return None
     arrives = max(float(cost[row, col]) for row, col in matched)
-    return parts if arrives < joint[1] - params.split_slack_minutes else None
+    return parts if arrives < joint - params.split_slack_minutes else None
 
 
 def _cost_matrix(

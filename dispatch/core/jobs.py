@@ -258,6 +258,7 @@ def mark_ready(job: Job, shop_id: str, now: datetime) -> JobTransition:
 
 
 def mark_picked_up(job: Job, now: datetime) -> JobTransition:
+    """The courier (or, for a pickup order, the resident) took the goods; the service checks who."""
     if job.state in (S.PICKED_UP, S.DELIVERED):
         raise TransitionError("already_picked_up", "the job has already been picked up")
     if job.state not in (S.ACCEPTED, S.READY):

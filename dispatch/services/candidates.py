@@ -1,0 +1,80 @@
+"""Candidate shops for an order: near the drop-off (zone index), open, with stock, with their load."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import datetime
+
+from dispatch.core.matching import CandidateShop, StockLine
+from dispatch.db import Conn
+from dispatch.services.context import Services
+from dispatch.services.hours import hours_of
+
+# Jobs that occupy a shop's capacity.
+OPEN_JOB_STATES = ["offered", "accepted"]
+
+
+@dataclass(frozen=True)
+class ShopInfo:
+    shop_id: str
+    lat: float
+    lng: float
+    prep_minutes: int
+    auto_accept: bool
+
+
+def nearby_shop_ids(svc: Services, lat: float, lng: float, fulfilment: str) -> list[str]:
+    index = svc.zones.index
+    if fulfilment == "delivery":
+        return index.shops_delivering_to(lat, lng)
+    # Pick-up: the resident walks to the shop, so distance matters, not the shop's delivery zone.
+    return [s for s, _ in index.nearest_shops(lat, lng, 100, svc.settings.pickup_walk_m)]
+
+
+async def load_candidates(
+    conn: Conn,
+    svc: Services,
+    *,
+    shop_ids: Collection[str],
+    lat: float,
+    lng: float,
+    fulfilment: str,
+    skus: Collection[str],
+    at: datetime,
+) -> tuple[list[CandidateShop], dict[str, ShopInfo]]:
+    if not shop_ids or not skus:
+        return [], {}
+    shops = await conn.fetch(
+        """SELECT s.id, s.lat, s.lng, s.opening_hours, s.prep_minutes, s.capacity, s.auto_accept,
+                  s.updated_at,
+                  (SELECT count(*) FROM jobs j WHERE j.shop_id = s.id AND j.state = ANY($2)) AS load
+           FROM shops s WHERE s.id = ANY($1) AND s.active""",
+        list(shop_ids),
+        OPEN_JOB_STATES,
+    )
+    items = await conn.fetch(
+        """SELECT shop_id, sku, stock, price_cents, preorder_only, lead_minutes FROM catalogue_items
+           WHERE shop_id = ANY($1) AND sku = ANY($2) AND stock > 0""",
+        [s["id"] for s in shops],
+        list(skus),
+    )
+    stock: dict[str, dict[str, StockLine]] = {}
+    for item in items:
+        stock.setdefault(item["shop_id"], {})[item["sku"]] = StockLine(
+            item["stock"], item["price_cents"], item["preorder_only"], item["lead_minutes"]
+        )
+    candidates: list[CandidateShop] = []
+    info: dict[str, ShopInfo] = {}
+    for s in shops:
+        if s["id"] not in stock:
+            continue
+        travel = 0.0 if fulfilment == "pickup" else svc.travel.minutes(s["lat"], s["lng"], lat, lng)
+        is_open = (
+            hours_of(s["id"], s["updated_at"], s["opening_hours"]).is_open(at) and s["load"] < s["capacity"]
+        )
+        candidates.append(
+            CandidateShop(s["id"], stock[s["id"]], s["prep_minutes"] + travel, s["load"], is_open)
+        )
+        info[s["id"]] = ShopInfo(s["id"], s["lat"], s["lng"], s["prep_minutes"], s["auto_accept"])
+    return candidates, info

@@ -1,0 +1,32 @@
+"""What services need from the running node, passed explicitly (no globals)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import asyncpg
+
+from dispatch.clock import Clock
+from dispatch.config import Settings
+from dispatch.outbox import Event
+from dispatch.services.zone_directory import ZoneDirectory
+from geo import TravelModel
+from websocket.hub import Hub
+
+
+@dataclass
+class Services:
+    pool: asyncpg.Pool
+    clock: Clock
+    settings: Settings
+    zones: ZoneDirectory
+    hub: Hub
+    travel: TravelModel = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.travel = TravelModel(self.settings.speed_m_per_min, self.settings.detour_factor)
+
+    async def publish(self, events: Sequence[Event]) -> None:
+        """After commit: the fast path to every node. A failure loses nothing (clients resume)."""
+        await self.hub.publish([(e.recipient, e.to_message()) for e in events])

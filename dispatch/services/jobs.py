@@ -1,0 +1,235 @@
+"""A shop answering its job (accept, reject, ready), offer deadlines, and re-offers to the next shop.
+
+Every decision locks the order row, then the job row (always in that order, so two decisions on one
+order never deadlock), asks the pure core, applies the answer with a compare-and-set update, and writes
+its events, all in one transaction.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from dispatch.core import jobs as rules
+from dispatch.core.errors import CoreValidationError, TransitionError
+from dispatch.core.matching import OrderTiming, RequestedItem, rematch
+from dispatch.db import Conn
+from dispatch.errors import Conflict, NotFound, ValidationFailed, field_error
+from dispatch.outbox import Event, NewEvent, append_events
+from dispatch.services.candidates import load_candidates, nearby_shop_ids
+from dispatch.services.context import Services
+from dispatch.services.offers import StockRace, create_jobs
+from dispatch.services.records import (
+    core_job,
+    job_json,
+    order_json,
+    refresh_order,
+    release_stock,
+    shop_job_json,
+)
+
+RETRIES = 3
+
+
+def _translate(exc: TransitionError | CoreValidationError) -> Exception:
+    if isinstance(exc, TransitionError):
+        return Conflict(exc.message, code=exc.code)
+    return ValidationFailed(exc.message, details=[field_error(list(exc.path), exc.message)])
+
+
+async def _lock(conn: Conn, job_id: str) -> tuple[asyncpg.Record, asyncpg.Record]:
+    order_id = await conn.fetchval("SELECT order_id FROM jobs WHERE id = $1", job_id)
+    if order_id is None:
+        raise NotFound(f"no job {job_id}", code="job_not_found")
+    order = await conn.fetchrow("SELECT * FROM orders WHERE id = $1 FOR UPDATE", order_id)
+    job = await conn.fetchrow("SELECT * FROM jobs WHERE id = $1 FOR UPDATE", job_id)
+    assert order is not None and job is not None
+    return order, job
+
+
+async def _apply(conn: Conn, decision: rules.JobTransition, **columns: Any) -> asyncpg.Record:
+    """The compare-and-set update of a decided transition (we hold the lock, so it must match)."""
+    sets = "".join(f", {name} = ${n + 6}" for n, name in enumerate(columns))
+    row = await conn.fetchrow(
+        f"""UPDATE jobs SET state = $2, updated_at = $3{sets}
+            WHERE id = $1 AND state = ANY($4)
+              AND ($5::timestamptz IS NULL OR deadline_at > $5)
+            RETURNING *""",
+        decision.job_id,
+        decision.to_state.value,
+        decision.at,
+        [s.value for s in decision.from_states],
+        decision.deadline_after,
+        *columns.values(),
+    )
+    if row is None:
+        raise Conflict("the job changed meanwhile; nothing was done", code="job_changed")
+    return row
+
+
+async def accept(svc: Services, job_id: str, shop_id: str, prep_minutes: int) -> dict[str, Any]:
+    now = svc.clock.now()
+    async with svc.pool.acquire() as conn, conn.transaction():
+        order, job = await _lock(conn, job_id)
+        try:
+            decision = rules.accept(core_job(job), shop_id, now, prep_minutes)
+        except (TransitionError, CoreValidationError) as exc:
+            raise _translate(exc) from None
+        job = await _apply(
+            conn, decision, accepted_at=now, prep_minutes=decision.prep_minutes, ready_at=decision.ready_by
+        )
+        events = await _job_changed(conn, order, job, "job.accepted", now)
+    await svc.publish(events)
+    return job_json(job)
+
+
+async def mark_ready(svc: Services, job_id: str, shop_id: str) -> dict[str, Any]:
+    now = svc.clock.now()
+    async with svc.pool.acquire() as conn, conn.transaction():
+        order, job = await _lock(conn, job_id)
+        try:
+            decision = rules.mark_ready(core_job(job), shop_id, now)
+        except TransitionError as exc:
+            raise _translate(exc) from None
+        job = await _apply(conn, decision, ready_at=now)
+        events = await _job_changed(conn, order, job, "job.ready", now)
+    await svc.publish(events)
+    return job_json(job)
+
+
+async def reject(svc: Services, job_id: str, shop_id: str, reason: str) -> dict[str, Any]:
+    for _ in range(RETRIES):
+        now = svc.clock.now()
+        try:
+            async with svc.pool.acquire() as conn, conn.transaction():
+                order, job = await _lock(conn, job_id)
+                try:
+                    decision = rules.reject(core_job(job), shop_id, now, reason)
+                except (TransitionError, CoreValidationError) as exc:
+                    raise _translate(exc) from None
+                job = await _apply(conn, decision, reason=decision.reason, closed_at=now)
+                job, events = await _reoffer(conn, svc, order, job, now)
+        except StockRace:
+            continue
+        await svc.publish(events)
+        return job_json(job)
+    raise Conflict("stock changed while re-offering; try again", code="stock_contention")
+
+
+async def expire_due(svc: Services, limit: int = 100) -> int:
+    """Fire due offer deadlines, each once however many nodes run this: a due job is claimed with its
+    order by FOR UPDATE SKIP LOCKED, so no two nodes (and no accept in flight) touch the same one."""
+    fired = 0
+    while fired < limit:
+        now = svc.clock.now()
+        try:
+            async with svc.pool.acquire() as conn, conn.transaction():
+                claimed = await conn.fetchrow(
+                    """SELECT j.id FROM jobs j JOIN orders o ON o.id = j.order_id
+                       WHERE j.state = 'offered' AND j.deadline_at <= $1
+                       ORDER BY j.deadline_at LIMIT 1
+                       FOR UPDATE OF j, o SKIP LOCKED""",
+                    now,
+                )
+                if claimed is None:
+                    return fired
+                order, job = await _lock(conn, claimed["id"])
+                decision = rules.expire(core_job(job), now)
+                job = await _apply(conn, decision, closed_at=now)
+                _, events = await _reoffer(conn, svc, order, job, now)
+        except StockRace:
+            continue
+        await svc.publish(events)
+        fired += 1
+    return fired
+
+
+async def _reoffer(
+    conn: Conn, svc: Services, order: asyncpg.Record, job: asyncpg.Record, now: datetime
+) -> tuple[asyncpg.Record, list[Event]]:
+    """The refused job's stock goes back; its lines go to the next best shops not yet in this order.
+
+    Shops already holding a job of this order (any state, refusers included) are skipped: a shop refuses
+    an order once, and an order has at most one job per shop. Lines no shop can take make the refused job
+    `unfulfilled`, and the resident is told which items will not come."""
+    shop_event = "job.rejected" if job["state"] == "rejected" else "job.expired"
+    await release_stock(conn, job["shop_id"], job["lines"])
+    involved = {
+        r["shop_id"] for r in await conn.fetch("SELECT shop_id FROM jobs WHERE order_id = $1", order["id"])
+    }
+    lines = [
+        RequestedItem(line["sku"], line["qty"], job["shop_id"] if line.get("pinned") else None)
+        for line in job["lines"]
+    ]
+    nearby = [
+        s
+        for s in nearby_shop_ids(svc, order["drop_lat"], order["drop_lng"], order["fulfilment"])
+        if s not in involved
+    ]
+    candidates, shops = await load_candidates(
+        conn,
+        svc,
+        shop_ids=nearby,
+        lat=order["drop_lat"],
+        lng=order["drop_lng"],
+        fulfilment=order["fulfilment"],
+        skus={line.sku for line in lines},
+        at=order["slot_start"] or now,
+    )
+    outcome = rematch(lines, candidates, OrderTiming(order["created_at"], order["slot_start"]), involved)
+    new_events: list[NewEvent] = [NewEvent(job["shop_id"], shop_event, shop_job_json(job, order))]
+    if outcome.jobs:
+        _, offer_events = await create_jobs(
+            conn, order, outcome.jobs, shops, set(), now, svc.settings.offer_timeout_s
+        )
+        new_events += offer_events
+    if outcome.unplaced:
+        decision = rules.mark_unfulfilled(core_job(job), now)
+        unplaced = [{"sku": u.sku, "qty": u.qty_requested, "shop_id": u.shop_id} for u in outcome.unplaced]
+        job = await _apply(conn, decision, unfulfilled_lines=unplaced)
+        new_events.append(
+            NewEvent(
+                order["resident_id"], "order.items_unfulfilled", {"order_id": order["id"], "items": unplaced}
+            )
+        )
+    order, jobs = await refresh_order(conn, order, now)
+    new_events.append(NewEvent(order["resident_id"], "order.updated", order_json(order, jobs)))
+    return job, await append_events(conn, new_events, now)
+
+
+async def _job_changed(
+    conn: Conn, order: asyncpg.Record, job: asyncpg.Record, shop_event: str, now: datetime
+) -> list[Event]:
+    order, jobs = await refresh_order(conn, order, now)
+    body = order_json(order, jobs)
+    new_events = [
+        NewEvent(job["shop_id"], shop_event, shop_job_json(job, order)),
+        NewEvent(order["resident_id"], "order.updated", body),
+    ]
+    if order["fulfilment"] == "pickup" and order["state"] == "ready":
+        new_events.append(NewEvent(order["resident_id"], "order.ready_for_pickup", body))
+    return await append_events(conn, new_events, now)
+
+
+async def get_job(svc: Services, job_id: str, shop_id: str | None) -> dict[str, Any]:
+    job = await svc.pool.fetchrow("SELECT * FROM jobs WHERE id = $1", job_id)
+    if job is None or (shop_id is not None and job["shop_id"] != shop_id):
+        raise NotFound(f"no job {job_id}", code="job_not_found")
+    order = await svc.pool.fetchrow("SELECT * FROM orders WHERE id = $1", job["order_id"])
+    assert order is not None
+    return shop_job_json(job, order)
+
+
+async def shop_jobs(svc: Services, shop_id: str, state: str | None, limit: int) -> list[dict[str, Any]]:
+    rows = await svc.pool.fetch(
+        """SELECT j.*, o.fulfilment, o.slot_start, o.slot_end, o.note FROM jobs j
+           JOIN orders o ON o.id = j.order_id
+           WHERE j.shop_id = $1 AND ($2::text IS NULL OR j.state = $2)
+           ORDER BY j.created_at DESC, j.id LIMIT $3""",
+        shop_id,
+        state,
+        limit,
+    )
+    return [shop_job_json(r, r) for r in rows]

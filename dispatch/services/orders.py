@@ -1,0 +1,276 @@
+"""Placing, reading and cancelling orders. One transaction per decision, events in the same transaction."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import orjson
+
+from dispatch.core import jobs as job_rules
+from dispatch.core.matching import OrderTiming, RequestedItem, Unavailable, plan_order
+from dispatch.db import Conn
+from dispatch.errors import Conflict, NotFound, ValidationFailed
+from dispatch.ids import new_id
+from dispatch.outbox import Event, NewEvent, append_events
+from dispatch.services.candidates import load_candidates, nearby_shop_ids
+from dispatch.services.context import Services
+from dispatch.services.offers import StockRace, create_jobs, pinned_pairs
+from dispatch.services.records import (
+    core_job,
+    order_jobs,
+    order_json,
+    refresh_order,
+    release_stock,
+    shop_job_json,
+)
+
+RETRIES = 3
+
+
+@dataclass(frozen=True)
+class OrderRequest:
+    resident_id: str
+    lat: float
+    lng: float
+    fulfilment: str
+    slot_start: datetime | None
+    slot_end: datetime | None
+    note: str | None
+    items: tuple[RequestedItem, ...]
+
+    def items_json(self) -> list[dict[str, Any]]:
+        return [{"sku": i.sku, "qty": i.qty, "shop_id": i.shop_id} for i in self.items]
+
+
+def request_hash(body: Any) -> str:
+    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+async def place_order(
+    svc: Services, req: OrderRequest, idempotency: tuple[str, str] | None
+) -> tuple[int, dict[str, Any]]:
+    """Returns (status, order). `idempotency` is (key, request hash): a retry returns the first answer."""
+    for _ in range(RETRIES):
+        try:
+            status, body, events = await _place_once(svc, req, idempotency)
+        except StockRace:
+            continue
+        await svc.publish(events)
+        return status, body
+    raise Conflict("stock changed while placing the order; try again", code="stock_contention")
+
+
+async def _place_once(
+    svc: Services, req: OrderRequest, idempotency: tuple[str, str] | None
+) -> tuple[int, dict[str, Any], list[Event]]:
+    now = svc.clock.now()
+    async with svc.pool.acquire() as conn, conn.transaction():
+        if idempotency is not None:
+            previous = await _claim_key(conn, req.resident_id, idempotency, now)
+            if previous is not None:
+                return 200, previous, []
+        nearby = nearby_shop_ids(svc, req.lat, req.lng, req.fulfilment)
+        if not nearby:
+            what = "delivers to" if req.fulfilment == "delivery" else "is within walking distance of"
+            raise ValidationFailed(
+                f"no shop {what} that point",
+                code="outside_delivery_area",
+                details=[{"path": ["dropoff"], "message": f"no shop {what} this point", "code": "outside"}],
+            )
+        candidates, shops = await load_candidates(
+            conn,
+            svc,
+            shop_ids=nearby,
+            lat=req.lat,
+            lng=req.lng,
+            fulfilment=req.fulfilment,
+            skus={i.sku for i in req.items},
+            at=req.slot_start or now,
+        )
+        plan = plan_order(req.items, candidates, OrderTiming(now, req.slot_start))
+        if isinstance(plan, Unavailable):
+            raise await _unavailable(conn, req, plan)
+        order = await conn.fetchrow(
+            """INSERT INTO orders (id, resident_id, state, fulfilment, drop_lat, drop_lng, slot_start,
+                                   slot_end, note, items, created_at, updated_at)
+               VALUES ($1, $2, 'placed', $3, $4, $5, $6, $7, $8, $9, $10, $10) RETURNING *""",
+            new_id("ord"),
+            req.resident_id,
+            req.fulfilment,
+            req.lat,
+            req.lng,
+            req.slot_start,
+            req.slot_end,
+            req.note,
+            req.items_json(),
+            now,
+        )
+        assert order is not None
+        _, job_events = await create_jobs(
+            conn, order, plan.jobs, shops, pinned_pairs(req.items), now, svc.settings.offer_timeout_s
+        )
+        order, jobs = await refresh_order(conn, order, now)
+        body = order_json(order, jobs)
+        events = await append_events(
+            conn, [*job_events, NewEvent(req.resident_id, "order.placed", body)], now
+        )
+        if idempotency is not None:
+            await conn.execute(
+                "UPDATE idempotency_keys SET status = 201, response = $3 WHERE subject = $1 AND key = $2",
+                req.resident_id,
+                idempotency[0],
+                body,
+            )
+    return 201, body, events
+
+
+async def _claim_key(
+    conn: Conn, subject: str, idempotency: tuple[str, str], now: datetime
+) -> dict[str, Any] | None:
+    """Take the key for this transaction, or return the answer already given for it.
+
+    A concurrent request with the same key waits on the unique index until this one commits (then it
+    sees the stored answer) or rolls back (then it takes the key itself)."""
+    key, digest = idempotency
+    taken = await conn.fetchval(
+        """INSERT INTO idempotency_keys (subject, key, request_hash, status, response, created_at)
+           VALUES ($1, $2, $3, 0, 'null', $4) ON CONFLICT DO NOTHING RETURNING true""",
+        subject,
+        key,
+        digest,
+        now,
+    )
+    if taken:
+        return None
+    row = await conn.fetchrow(
+        "SELECT request_hash, response FROM idempotency_keys WHERE subject = $1 AND key = $2", subject, key
+    )
+    assert row is not None
+    if row["request_hash"] != digest:
+        raise Conflict(
+            "this Idempotency-Key was already used with a different request body",
+            code="idempotency_key_reused",
+        )
+    response: dict[str, Any] = row["response"]
+    return response
+
+
+async def _unavailable(conn: Conn, req: OrderRequest, plan: Unavailable) -> ValidationFailed:
+    """Say precisely why: unknown SKUs, unknown shops, or not enough stock near that point."""
+    skus = sorted({i.sku for i in req.items})
+    known_skus = {
+        r["sku"]
+        for r in await conn.fetch("SELECT DISTINCT sku FROM catalogue_items WHERE sku = ANY($1)", skus)
+    }
+    pinned = sorted({i.shop_id for i in req.items if i.shop_id})
+    known_shops = {r["id"] for r in await conn.fetch("SELECT id FROM shops WHERE id = ANY($1)", pinned)}
+    details: list[dict[str, Any]] = []
+    for n, item in enumerate(req.items):
+        if item.sku not in known_skus:
+            details.append(
+                {"path": ["items", n, "sku"], "code": "unknown_sku", "message": f"no shop sells {item.sku!r}"}
+            )
+        elif item.shop_id and item.shop_id not in known_shops:
+            details.append(
+                {
+                    "path": ["items", n, "shop_id"],
+                    "code": "unknown_shop",
+                    "message": f"no shop {item.shop_id}",
+                }
+            )
+    if details:
+        code = details[0]["code"]
+        return ValidationFailed("some items name things that do not exist", code=code, details=details)
+    for missing in plan.items:
+        n = next(
+            (k for k, i in enumerate(req.items) if i.sku == missing.sku and i.shop_id == missing.shop_id), 0
+        )
+        details.append(
+            {
+                "path": ["items", n],
+                "code": "unavailable",
+                "sku": missing.sku,
+                "shop_id": missing.shop_id,
+                "qty_requested": missing.qty_requested,
+                "qty_available": missing.qty_coverable,
+                "message": f"{missing.sku}: {missing.qty_coverable} of {missing.qty_requested} available "
+                "from open shops near that point",
+            }
+        )
+    return ValidationFailed(
+        "some items are not available near that point; nothing was ordered",
+        code="items_unavailable",
+        details=details,
+    )
+
+
+async def get_order(svc: Services, order_id: str, resident_id: str | None) -> dict[str, Any]:
+    """`resident_id` None: an admin. Another resident's order is a 404, revealing nothing."""
+    order = await svc.pool.fetchrow("SELECT * FROM orders WHERE id = $1", order_id)
+    if order is None or (resident_id is not None and order["resident_id"] != resident_id):
+        raise NotFound(f"no order {order_id}", code="order_not_found")
+    return order_json(order, await order_jobs(svc.pool, order_id))
+
+
+async def list_orders(svc: Services, resident_id: str, state: str | None, limit: int) -> list[dict[str, Any]]:
+    orders = await svc.pool.fetch(
+        """SELECT * FROM orders WHERE resident_id = $1 AND ($2::text IS NULL OR state = $2)
+           ORDER BY created_at DESC, id LIMIT $3""",
+        resident_id,
+        state,
+        limit,
+    )
+    if not orders:
+        return []
+    jobs = await svc.pool.fetch(
+        "SELECT * FROM jobs WHERE order_id = ANY($1) ORDER BY created_at, id", [o["id"] for o in orders]
+    )
+    by_order: dict[str, list[asyncpg.Record]] = {}
+    for j in jobs:
+        by_order.setdefault(j["order_id"], []).append(j)
+    return [order_json(o, by_order.get(o["id"], [])) for o in orders]
+
+
+async def cancel_order(svc: Services, order_id: str, resident_id: str | None) -> dict[str, Any]:
+    now = svc.clock.now()
+    async with svc.pool.acquire() as conn, conn.transaction():
+        order = await conn.fetchrow("SELECT * FROM orders WHERE id = $1 FOR UPDATE", order_id)
+        if order is None or (resident_id is not None and order["resident_id"] != resident_id):
+            raise NotFound(f"no order {order_id}", code="order_not_found")
+        jobs = await conn.fetch("SELECT * FROM jobs WHERE order_id = $1 ORDER BY id FOR UPDATE", order_id)
+        if order["state"] == "cancelled":
+            raise Conflict("the order is already cancelled", code="already_cancelled")
+        decisions = []
+        for job in jobs:
+            if job["state"] in ("picked_up", "delivered"):
+                raise Conflict(
+                    "part of the order has been picked up; it can no longer be cancelled",
+                    code="already_picked_up",
+                )
+            if job["state"] in ("offered", "accepted", "ready"):
+                decisions.append((job, job_rules.cancel(core_job(job), now)))
+        if not decisions:
+            raise Conflict("nothing left to cancel", code="nothing_to_cancel")
+        new_events: list[NewEvent] = []
+        for job, decision in decisions:
+            row = await conn.fetchrow(
+                """UPDATE jobs SET state = $2, closed_at = $3, updated_at = $3
+                   WHERE id = $1 AND state = ANY($4) RETURNING *""",
+                job["id"],
+                decision.to_state.value,
+                now,
+                [s.value for s in decision.from_states],
+            )
+            assert row is not None  # we hold the row lock
+            await release_stock(conn, job["shop_id"], job["lines"])
+            new_events.append(NewEvent(job["shop_id"], "job.cancelled", shop_job_json(row, order)))
+        order, jobs = await refresh_order(conn, order, now)
+        body = order_json(order, jobs)
+        new_events.append(NewEvent(order["resident_id"], "order.updated", body))
+        events = await append_events(conn, new_events, now)
+    await svc.publish(events)
+    return body

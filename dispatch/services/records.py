@@ -1,0 +1,109 @@
+"""Orders and jobs as rows and as the JSON clients see; the order's state refreshed from its jobs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from dispatch.core.jobs import Fulfilment, JobState, derive_order_state
+from dispatch.core.jobs import Job as CoreJob
+from dispatch.db import Conn
+
+# Jobs whose lines the resident will (still) get, for the order's total.
+_COUNTED = {"offered", "accepted", "ready", "picked_up", "delivered"}
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def core_job(row: asyncpg.Record) -> CoreJob:
+    deadline = row["deadline_at"] or row["created_at"]
+    return CoreJob(row["id"], row["shop_id"], JobState(row["state"]), deadline)
+
+
+def job_json(row: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "order_id": row["order_id"],
+        "shop_id": row["shop_id"],
+        "state": row["state"],
+        "lines": row["lines"],
+        "offered_at": _iso(row["offered_at"]),
+        "deadline_at": _iso(row["deadline_at"]),
+        "accepted_at": _iso(row["accepted_at"]),
+        "prep_minutes": row["prep_minutes"],
+        "ready_at": _iso(row["ready_at"]),
+        "reason": row["reason"],
+        "unfulfilled_lines": row["unfulfilled_lines"],
+    }
+
+
+def shop_job_json(job: asyncpg.Record, order: asyncpg.Record) -> dict[str, Any]:
+    """What a shop sees of a job: its own lines and the timing, not the resident's address."""
+    out = job_json(job)
+    out["fulfilment"] = order["fulfilment"]
+    out["slot"] = _slot(order)
+    out["note"] = order["note"]
+    return out
+
+
+def _slot(order: asyncpg.Record) -> dict[str, str | None] | None:
+    if order["slot_start"] is None:
+        return None
+    return {"start": _iso(order["slot_start"]), "end": _iso(order["slot_end"])}
+
+
+def order_json(order: asyncpg.Record, jobs: list[asyncpg.Record]) -> dict[str, Any]:
+    unfulfilled = [line for j in jobs if j["state"] == "unfulfilled" for line in j["unfulfilled_lines"] or []]
+    return {
+        "id": order["id"],
+        "resident_id": order["resident_id"],
+        "state": order["state"],
+        "fulfilment": order["fulfilment"],
+        "dropoff": {"lat": order["drop_lat"], "lng": order["drop_lng"]},
+        "slot": _slot(order),
+        "note": order["note"],
+        "items": order["items"],
+        "total_cents": order["total_cents"],
+        "jobs": [job_json(j) for j in jobs],
+        "unfulfilled": unfulfilled,
+        "created_at": _iso(order["created_at"]),
+        "updated_at": _iso(order["updated_at"]),
+    }
+
+
+async def order_jobs(conn: Conn | asyncpg.Pool, order_id: str) -> list[asyncpg.Record]:
+    return await conn.fetch("SELECT * FROM jobs WHERE order_id = $1 ORDER BY created_at, id", order_id)
+
+
+async def refresh_order(conn: Conn, order: asyncpg.Record, now: datetime) -> tuple[asyncpg.Record, list[Any]]:
+    """Recompute the order's state and total from its jobs (caller holds the order's row lock)."""
+    jobs = await order_jobs(conn, order["id"])
+    state = derive_order_state([JobState(j["state"]) for j in jobs], Fulfilment(order["fulfilment"]))
+    total = sum(
+        line["qty"] * line["unit_price_cents"] for j in jobs if j["state"] in _COUNTED for line in j["lines"]
+    )
+    updated = await conn.fetchrow(
+        "UPDATE orders SET state = $2, total_cents = $3, updated_at = $4 WHERE id = $1 RETURNING *",
+        order["id"],
+        state.value,
+        total,
+        now,
+    )
+    assert updated is not None
+    return updated, jobs
+
+
+async def release_stock(conn: Conn, shop_id: str, lines: list[dict[str, Any]]) -> None:
+    """Give a job's reserved stock back to its shop."""
+    await conn.execute(
+        """UPDATE catalogue_items c SET stock = c.stock + t.qty
+           FROM unnest($2::text[], $3::int[]) AS t(sku, qty)
+           WHERE c.shop_id = $1 AND c.sku = t.sku""",
+        shop_id,
+        [line["sku"] for line in lines],
+        [line["qty"] for line in lines],
+    )

@@ -1,0 +1,29 @@
+"""This node's timer loop. Timers are rows in PostgreSQL (offer deadlines on jobs); every node polls and
+claims due ones with SKIP LOCKED, so each fires exactly once and a restart loses none."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import asyncpg
+
+from dispatch.services import jobs
+from dispatch.services.context import Services
+
+log = logging.getLogger(__name__)
+
+
+async def run_timers(svc: Services) -> None:
+    while True:
+        try:
+            fired = await jobs.expire_due(svc)
+            if fired:
+                log.info("offer deadlines fired", extra={"count": fired})
+        except asyncio.CancelledError:
+            raise
+        except (asyncpg.PostgresError, OSError) as exc:
+            log.warning("timer round failed: %s", exc)
+        except Exception:
+            log.exception("timer round failed")
+        await svc.clock.sleep(svc.settings.timer_poll_s)

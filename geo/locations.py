@@ -1,0 +1,114 @@
+"""Shop locations bucketed by H3 cell, for nearest-first search."""
+
+from __future__ import annotations
+
+import heapq
+import sys
+
+from h3 import H3BaseException
+from h3.api import basic_int as h3
+
+from geo.distance import haversine_m
+from geo.errors import CoordinateError
+
+__all__ = ["LocationIndex", "check_point"]
+
+
+def check_point(lat: float, lng: float) -> None:
+    if not (-90.0 <= lat <= 90.0 and -180.0 <= lng <= 180.0):  # also rejects NaN
+        raise CoordinateError(f"invalid point lat={lat!r}, lng={lng!r}")
+
+
+class LocationIndex:
+    """Points keyed by shop id, bucketed by their H3 cell at `resolution`."""
+
+    def __init__(self, resolution: int) -> None:
+        self.resolution = resolution
+        self._points: dict[str, tuple[float, float, int]] = {}  # id -> (lat, lng, cell)
+        self._cells: dict[int, dict[str, tuple[float, float]]] = {}
+
+    def __len__(self) -> int:
+        return len(self._points)
+
+    def __contains__(self, shop_id: object) -> bool:
+        return shop_id in self._points
+
+    def ids(self) -> set[str]:
+        return set(self._points)
+
+    def set(self, shop_id: str, lat: float, lng: float) -> None:
+        check_point(lat, lng)
+        self.remove(shop_id)
+        cell = h3.latlng_to_cell(lat, lng, self.resolution)
+        self._points[shop_id] = (lat, lng, cell)
+        self._cells.setdefault(cell, {})[shop_id] = (lat, lng)
+
+    def get(self, shop_id: str) -> tuple[float, float] | None:
+        point = self._points.get(shop_id)
+        return None if point is None else (point[0], point[1])
+
+    def remove(self, shop_id: str) -> bool:
+        old = self._points.pop(shop_id, None)
+        if old is None:
+            return False
+        bucket = self._cells[old[2]]
+        del bucket[shop_id]
+        if not bucket:
+            del self._cells[old[2]]
+        return True
+
+    def nearest(self, lat: float, lng: float, k: int, max_distance_m: float) -> list[tuple[str, float]]:
+        """Up to k (shop id, metres) within max_distance_m, nearest first, ties by id.
+
+        Walks H3 rings outward from the point's cell. Any path from the point to a cell
+        beyond ring d crosses ring d, so the least, over ring d's cells, of (distance to the
+        cell centre - the cell's circumradius) bounds the distance to every shop not yet
+        seen. The walk stops once that bound exceeds max_distance_m, or the k-th best found
+        is already closer, or every shop has been seen.
+        """
+        check_point(lat, lng)
+        if k <= 0 or not max_distance_m >= 0:
+            return []
+        origin = h3.latlng_to_cell(lat, lng, self.resolution)
+        found: list[tuple[float, str]] = []
+        seen, d = 0, 0
+        while seen < len(self._points):
+            ring = [origin] if d == 0 else _grid_ring(origin, d)
+            if d > 0:
+                bound = min(_cell_lower_bound(lat, lng, cell) for cell in ring)
+                if bound > max_distance_m:
+                    break
+                if len(found) >= k and heapq.nsmallest(k, found)[-1][0] < bound:
+                    break
+            for cell in ring:
+                bucket = self._cells.get(cell)
+                if bucket:
+                    seen += len(bucket)
+                    for shop_id, (slat, slng) in bucket.items():
+                        dist = haversine_m(lat, lng, slat, slng)
+                        if dist <= max_distance_m:
+                            found.append((dist, shop_id))
+            d += 1
+        return [(shop_id, dist) for dist, shop_id in heapq.nsmallest(k, found)]
+
+    def memory_bytes(self) -> int:
+        size = sys.getsizeof
+        total = size(self._points) + size(self._cells)
+        total += sum(size(bucket) for bucket in self._cells.values())
+        return total + (64 + 2 * 24 + 32) * len(self._points)
+
+
+def _grid_ring(origin: int, d: int) -> list[int]:
+    try:
+        return list(h3.grid_ring(origin, d))
+    except H3BaseException:  # pentagon distortion: fall back to the difference of disks
+        return list(set(h3.grid_disk(origin, d)) - set(h3.grid_disk(origin, d - 1)))
+
+
+def _cell_lower_bound(lat: float, lng: float, cell: int) -> float:
+    """Lower bound on the distance in metres from (lat, lng) to any point of `cell`."""
+    clat, clng = h3.cell_to_latlng(cell)
+    radius = max(haversine_m(clat, clng, vlat, vlng) for vlat, vlng in h3.cell_to_boundary(cell))
+    # The farthest point of a (spherically convex) cell is a vertex; the slack covers the
+    # great-circle edges of cells split across icosahedron faces, and rounding.
+    return haversine_m(lat, lng, clat, clng) - radius * 1.01 - 1.0

@@ -1,0 +1,458 @@
+"""Route candidates, courier scores and the round's assignment, against hand-worked cases and
+brute force."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from numpy.typing import NDArray
+
+from dispatch.core.assignment import (
+    Candidate,
+    DispatchParams,
+    Job,
+    assign_round,
+    make_candidate,
+    nearest_idle_round,
+    route_candidates,
+    score,
+)
+from dispatch.core.courier_state import CourierState
+from dispatch.core.routes import Point, ServiceTimes, Stop, build_route, simulate
+
+PARAMS = DispatchParams(
+    service=ServiceTimes(4, 4),
+    max_bundle_size=3,
+    bundle_window_minutes=5,
+    bundle_dropoff_minutes=6,
+    split_slack_minutes=10,
+)
+
+
+def minutes(a: Point, b: Point) -> float:
+    """The replay's travel model at one unit a minute, rounded up."""
+    return math.ceil(math.dist(a, b))
+
+
+def minutes_many(points: NDArray[np.float64], to: Point) -> NDArray[np.float64]:
+    return np.ceil(np.hypot(points[:, 0] - to[0], points[:, 1] - to[1]))
+
+
+def job(
+    name: str,
+    shop: str = "s1",
+    pickup: Point = (0, 0),
+    ready: float = 0,
+    door: Point = (0, 10),
+    order: str | None = None,
+    items: int = 1,
+) -> Job:
+    return Job(name, order or f"o-{name}", shop, pickup, ready, door, items)
+
+
+def courier(name: str, at: Point, capacity: int = 10, **kwargs: Any) -> CourierState:
+    return CourierState(name, at, capacity, **kwargs)
+
+
+def groups(candidates: Sequence[Candidate]) -> list[tuple[str, ...]]:
+    return sorted(c.job_ids for c in candidates)
+
+
+# Candidates
+
+
+def test_split_order_is_one_candidate_collecting_from_each_shop() -> None:
+    jobs = [
+        job("a", shop="s1", pickup=(0, 0), ready=3, order="o1", items=2),
+        job("b", shop="s2", pickup=(5, 0), ready=7, order="o1"),
+        job("c", shop="s1", pickup=(0, 0), ready=4),  # same shop, but bundles take whole orders
+    ]
+    split, single = route_candidates(jobs, PARAMS, minutes)
+    assert split.job_ids == ("a", "b")
+    assert [(p.shop_id, p.ready_at, p.items) for p in split.pickups] == [("s1", 3, 2), ("s2", 7, 1)]
+    assert [(d.order_id, d.job_ids, d.items) for d in split.dropoffs] == [("o1", ("a", "b"), 3)]
+    assert [part.job_ids for part in split.parts] == [("a",), ("b",)]
+    assert single.job_ids == ("c",)
+    assert single.parts == ()
+
+
+def test_jobs_of_one_order_must_share_the_door() -> None:
+    jobs = [job("a", shop="s1", order="o1"), job("b", shop="s2", order="o1", door=(9, 9))]
+    with pytest.raises(ValueError, match="different drop-offs"):
+        route_candidates(jobs, PARAMS, minutes)
+
+
+def test_same_shop_orders_ready_within_the_window_are_bundled() -> None:
+    jobs = [job("a", ready=0), job("b", ready=5, door=(3, 10)), job("c", ready=2, door=(0, 14))]
+    (bundle,) = route_candidates(jobs, PARAMS, minutes)
+    assert set(bundle.job_ids) == {"a", "b", "c"}
+    (shop_stop,) = bundle.pickups
+    assert shop_stop.ready_at == 5  # collected at once, when the last one is ready
+    assert shop_stop.items == 3
+    assert sorted(d.order_id or "" for d in bundle.dropoffs) == ["o-a", "o-b", "o-c"]
+
+
+def test_orders_ready_outside_the_window_are_not_bundled() -> None:
+    jobs = [job("a", ready=0), job("b", ready=5.5), job("c", ready=9)]
+    assert groups(route_candidates(jobs, PARAMS, minutes)) == [("a",), ("b", "c")]
+
+
+def test_orders_with_far_apart_doors_are_not_bundled() -> None:
+    # c is near a but not near b: every door must be near every other, not just the first.
+    jobs = [job("a", door=(0, 10)), job("b", door=(0, 15)), job("c", door=(0, 5))]
+    assert groups(route_candidates(jobs, PARAMS, minutes)) == [("a", "b"), ("c",)]
+
+
+def test_orders_of_different_shops_are_not_bundled() -> None:
+    jobs = [job("a", shop="s1"), job("b", shop="s2")]
+    assert groups(route_candidates(jobs, PARAMS, minutes)) == [("a",), ("b",)]
+
+
+def test_bundles_are_capped_in_orders_and_items() -> None:
+    jobs = [job(name) for name in "abcd"]
+    assert groups(route_candidates(jobs, PARAMS, minutes)) == [("a", "b", "c"), ("d",)]
+    no_bundles = DispatchParams(service=PARAMS.service, max_bundle_size=1)
+    assert len(route_candidates(jobs, no_bundles, minutes)) == 4
+    heavy = [job("a", items=3), job("b", items=2), job("c", items=1)]
+    capped = DispatchParams(service=PARAMS.service, max_bundle_items=4)
+    assert groups(route_candidates(heavy, capped, minutes)) == [("a", "c"), ("b",)]
+
+
+# Scores
+
+
+def single(**kwargs: Any) -> Candidate:
+    return make_candidate([job("a", **kwargs)], PARAMS, minutes)
+
+
+def test_score_is_the_minute_the_last_item_reaches_the_door() -> None:
+    candidate = single(pickup=(0, 10), ready=5, door=(0, 20))
+    # Travel 10, pickup at max(5, 10 + 2) = 12, leave 14, door at 24, handed over at 26.
+    assert score(courier("c", (0, 0)), candidate, 0, minutes, PARAMS) == 26
+    # Food ready late: wait for it.
+    late = single(pickup=(0, 10), ready=30, door=(0, 20))
+    assert score(courier("c", (0, 0)), late, 0, minutes, PARAMS) == 30 + 2 + 10 + 2
+
+
+def test_score_starts_where_and_when_the_courier_is_free() -> None:
+    candidate = single(pickup=(0, 10), door=(0, 20))
+    busy = courier("c", (0, 0), available_at=3, route=(Stop("dropoff", (0, 5), ("x",)),))
+    # From t=3: door x at 8, served 10, leave 12; shop at 17, pickup 19, leave 21; door 31, 33.
+    assert score(busy, candidate, 0, minutes, PARAMS) == 33
+    assert score(busy, candidate, 50, minutes, PARAMS) == 80  # a round later: free later
+
+
+def test_capacity_counts_what_is_still_on_board_when_free() -> None:
+    candidate = single(items=3)
+    assert score(courier("c", (0, 0), capacity=2), candidate, 0, minutes, PARAMS) is None
+    assert score(courier("c", (0, 0), capacity=3), candidate, 0, minutes, PARAMS) is not None
+    carrying = courier("c", (0, 0), capacity=4, load=2)
+    assert score(carrying, candidate, 0, minutes, PARAMS) is None
+    delivering = courier("c", (0, 0), capacity=4, load=2, route=(Stop("dropoff", (0, 3), ("x",), items=2),))
+    assert score(delivering, candidate, 0, minutes, PARAMS) is not None
+    collecting = courier(
+        "c",
+        (0, 0),
+        capacity=3,
+        route=(Stop("pickup", (0, 2), ("x",), items=2), Stop("dropoff", (0, 3), ("x",), items=2)),
+    )
+    assert score(collecting, candidate, 0, minutes, PARAMS) is not None
+    assert score(collecting, single(items=4), 0, minutes, PARAMS) is None
+
+
+def test_no_pickup_after_the_shift_end_but_deliveries_may_run_over() -> None:
+    candidate = single(pickup=(0, 10), door=(0, 40))  # pickup at 12, delivered at 46
+    assert score(courier("c", (0, 0), shift_end=11), candidate, 0, minutes, PARAMS) is None
+    assert score(courier("c", (0, 0), shift_end=12), candidate, 0, minutes, PARAMS) == 46
+
+
+def test_stale_or_off_shift_couriers_get_nothing() -> None:
+    candidate = single()
+    assert score(courier("c", (0, 0), stale=True), candidate, 0, minutes, PARAMS) is None
+    assert score(courier("c", (0, 0), on_shift=False), candidate, 0, minutes, PARAMS) is None
+
+
+def test_max_first_wait_keeps_couriers_from_idling_at_a_shop() -> None:
+    candidate = single(pickup=(0, 10), ready=30)  # arrival 10, could pick up at 12: waits 18
+    patient = DispatchParams(service=PARAMS.service, max_first_wait_minutes=18)
+    hurried = DispatchParams(service=PARAMS.service, max_first_wait_minutes=17.5)
+    assert score(courier("c", (0, 0)), candidate, 0, minutes, patient) is not None
+    assert score(courier("c", (0, 0)), candidate, 0, minutes, hurried) is None
+
+
+@st.composite
+def split_orders(draw: st.DrawFn) -> tuple[CourierState, list[Job]]:
+    grid = st.tuples(st.integers(0, 40), st.integers(0, 40)).map(lambda p: (float(p[0]), float(p[1])))
+    door = draw(grid)
+    shops = draw(st.integers(1, 4))
+    jobs = [
+        job(f"j{i}", shop=f"s{i}", pickup=draw(grid), ready=draw(st.integers(0, 60)), door=door)
+        for i in range(shops)
+    ]
+    return courier("c", draw(grid), available_at=draw(st.integers(0, 30))), [
+        Job(j.job_id, "o1", j.shop_id, j.pickup, j.ready_at, j.dropoff, j.items) for j in jobs
+    ]
+
+
+@settings(max_examples=60, deadline=None)
+@given(split_orders())
+def test_score_equals_the_best_route_from_where_the_courier_starts(
+    case: tuple[CourierState, list[Job]],
+) -> None:
+    who, jobs = case
+    (candidate,) = route_candidates(jobs, PARAMS, minutes)
+    start_time = float(who.available_at or 0)
+    pickups, dropoffs = candidate.pickups, candidate.dropoffs
+    best = build_route(who.position, start_time, pickups, dropoffs, minutes, PARAMS.service)
+    assert score(who, candidate, 0, minutes, PARAMS) == best.finish
+
+
+# The round
+
+
+@st.composite
+def rounds(draw: st.DrawFn) -> tuple[list[Job], list[CourierState]]:
+    grid = st.tuples(st.integers(0, 30), st.integers(0, 30)).map(lambda p: (float(p[0]), float(p[1])))
+    shops = [draw(grid) for _ in range(3)]
+    jobs = []
+    for i in range(draw(st.integers(1, 5))):
+        shop = draw(st.integers(0, 2))
+        ready = draw(st.integers(0, 30))
+        items = draw(st.integers(1, 3))
+        jobs.append(job(f"j{i}", f"s{shop}", shops[shop], ready, draw(grid), items=items))
+    couriers = [
+        courier(
+            f"c{i}",
+            draw(grid),
+            capacity=draw(st.integers(1, 5)),
+            shift_end=draw(st.none() | st.integers(0, 60).map(float)),
+            stale=draw(st.booleans()) and draw(st.booleans()),
+        )
+        for i in range(draw(st.integers(1, 4)))
+    ]
+    return jobs, couriers
+
+
+def brute_force(candidates: list[Candidate], couriers: list[CourierState]) -> tuple[int, float]:
+    """Most candidates placed, then least total finish minutes, over every assignment."""
+    scores = [[score(c, cand, 0, minutes, PARAMS) for c in couriers] for cand in candidates]
+    best = (0, 0.0)
+    options = [None, *range(len(couriers))]
+    for picks in itertools.product(options, repeat=len(candidates)):
+        chosen = [(row, col) for row, col in enumerate(picks) if col is not None]
+        if len({col for _, col in chosen}) < len(chosen):
+            continue
+        values = [scores[row][col] for row, col in chosen]
+        if any(value is None for value in values):
+            continue
+        total = sum(value for value in values if value is not None)
+        if (len(chosen), -total) > (best[0], -best[1]):
+            best = (len(chosen), total)
+    return best
+
+
+@settings(max_examples=80, deadline=None)
+@given(rounds())
+def test_round_is_as_good_as_brute_force(case: tuple[list[Job], list[CourierState]]) -> None:
+    jobs, couriers = case
+    candidates = route_candidates(jobs, PARAMS, minutes)
+    result = assign_round(candidates, couriers, 0, minutes, PARAMS)
+    placed, total = brute_force(candidates, couriers)
+    assert len(result.assignments) == placed
+    assert sum(a.score for a in result.assignments) == pytest.approx(total)
+    assert len(result.unassigned) == len(candidates) - placed
+    assert len({a.courier_id for a in result.assignments}) == placed
+    by_id = {c.courier_id: c for c in couriers}
+    for a in result.assignments:
+        assert a.score == score(by_id[a.courier_id], a.candidate, 0, minutes, PARAMS)
+        start = by_id[a.courier_id].position
+        assert a.timings == simulate(start, 0, a.route.stops, minutes, PARAMS.service)
+    vectorised = assign_round(candidates, couriers, 0, minutes, PARAMS, travel_many=minutes_many)
+    assert sum(a.score for a in vectorised.assignments) == pytest.approx(total)
+    assert len(vectorised.assignments) == placed
+
+
+def test_without_couriers_every_candidate_waits() -> None:
+    candidates = route_candidates([job("a"), job("b", shop="s2")], PARAMS, minutes)
+    assert assign_round(candidates, [], 0, minutes, PARAMS).unassigned == tuple(candidates)
+    assert assign_round([], [courier("c", (0, 0))], 0, minutes, PARAMS).assignments == ()
+
+
+def test_a_courier_gets_one_candidate_per_round_and_the_rest_wait() -> None:
+    candidates = route_candidates([job("a"), job("b", shop="s2")], PARAMS, minutes)
+    result = assign_round(candidates, [courier("c", (0, 0))], 0, minutes, PARAMS)
+    assert len(result.assignments) == 1
+    assert len(result.unassigned) == 1
+
+
+def test_placing_more_candidates_beats_a_lower_total() -> None:
+    # Near alone would serve a soonest, but then b (too big for far) would wait: far takes a.
+    jobs = [job("a", pickup=(0, 0)), job("b", shop="s2", pickup=(0, 1), items=5)]
+    couriers = [courier("near", (0, 0)), courier("far", (0, 3000), capacity=1)]
+    result = assign_round(route_candidates(jobs, PARAMS, minutes), couriers, 0, minutes, PARAMS)
+    assert sorted((a.candidate.job_ids, a.courier_id) for a in result.assignments) == [
+        (("a",), "far"),
+        (("b",), "near"),
+    ]
+
+
+def test_new_work_goes_after_the_stops_still_to_do() -> None:
+    existing = Stop("dropoff", (0, 5), ("x",))
+    busy = courier("c", (0, 0), route=(existing,))
+    (candidate,) = route_candidates([job("a", pickup=(0, 10), door=(0, 20))], PARAMS, minutes)
+    (assignment,) = assign_round([candidate], [busy], 0, minutes, PARAMS).assignments
+    assert assignment.route.stops == (existing, *candidate.options[0].stops)
+    assert [t.service_at for t in assignment.timings] == [7, 16, 30]
+    assert assignment.score == 30
+
+
+def test_nearby_limits_the_couriers_scored() -> None:
+    candidates = route_candidates([job("a"), job("b", shop="s2")], PARAMS, minutes)
+    couriers = [courier("near", (0, 1)), courier("far", (0, 30))]
+    only_far = assign_round(candidates[:1], couriers, 0, minutes, PARAMS, nearby=lambda c: ["far"])
+    assert [a.courier_id for a in only_far.assignments] == ["far"]
+
+    def nobody_for_b(candidate: Candidate) -> list[str]:
+        return [] if candidate.job_ids == ("b",) else ["near", "far", "unknown"]
+
+    result = assign_round(candidates, couriers, 0, minutes, PARAMS, nearby=nobody_for_b)
+    assert [a.courier_id for a in result.assignments] == ["near"]
+    assert [c.job_ids for c in result.unassigned] == [("b",)]
+
+
+def test_keeping_k_best_couriers_per_candidate_can_leave_work_for_later() -> None:
+    jobs = [job("a", pickup=(0, 0)), job("b", shop="s2", pickup=(0, 2))]
+    couriers = [courier("far", (0, 30)), courier("near", (0, 1))]
+    candidates = route_candidates(jobs, PARAMS, minutes)
+    assert len(assign_round(candidates, couriers, 0, minutes, PARAMS).assignments) == 2
+    k1 = DispatchParams(service=PARAMS.service, couriers_per_candidate=1)
+    result = assign_round(candidates, couriers, 0, minutes, k1)
+    assert [a.courier_id for a in result.assignments] == ["near"]
+    assert len(result.unassigned) == 1
+
+
+def split_case() -> list[Job]:
+    """Two shops 60 apart and the door between them: one courier would deliver at 102, two at 38."""
+    return [
+        job("a", shop="s1", pickup=(-30, 0), door=(0, 10), order="o1"),
+        job("b", shop="s2", pickup=(30, 0), door=(0, 10), order="o1"),
+    ]
+
+
+def test_split_order_stays_on_one_route_within_the_slack() -> None:
+    couriers = [courier("west", (-30, 0)), courier("east", (30, 0))]
+    candidates = route_candidates(split_case(), PARAMS, minutes)
+    patient = DispatchParams(service=PARAMS.service, split_slack_minutes=64)
+    (joint,) = assign_round(candidates, couriers, 0, minutes, patient).assignments
+    assert joint.candidate.job_ids == ("a", "b")
+    assert joint.score == 102
+
+
+def test_split_order_goes_on_two_routes_beyond_the_slack() -> None:
+    couriers = [courier("west", (-30, 0)), courier("east", (30, 0))]
+    candidates = route_candidates(split_case(), PARAMS, minutes)
+    hasty = DispatchParams(service=PARAMS.service, split_slack_minutes=63)
+    result = assign_round(candidates, couriers, 0, minutes, hasty)
+    assert sorted((a.courier_id, a.candidate.job_ids, a.score) for a in result.assignments) == [
+        ("east", ("b",), 38),
+        ("west", ("a",), 38),
+    ]
+    assert result.unassigned == ()
+
+
+def test_split_order_needs_a_courier_for_every_part_to_split() -> None:
+    candidates = route_candidates(split_case(), PARAMS, minutes)
+    (joint,) = assign_round(candidates, [courier("west", (-30, 0))], 0, minutes, PARAMS).assignments
+    assert joint.candidate.job_ids == ("a", "b")
+
+
+def test_split_order_too_big_for_one_courier_is_split_whatever_the_slack() -> None:
+    jobs = [Job(j.job_id, j.order_id, j.shop_id, j.pickup, j.ready_at, j.dropoff, 3) for j in split_case()]
+    candidates = route_candidates(jobs, PARAMS, minutes)
+    small = [courier("west", (-30, 0), capacity=4), courier("east", (30, 0), capacity=4)]
+    patient = DispatchParams(service=PARAMS.service, split_slack_minutes=1000)
+    result = assign_round(candidates, small, 0, minutes, patient)
+    assert sorted(a.candidate.job_ids for a in result.assignments) == [("a",), ("b",)]
+    # With one such courier, one part goes now and the other waits for a later round.
+    result = assign_round(candidates, small[:1], 0, minutes, patient)
+    assert [a.candidate.job_ids for a in result.assignments] == [("a",)]
+    assert [c.job_ids for c in result.unassigned] == [("b",)]
+
+
+def test_couriers_taken_by_one_split_order_are_not_offered_to_the_next() -> None:
+    second = [Job(f"{j.job_id}2", "o2", j.shop_id, j.pickup, j.ready_at, j.dropoff) for j in split_case()]
+    couriers = [courier("west", (-30, 0)), courier("east", (30, 0)), courier("mid", (0, 0))]
+    candidates = route_candidates(split_case() + second, PARAMS, minutes)
+    result = assign_round(candidates, couriers, 0, minutes, PARAMS)
+    # o1 splits over its joint courier and mid (who delivers at 68); o2 keeps its joint route.
+    assert sorted(a.candidate.job_ids for a in result.assignments) == [("a",), ("a2", "b2"), ("b",)]
+    assert len({a.courier_id for a in result.assignments}) == 3
+
+
+@st.composite
+def rounds_with_split_orders(draw: st.DrawFn) -> tuple[list[Job], list[CourierState]]:
+    jobs, couriers = draw(rounds())
+    orders = [f"o{draw(st.integers(0, 2))}" for _ in jobs]
+    doors: dict[str, Point] = {}
+    split = []
+    for j, order in zip(jobs, orders, strict=True):
+        door = doors.setdefault(order, j.dropoff)  # one door per order, one shop per job
+        split.append(Job(j.job_id, order, f"s-{j.job_id}", j.pickup, j.ready_at, door, j.items))
+    return split, couriers
+
+
+@settings(max_examples=80, deadline=None)
+@given(rounds_with_split_orders(), st.sampled_from([0.0, 10.0, 1000.0]))
+def test_every_job_is_placed_once_or_waits(case: tuple[list[Job], list[CourierState]], slack: float) -> None:
+    jobs, couriers = case
+    params = DispatchParams(service=PARAMS.service, split_slack_minutes=slack)
+    result = assign_round(route_candidates(jobs, params, minutes), couriers, 0, minutes, params)
+    placed = [j for a in result.assignments for j in a.candidate.job_ids]
+    waiting = [j for c in result.unassigned for j in c.job_ids]
+    assert sorted(placed + waiting) == sorted(j.job_id for j in jobs)
+    assert len({a.courier_id for a in result.assignments}) == len(result.assignments)
+
+
+# The nearest-idle baseline
+
+
+def test_nearest_idle_gives_each_ready_job_to_the_nearest_idle_courier() -> None:
+    jobs = [
+        job("first", pickup=(0, 0), ready=1),
+        job("second", pickup=(0, 0), ready=2),  # same shop and door: still not bundled
+        job("later", pickup=(0, 0), ready=11),  # not ready at 10
+    ]
+    couriers = [
+        courier("far", (0, 9)),
+        courier("busy", (0, 0), route=(Stop("dropoff", (0, 1), ("x",)),)),
+        courier("near", (0, 2)),
+        courier("mid", (0, 5)),
+        courier("resting", (0, 0), available_at=12),
+        courier("stale", (0, 0), stale=True),
+    ]
+    result = nearest_idle_round(jobs, couriers, 10, minutes, PARAMS)
+    assert [(a.candidate.job_ids, a.courier_id) for a in result.assignments] == [
+        (("first",), "near"),
+        (("second",), "mid"),
+    ]
+    assert result.unassigned == ()
+    assert result.assignments[0].score == 10 + 2 + 2 + 2 + 10 + 2
+
+
+def test_nearest_idle_skips_couriers_that_cannot_take_the_job() -> None:
+    jobs = [job("big", items=5), job("small", ready=1)]
+    couriers = [courier("tiny", (0, 1), capacity=2), courier("van", (0, 8), capacity=9)]
+    result = nearest_idle_round(jobs, couriers, 10, minutes, PARAMS)
+    assert [(a.candidate.job_ids, a.courier_id) for a in result.assignments] == [
+        (("big",), "van"),
+        (("small",), "tiny"),
+    ]
+    alone = nearest_idle_round(jobs, couriers[:1], 10, minutes, PARAMS)
+    assert [c.job_ids for c in alone.unassigned] == [("big",)]
