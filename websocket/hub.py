@@ -24,6 +24,8 @@ from websocket.fanout import Fanout
 log = logging.getLogger(__name__)
 
 CHANNEL_PREFIX = "dispatch:events:"
+# Volatile messages (live courier positions): no seq, not stored, delivered only to connected clients.
+LIVE_PREFIX = "dispatch:live:"
 BACKFILL_PAGE = 500
 
 # (recipient, after_seq, limit) -> messages {"seq", "type", "at", "data"} in seq order
@@ -36,6 +38,10 @@ def channel_of(recipient: str) -> str:
     return CHANNEL_PREFIX + recipient
 
 
+def live_channel_of(recipient: str) -> str:
+    return LIVE_PREFIX + recipient
+
+
 class Hub:
     def __init__(self, redis: Redis, fanout: Fanout, fetch_after: FetchAfter, latest_seq: LatestSeq) -> None:
         self._redis = redis
@@ -44,6 +50,7 @@ class Hub:
         self._latest_seq = latest_seq
         self._local: dict[str, set[Connection]] = defaultdict(set)
         fanout.route_prefix(CHANNEL_PREFIX, self._on_message)
+        fanout.route_prefix(LIVE_PREFIX, self._on_live)
         fanout.on_reconnect.append(self.catch_up_all)
 
     def connections(self, recipient: str | None = None) -> list[Connection]:
@@ -60,6 +67,7 @@ class Hub:
         self._local[conn.recipient].add(conn)
         if first:
             await self._fanout.subscribe(channel_of(conn.recipient))
+            await self._fanout.subscribe(live_channel_of(conn.recipient))
         async with conn.delivery:
             conn.last_seq = await self._latest_seq(conn.recipient)
         return conn.last_seq
@@ -72,6 +80,7 @@ class Hub:
         if not conns:
             del self._local[conn.recipient]
             await self._fanout.unsubscribe(channel_of(conn.recipient))
+            await self._fanout.unsubscribe(live_channel_of(conn.recipient))
 
     async def resume(self, conn: Connection, after_seq: int) -> int:
         """Replay everything after `after_seq` from PostgreSQL; live delivery continues after it."""
@@ -93,6 +102,22 @@ class Hub:
             log.warning("could not publish %d event(s) (%s); clients will resume", len(events), exc)
             return False
         return True
+
+    async def publish_live(self, messages: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        """Volatile messages (no seq, not stored): lost ones are simply superseded by the next."""
+        if not messages:
+            return
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for recipient, message in messages:
+                    pipe.publish(live_channel_of(recipient), orjson.dumps(message))
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            log.warning("could not publish %d live message(s): %s", len(messages), exc)
+
+    async def _on_live(self, channel: str, data: bytes) -> None:
+        for conn in list(self._local.get(channel[len(LIVE_PREFIX) :], ())):
+            conn.send(data)
 
     async def catch_up_all(self) -> None:
         """After Redis comes back, bring every local connection up to date from PostgreSQL."""

@@ -231,7 +231,10 @@ def reject(job: Job, shop_id: str, now: datetime, reason: str) -> JobTransition:
 
 
 def _require_open_offer(job: Job, now: datetime) -> None:
-    if job.state == S.EXPIRED or (job.state == S.OFFERED and now >= job.offer_deadline):
+    # An unfulfilled job answered after its deadline was an offer that expired (and found no other
+    # shop): tell the shop it was too late, not merely that the job is in some other state.
+    late = now >= job.offer_deadline and job.state in (S.OFFERED, S.UNFULFILLED)
+    if job.state == S.EXPIRED or late:
         raise TransitionError("offer_expired", "the offer's deadline has passed")
     if job.state != S.OFFERED:
         raise TransitionError("job_not_offered", f"the job is {job.state}, not offered")

@@ -1,0 +1,64 @@
+"""Redis is only the fast path: with Redis gone, orders still commit and clients resume from PostgreSQL."""
+
+from __future__ import annotations
+
+import contextlib
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from dispatch.app import create_app
+from dispatch.clock import ManualClock
+from dispatch.config import Settings
+from dispatch.embedded import start_redis
+from tests.conftest import SECRET
+from tests.orders.helpers import AuthFn, add_resident, add_shop, place, recv
+
+
+@pytest.fixture
+async def own_redis(tmp_path: Path) -> AsyncIterator[tuple[str, Any]]:
+    url, server = start_redis(tmp_path / "redis")
+    try:
+        yield url, server
+    finally:
+        with contextlib.suppress(Exception):  # already shut down by the test
+            server._cleanup()
+
+
+async def test_event_committed_while_redis_is_down_reaches_the_client_on_resume(
+    db: asyncpg.Connection, database_url: str, own_redis: tuple[str, Any], tmp_path: Path, auth: AuthFn
+) -> None:
+    redis_url, server = own_redis
+    settings = Settings(data_dir=tmp_path, db_pool_min=1, db_pool_max=3, run_timers=False)
+    app = create_app(
+        settings, secret=SECRET, database_url=database_url, redis_url=redis_url, clock=ManualClock()
+    )
+    async with TestClient(TestServer(app)) as client:
+        admin = auth("admin")
+        await add_shop(client, admin, {"milk": 5})
+        resident = await add_resident(client, admin)
+
+        server.shutdown(nosave=True)  # Redis goes away
+
+        r = await client.get("/readyz")
+        assert r.status == 503
+        body = await r.json()
+        assert body["error"]["code"] == "not_ready"
+        assert "redis" in body["error"]["details"]
+
+        status, order = await place(client, auth("resident", resident), [{"sku": "milk", "qty": 1}])
+        assert status == 201, order  # committed with its events; only the publish failed
+        async with client.ws_connect("/v1/ws", headers=auth("resident", resident)) as ws:
+            hello = await recv(ws)
+            assert hello["last_seq"] == 1
+            await ws.send_json({"type": "resume", "after_seq": 0, "id": "r"})
+            event = await recv(ws)
+            assert event["seq"] == 1
+            assert event["type"] == "order.placed"
+            assert event["data"]["id"] == order["id"]
+            assert (await recv(ws))["data"] == {"last_seq": 1}
