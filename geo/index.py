@@ -22,7 +22,7 @@ import numpy as np
 import shapely
 from h3.api import basic_int as h3
 
-from geo.cells import EMPTY, Entry, G, compile_cell
+from geo.cells import EMPTY, IN, TEST, Entry, G, compile_cell, ring_segments
 from geo.cover import DEFAULT_RESOLUTION, Cover, check_resolution, cover_zone, edge_margin_deg
 from geo.errors import CoordinateError, GeoError
 from geo.locations import LocationIndex, check_point
@@ -49,7 +49,7 @@ class ZoneIndex:
         self._slot_of: dict[str, int] = {}
         self._ids = np.empty(0, dtype=object)  # slot -> shop id (None when free)
         self._geometries = np.empty(0, dtype=object)  # slot -> prepared zone geometry
-        self._boundaries = np.empty(0, dtype=object)  # slot -> its rings as lines, lazily
+        self._segments = np.empty(0, dtype=object)  # slot -> ring_segments(geometry), lazily
         self._covers: list[Cover | None] = []
         self._free: list[int] = []
         self._pending: dict[int, None] = {}  # slots whose covers are not yet in the cell maps
@@ -118,15 +118,15 @@ class ZoneIndex:
             entry = self._compile(cell)
         interior, raster, edge_ids, edge_geometries = entry
         if raster is not None:
-            x0, y0, sx, sy, squares = raster
+            x0, y0, sx, sy, status = raster
             fx = (lng - x0) * sx
             fy = (lat - y0) * sy
             if 0.0 <= fx < G and 0.0 <= fy < G:
-                inside, ids, geometries = squares[int(fx) * G + int(fy)]
-                if ids is None:
-                    return [*interior, *inside]
-                hits = ids[shapely.intersects_xy(geometries, lng, lat)]
-                return [*interior, *inside, *hits.tolist()]
+                row = status[int(fx) * G + int(fy)]
+                hits = row == IN
+                test = row == TEST
+                hits[test] = shapely.intersects_xy(edge_geometries[test], lng, lat)
+                return [*interior, *edge_ids[hits].tolist()]
         if edge_ids is None:
             return list(interior)
         hits = edge_ids[shapely.intersects_xy(edge_geometries, lng, lat)]
@@ -185,18 +185,24 @@ class ZoneIndex:
         total = sum(size(d) for d in (self._slot_of, self._interior, self._edge, self._compiled))
         total += sum(size(a) for a in (*self._interior.values(), *self._edge.values()))
         total += sum(_nested_size(entry, seen) for entry in self._compiled.values())
-        total += size(self._ids) + size(self._geometries) + size(self._boundaries)
+        total += size(self._ids) + size(self._geometries) + size(self._segments)
         for shop_id, slot in self._slot_of.items():
             cover = self._covers[slot]
             assert cover is not None
             total += size(shop_id) + size(cover.interior) + size(cover.edge) + 32 * len(cover)
-            # Coordinates (16 B each) plus the prepared point-in-area index, plus headers;
-            # the same again once the boundary lines exist.
-            coords = int(shapely.get_num_coordinates(self._geometries[slot]))
-            total += (2 if self._boundaries[slot] is not None else 1) * (64 * coords + 512)
+            # Coordinates (16 B each) plus the prepared point-in-area index, plus headers.
+            total += 64 * int(shapely.get_num_coordinates(self._geometries[slot])) + 512
+            if self._segments[slot] is not None:
+                total += size(self._segments[slot])
         return total + self._locations.memory_bytes()
 
     # --- internals ---------------------------------------------------------------------------
+
+    def _ring_segments(self, slot: int) -> np.ndarray[Any, Any]:
+        segments = self._segments[slot]
+        if segments is None:
+            segments = self._segments[slot] = ring_segments(self._geometries[slot])
+        return segments  # type: ignore[no-any-return]
 
     def _allocate(self) -> int:
         if self._free:
@@ -204,7 +210,7 @@ class ZoneIndex:
         slot = len(self._covers)
         if slot == len(self._ids):
             grow = max(64, slot)
-            for name in ("_ids", "_geometries", "_boundaries"):
+            for name in ("_ids", "_geometries", "_segments"):
                 setattr(self, name, np.concatenate((getattr(self, name), _objects(grow))))
         self._covers.append(None)
         return slot
@@ -227,7 +233,7 @@ class ZoneIndex:
                     else:
                         del table[cell]
                     self._compiled.pop(cell, None)
-        self._ids[slot] = self._geometries[slot] = self._boundaries[slot] = None
+        self._ids[slot] = self._geometries[slot] = self._segments[slot] = None
         self._covers[slot] = None
         self._free.append(slot)
         return True
@@ -263,25 +269,18 @@ class ZoneIndex:
         if interior_slots is None and edge_slots is None:
             return EMPTY  # not stored: queries all over the map must not grow the dict
         interior = () if interior_slots is None else tuple(self._ids[interior_slots].tolist())
-        ids = geometries = boundaries = None
+        ids = geometries = segments = None
         if edge_slots is not None:
-            missing = edge_slots[_is_none(self._boundaries[edge_slots])]
-            if len(missing):
-                self._boundaries[missing] = shapely.boundary(self._geometries[missing])
             ids = self._ids[edge_slots]
             geometries = self._geometries[edge_slots]
-            boundaries = self._boundaries[edge_slots]
-        entry = compile_cell(cell, self._margin, interior, ids, geometries, boundaries)
+            segments = [self._ring_segments(slot) for slot in edge_slots.tolist()]
+        entry = compile_cell(cell, self._margin, interior, ids, geometries, segments)
         self._compiled[cell] = entry
         return entry
 
 
 def _objects(n: int) -> np.ndarray[Any, Any]:
     return np.full(n, None, dtype=object)
-
-
-def _is_none(items: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-    return np.fromiter((item is None for item in items), dtype=bool, count=len(items))
 
 
 def _nested_size(obj: Any, seen: set[int]) -> int:

@@ -13,4 +13,6 @@ def add_bench_parser(sub: Any) -> None:
 
 
 def _registrations() -> list[Any]:
-    return []
+    from dispatch.bench import geo
+
+    return [geo.register]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import itertools
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -56,7 +57,8 @@ class MethodResult:
     how: str = ""
     answers: Answers = field(default_factory=list)  # one set per evaluated point, in point order
     latencies_ns: list[int] = field(default_factory=list)
-    lookups_per_s: float | None = None
+    lookups_per_s: float | None = None  # the best of `rates`, when there are several
+    rates: dict[str, float] = field(default_factory=dict)  # lookups/s per client mode
     skipped_reason: str | None = None
     mismatches: int = 0
 
@@ -96,8 +98,10 @@ def fresh_geometries(geojson: Sequence[dict[str, Any]]) -> Any:
 
 
 def count_mismatches(answers: Sequence[Collection[str]], expected: Sequence[frozenset[str]]) -> int:
-    """Points whose answer differs from the oracle's; a shop listed twice is a mismatch too."""
-    return sum(1 for got, want in zip(answers, expected) if len(got) != len(want) or frozenset(got) != want)
+    """Points whose answer differs from the oracle's (answers are for the first points); a shop
+    listed twice is a mismatch too."""
+    pairs = zip(answers, expected[: len(answers)], strict=True)
+    return sum(1 for got, want in pairs if len(got) != len(want) or frozenset(got) != want)
 
 
 # --- the oracle and brute force -----------------------------------------------------------
@@ -112,7 +116,7 @@ def oracle(city: City, points: Sequence[Point]) -> Answers:
     point_idx, zone_idx = pairs[0][order], pairs[1][order]
     bounds = np.searchsorted(point_idx, np.arange(len(points) + 1))
     ids = np.array(city.ids, dtype=object)
-    return [frozenset(ids[zone_idx[a:b]].tolist()) for a, b in zip(bounds[:-1], bounds[1:], strict=False)]
+    return [frozenset(ids[zone_idx[a:b]].tolist()) for a, b in itertools.pairwise(bounds)]
 
 
 def run_bruteforce(city: City, points: Sequence[Point]) -> MethodResult:
@@ -185,6 +189,12 @@ def _time_each(fn: Callable[[float, float], Any], points: Sequence[Point]) -> tu
             latencies.append(clock() - t0)
         elapsed = clock() - started
     return answers, latencies, elapsed
+
+
+def _best(result: MethodResult) -> MethodResult:
+    """Credit the competitor with its faster client mode: the ratios must not flatter ours."""
+    result.lookups_per_s = max(result.rates.values())
+    return result
 
 
 def _rate(n: int, elapsed_ns: int) -> float:
@@ -268,10 +278,12 @@ async def run_redis(url: str, city: City, points: Sequence[Point]) -> MethodResu
         clock = time.perf_counter_ns
         latencies = []
         with gc_paused():
+            started = clock()
             for lat, lng in points:
                 t0 = clock()
                 exact(await search(client, lat, lng), lat, lng)
                 latencies.append(clock() - t0)
+            sequential = clock() - started
         answers: Answers = []
         with gc_paused():
             started = clock()
@@ -286,14 +298,20 @@ async def run_redis(url: str, city: City, points: Sequence[Point]) -> MethodResu
         await client.delete(REDIS_KEY)
     finally:
         await client.aclose()
-    return MethodResult(
-        "redis_geosearch",
-        how=f"GEOSEARCH BYRADIUS {radius:.0f} m ASC, then intersects_xy on the candidates' prepared "
-        f"zones; lookups/s: redis-py asyncio, pipelines of {REDIS_PIPELINE} on one connection; "
-        "latency: one query at a time (round trip + filter), timed alone",
-        answers=answers,
-        latencies_ns=latencies,
-        lookups_per_s=_rate(len(points), elapsed),
+    return _best(
+        MethodResult(
+            "redis_geosearch",
+            how=f"GEOSEARCH BYRADIUS {radius:.0f} m ASC, then intersects_xy on the candidates' "
+            "prepared zones, redis-py asyncio; latency: one query at a time (round trip + filter), "
+            f"timed alone; lookups/s: the better of that loop and pipelines of {REDIS_PIPELINE} "
+            "on one connection",
+            answers=answers,
+            latencies_ns=latencies,
+            rates={
+                "one_at_a_time": _rate(len(points), sequential),
+                f"pipelined_{REDIS_PIPELINE}": _rate(len(points), elapsed),
+            },
+        )
     )
 
 
@@ -321,10 +339,12 @@ async def run_postgis(url: str, city: City, points: Sequence[Point]) -> MethodRe
         async with pool.acquire() as conn:
             stmt = await conn.prepare(_POSTGIS_QUERY)
             with gc_paused():
+                started = clock()
                 for lat, lng in points:
                     t0 = clock()
                     await stmt.fetch(lng, lat)
                     latencies.append(clock() - t0)
+                sequential = clock() - started
         answers: Answers = [frozenset()] * len(points)
 
         async def worker(part: range) -> None:
@@ -342,13 +362,19 @@ async def run_postgis(url: str, city: City, points: Sequence[Point]) -> MethodRe
         await pool.execute(f"DROP TABLE IF EXISTS {POSTGIS_TABLE}")
     finally:
         await pool.close()
-    return MethodResult(
-        "postgis",
-        how=f"ST_Covers on a GiST index, prepared statement; lookups/s: {POSTGIS_CONNECTIONS} "
-        "connections querying concurrently; latency: one query at a time on one connection",
-        answers=answers,
-        latencies_ns=latencies,
-        lookups_per_s=_rate(len(points), elapsed),
+    return _best(
+        MethodResult(
+            "postgis",
+            how="ST_Covers on a GiST index, asyncpg prepared statement; latency: one query at a time "
+            f"on one connection, timed alone; lookups/s: the better of that loop and "
+            f"{POSTGIS_CONNECTIONS} connections querying concurrently",
+            answers=answers,
+            latencies_ns=latencies,
+            rates={
+                "one_at_a_time": _rate(len(points), sequential),
+                f"concurrent_{POSTGIS_CONNECTIONS}": _rate(len(points), elapsed),
+            },
+        )
     )
 
 
