@@ -27,6 +27,13 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
+async def connect(url: str) -> asyncpg.Connection:
+    """A single connection with the same codecs as the pool's (scripts, benchmarks, the CLI)."""
+    conn = await asyncpg.connect(url)
+    await _init_connection(conn)
+    return conn
+
+
 async def create_pool(url: str, min_size: int, max_size: int) -> Pool:
     try:
         pool = await asyncpg.create_pool(

@@ -1,0 +1,246 @@
+"""`python -m dispatch bench orders`: orders placed over HTTP at a target rate against the real server in
+its own process, every shop on a websocket accepting its offers, residents following their orders.
+
+Measures sustained orders/s, order-to-offer latency (POST sent -> the shop's websocket has the offer),
+accept-to-resident latency (the shop's accept sent -> the resident's websocket shows the order accepted),
+errors, and, on the same database in the same run, the rate of bare transactions of as many statements as
+placing an order takes, reported as a ratio (how close the order path gets to the database's floor).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import time
+from typing import Any
+
+import aiohttp
+import asyncpg
+import orjson
+
+from dispatch.auth import Role
+from dispatch.bench.harness import (
+    ServerProcess,
+    embedded_stack,
+    offset,
+    seed_people,
+    seed_shops,
+    server_process,
+    summary_ms,
+    token,
+)
+
+SKUS = ("milk", "bread", "eggs", "apples")
+# Statements in one order placement: candidates (2), order, stock, jobs, jobs read, order update, events (2).
+STATEMENTS_PER_ORDER = 9
+MAX_IN_FLIGHT = 512
+
+
+def register(kinds: Any) -> None:
+    p = kinds.add_parser("orders", help="orders/s and offer latency through the real server")
+    p.add_argument("--rate", type=float, default=1000.0, help="orders per second to offer (open loop)")
+    p.add_argument("--duration", type=float, default=30.0, help="seconds of load")
+    p.add_argument("--shops", type=int, default=500)
+    p.add_argument("--residents", type=int, default=500, help="residents placing orders, each on a websocket")
+    p.add_argument("--pool", type=int, default=10, help="the server's PostgreSQL pool size")
+    p.add_argument("--profile", help="write the server's cProfile stats to this file")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--json", action="store_true", help="print one JSON object only")
+    p.set_defaults(func=cmd_bench_orders)
+
+
+def cmd_bench_orders(args: argparse.Namespace) -> int:
+    if args.rate <= 0 or args.duration <= 0 or args.shops <= 0 or args.residents <= 0:
+        raise SystemExit("--rate, --duration, --shops and --residents must be positive")
+
+    def say(message: str) -> None:
+        if not args.json:
+            print(message, flush=True)
+
+    with embedded_stack() as stack:
+        say(f"seeding {args.shops} shops and {args.residents} residents ...")
+        asyncio.run(seed_shops(stack.database_url, args.shops, SKUS, seed=args.seed))
+        residents = asyncio.run(seed_people(stack.database_url, "resident", args.residents))
+        shops = asyncio.run(_shop_ids(stack.database_url))
+        env = {"DISPATCH_DB_POOL_MAX": str(args.pool), "DISPATCH_DB_POOL_MIN": str(args.pool)}
+        with server_process(stack, args.profile, **env) as server:
+            say(f"server up at {server.url}; {args.rate:g} orders/s for {args.duration:g} s ...")
+            report = asyncio.run(_drive(server, shops, residents, args.rate, args.duration, args.seed))
+            report["server_peak_rss_mb"] = server.peak_rss_mb()
+            if report["errors"]:
+                report["server_log_tail"] = server.log_path.read_text()[-3000:]
+        say("bare transactions on the same database ...")
+        report["bare_tx_per_s"] = asyncio.run(_bare_transactions(stack.database_url, args.pool, 5.0))
+    report["ratio_vs_bare_tx"] = round(report["orders_per_s"] / report["bare_tx_per_s"], 3)
+    report["target"] = {
+        "orders_per_s": 1000,
+        "p99_order_to_offer_ms": 50,
+        "met": report["orders_per_s"] >= 1000 * 0.98
+        and (report["order_to_offer"]["p99_ms"] or 1e9) < 50
+        and report["errors"] == 0,
+    }
+    print(orjson.dumps(report).decode() if args.json else _render(report))
+    return 0
+
+
+async def _shop_ids(url: str) -> list[str]:
+    conn = await asyncpg.connect(url)
+    try:
+        return [r["id"] for r in await conn.fetch("SELECT id FROM shops ORDER BY id")]
+    finally:
+        await conn.close()
+
+
+async def _drive(
+    server: ServerProcess, shops: list[str], residents: list[str], rate: float, duration: float, seed: int
+) -> dict[str, Any]:
+    rng = random.Random(seed)
+    sent: dict[str, float] = {}
+    offered: dict[str, float] = {}
+    accept_sent: dict[str, float] = {}
+    accepted_seen: dict[str, float] = {}
+    errors: dict[str, int] = {}
+    done = 0
+    ws_url = server.url.replace("http", "ws", 1) + "/v1/ws"
+    conn = aiohttp.TCPConnector(limit=MAX_IN_FLIGHT)
+    async with aiohttp.ClientSession(connector=conn) as http:
+
+        async def shop_app(shop_id: str) -> None:
+            async with http.ws_connect(
+                ws_url, headers={"Authorization": f"Bearer {token(Role.SHOP, shop_id)}"}
+            ) as ws:
+                async for msg in ws:
+                    data = orjson.loads(msg.data)
+                    if data.get("type") == "job.offered":
+                        offered.setdefault(data["data"]["note"], time.perf_counter())
+                        accept_sent[data["data"]["order_id"]] = time.perf_counter()
+                        await ws.send_str(
+                            orjson.dumps(
+                                {"type": "job.accept", "job_id": data["data"]["id"], "prep_minutes": 10}
+                            ).decode()
+                        )
+
+        async def resident_app(resident_id: str) -> None:
+            async with http.ws_connect(
+                ws_url, headers={"Authorization": f"Bearer {token(Role.RESIDENT, resident_id)}"}
+            ) as ws:
+                async for msg in ws:
+                    data = orjson.loads(msg.data)
+                    if data.get("type") == "order.updated" and data["data"]["state"] == "accepted":
+                        accepted_seen.setdefault(data["data"]["id"], time.perf_counter())
+
+        apps = [asyncio.create_task(shop_app(s)) for s in shops]
+        apps += [asyncio.create_task(resident_app(r)) for r in residents]
+        await asyncio.sleep(2.0 + len(apps) / 500)  # let every websocket connect and say hello
+        tokens = {r: token(Role.RESIDENT, r) for r in residents}
+        in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
+
+        async def place(n: int) -> None:
+            nonlocal done
+            resident = residents[n % len(residents)]
+            lat, lng = offset(rng.uniform(-2500, 2500), rng.uniform(-2500, 2500))
+            note = f"bench-{n}"
+            body = {
+                "dropoff": {"lat": lat, "lng": lng},
+                "items": [{"sku": rng.choice(SKUS), "qty": 1}],
+                "note": note,
+            }
+            async with in_flight:
+                sent[note] = time.perf_counter()
+                try:
+                    async with http.post(
+                        server.url + "/v1/orders",
+                        data=orjson.dumps(body),
+                        headers={
+                            "Authorization": f"Bearer {tokens[resident]}",
+                            "Content-Type": "application/json",
+                        },
+                        timeout=aiohttp.ClientTimeout(total=30),
+                    ) as r:
+                        await r.read()
+                        if r.status == 201:
+                            done += 1
+                        else:
+                            errors[str(r.status)] = errors.get(str(r.status), 0) + 1
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+
+        total = int(rate * duration)
+        started = time.perf_counter()
+        tasks = []
+        behind = 0.0
+        for n in range(total):
+            due = started + n / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            else:
+                behind = max(behind, -delay)
+            tasks.append(asyncio.create_task(place(n)))
+        await asyncio.gather(*tasks)
+        load_s = time.perf_counter() - started
+        await asyncio.sleep(2.0)  # the last offers and accepts arrive
+        for app in apps:
+            app.cancel()
+        await asyncio.gather(*apps, return_exceptions=True)
+    to_offer = [offered[k] - sent[k] for k in offered if k in sent]
+    to_resident = [accepted_seen[k] - accept_sent[k] for k in accepted_seen if k in accept_sent]
+    return {
+        "rate_offered": rate,
+        "duration_s": duration,
+        "shops": len(shops),
+        "residents": len(residents),
+        "orders_sent": total,
+        "orders_placed": done,
+        "orders_per_s": round(done / load_s, 1),
+        "generator_max_behind_s": round(behind, 3),
+        "errors": sum(errors.values()),
+        "errors_by_kind": errors,
+        "offers_received": len(offered),
+        "order_to_offer": summary_ms(to_offer),
+        "accept_to_resident": summary_ms(to_resident),
+    }
+
+
+async def _bare_transactions(url: str, concurrency: int, seconds: float) -> float:
+    """Transactions of STATEMENTS_PER_ORDER trivial statements, as many connections as the server's pool."""
+    pool = await asyncpg.create_pool(url, min_size=concurrency, max_size=concurrency)
+    assert pool is not None
+    count = 0
+    deadline = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        nonlocal count
+        async with pool.acquire() as conn:
+            while time.perf_counter() < deadline:
+                async with conn.transaction():
+                    for n in range(STATEMENTS_PER_ORDER):
+                        await conn.fetchval("SELECT $1::int", n)
+                count += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    await pool.close()
+    return round(count / elapsed, 1)
+
+
+def _render(r: dict[str, Any]) -> str:
+    o, a = r["order_to_offer"], r["accept_to_resident"]
+    lines = [
+        f"orders: {r['orders_placed']:,} placed of {r['orders_sent']:,} sent in {r['duration_s']:g} s "
+        f"at {r['rate_offered']:g}/s offered -> {r['orders_per_s']:,.1f} orders/s sustained",
+        f"errors: {r['errors']} {r['errors_by_kind'] or ''}",
+        f"order -> offer at the shop:    p50 {o['p50_ms']} ms  p99 {o['p99_ms']} ms  max {o['max_ms']} ms "
+        f"({o['count']:,} offers)",
+        f"accept -> resident sees it:    p50 {a['p50_ms']} ms  p99 {a['p99_ms']} ms  max {a['max_ms']} ms",
+        f"bare {STATEMENTS_PER_ORDER}-statement transactions: {r['bare_tx_per_s']:,.1f}/s; "
+        f"orders/s is {r['ratio_vs_bare_tx']:.3f} of that",
+        f"server peak memory: {r['server_peak_rss_mb']} MB; load generator fell behind by at most "
+        f"{r['generator_max_behind_s']} s",
+        f"target (1,000/s, p99 < 50 ms, no errors): {'met' if r['target']['met'] else 'NOT met'}",
+    ]
+    if r.get("server_log_tail"):
+        lines.append("server log (tail):\n" + r["server_log_tail"])
+    return "\n".join(lines)
