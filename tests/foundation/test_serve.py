@@ -75,7 +75,8 @@ def _wait_ready(proc: subprocess.Popen[str], port: int, timeout: float = 30.0) -
 
 
 def _stop(proc: subprocess.Popen[str]) -> str:
-    proc.send_signal(signal.SIGTERM)
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, out
     return out
@@ -118,8 +119,11 @@ def test_serve_restart_keeps_data_and_one_server_per_data_dir(tmp_path: Path) ->
         assert second.returncode != 0
         assert "already running on the data dir" in out
         assert _get(port, "/readyz")[0] == 200
+        # On SIGTERM a connected websocket is closed with 1001 (going away).
+        close_code = _close_code_on_sigterm(first, port, token)
     finally:
         out = _stop(first)
+    assert close_code == 1001
     assert "demo data loaded: 36 shops" in out
     assert "--role shop --subject shop_" in out
     # Logs are JSON lines with a request id on request logs.
@@ -144,3 +148,27 @@ def _count_shops(port: int, token: str, data_dir: Path) -> int:
     items = body["items"]
     assert isinstance(items, list)
     return len(items)
+
+
+def _close_code_on_sigterm(proc: subprocess.Popen[str], port: int, token: str) -> int | None:
+    import asyncio
+
+    import aiohttp
+
+    async def run() -> int | None:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.ws_connect(
+                f"http://127.0.0.1:{port}/v1/ws", headers={"Authorization": f"Bearer {token}"}
+            ) as ws,
+        ):
+            hello = await ws.receive_json(timeout=5)
+            assert hello["type"] == "hello"
+            proc.send_signal(signal.SIGTERM)
+            msg = await ws.receive(timeout=15)
+            assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED), msg
+            return ws.close_code
+
+    code = asyncio.run(run())
+    proc.wait(30)  # the shutdown finishes by itself: no second signal
+    return code
