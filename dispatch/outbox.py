@@ -6,7 +6,6 @@ is only the fast path; a client that missed anything resumes from PostgreSQL wit
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -40,37 +39,40 @@ class Event:
 
 
 async def append_events(conn: Conn, events: Sequence[NewEvent], at: datetime) -> list[Event]:
-    """Number and insert `events` inside the caller's transaction. Two statements, however many events."""
+    """Number and insert `events` inside the caller's transaction, in one statement however many.
+
+    Each recipient's counter row is bumped by its number of events (rows locked in recipient order, so
+    concurrent writers never deadlock) and the events take the numbers just below the new value."""
     if not events:
         return []
-    counts = Counter(e.recipient for e in events)
-    recipients = sorted(counts)  # a fixed lock order, so concurrent writers never deadlock
     rows = await conn.fetch(
-        """INSERT INTO recipient_seqs AS s (recipient, last_seq)
-           SELECT r, n FROM unnest($1::text[], $2::bigint[]) AS t(r, n) ORDER BY r
-           ON CONFLICT (recipient) DO UPDATE SET last_seq = s.last_seq + EXCLUDED.last_seq
-           RETURNING recipient, last_seq""",
-        recipients,
-        [counts[r] for r in recipients],
-    )
-    next_seq = {r["recipient"]: r["last_seq"] - counts[r["recipient"]] + 1 for r in rows}
-    out: list[Event] = []
-    for e in events:
-        seq = next_seq[e.recipient]
-        next_seq[e.recipient] = seq + 1
-        out.append(Event(e.recipient, seq, e.type, e.data, at))
-    # jsonb travels as text here: asyncpg's array codec does not use the connection's jsonb codec.
-    await conn.execute(
-        """INSERT INTO events (recipient, seq, type, payload, created_at)
-           SELECT r, s, t, p::jsonb, $5
-           FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[]) AS u(r, s, t, p)""",
-        [e.recipient for e in out],
-        [e.seq for e in out],
-        [e.type for e in out],
-        [orjson.dumps(e.data).decode() for e in out],
+        """WITH input AS (
+               SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS t(r, ty, p, ord)),
+           counts AS (SELECT r, count(*) AS n FROM input GROUP BY r),
+           bumped AS (
+               INSERT INTO recipient_seqs AS s (recipient, last_seq)
+               SELECT r, n FROM counts ORDER BY r
+               ON CONFLICT (recipient) DO UPDATE SET last_seq = s.last_seq + EXCLUDED.last_seq
+               RETURNING recipient, last_seq)
+           INSERT INTO events (recipient, seq, type, payload, created_at)
+           SELECT i.r, b.last_seq - c.n + row_number() OVER (PARTITION BY i.r ORDER BY i.ord), i.ty,
+                  i.p::jsonb, $4
+           FROM input i JOIN bumped b ON b.recipient = i.r JOIN counts c ON c.r = i.r
+           RETURNING recipient, seq""",
+        [e.recipient for e in events],
+        [e.type for e in events],
+        # jsonb travels as text: asyncpg's array codec does not use the connection's jsonb codec.
+        [orjson.dumps(e.data).decode() for e in events],
         at,
     )
-    return out
+    # Within a recipient, seqs follow the events' order (row_number over ord); match them that way
+    # rather than trusting the order RETURNING happens to use.
+    seqs: dict[str, list[int]] = {}
+    for r in rows:
+        seqs.setdefault(r["recipient"], []).append(r["seq"])
+    for numbers in seqs.values():
+        numbers.sort(reverse=True)
+    return [Event(e.recipient, seqs[e.recipient].pop(), e.type, e.data, at) for e in events]
 
 
 async def events_after(

@@ -73,15 +73,18 @@ class Fanout:
     async def _run(self) -> None:
         backoff = 0.1
         while True:
-            try:
-                message = await self._pubsub.get_message(timeout=1.0)
-                backoff = 0.1
-            except (RedisError, OSError) as exc:
-                self.connected.clear()
-                log.warning("lost Redis pub/sub (%s); reconnecting in %.1fs", exc, backoff)
+            if not self.connected.is_set():
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 await self._resubscribe()
+                continue
+            try:
+                message = await self._pubsub.get_message(timeout=1.0)
+                backoff = 0.1
+            except (RedisError, OSError, RuntimeError) as exc:
+                # RuntimeError: redis-py's "pubsub connection not set" after a failed reconnect.
+                self.connected.clear()
+                log.warning("lost Redis pub/sub (%s); reconnecting", exc)
                 continue
             if message is None or message.get("type") != "message":
                 continue
@@ -99,7 +102,7 @@ class Fanout:
                 await self._pubsub.aclose()  # type: ignore[no-untyped-call]
             self._pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
             await self._pubsub.subscribe(*self._subscriptions)
-        except (RedisError, OSError):
+        except (RedisError, OSError, RuntimeError):
             return
         self.connected.set()
         log.info("Redis pub/sub reconnected")

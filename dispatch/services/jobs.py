@@ -24,9 +24,11 @@ from dispatch.services.offers import StockRace, create_jobs
 from dispatch.services.records import (
     core_job,
     job_json,
+    lock_order_of_job,
     order_json,
-    refresh_order,
     release_stock,
+    replace_job,
+    save_order_state,
     shop_job_json,
 )
 
@@ -39,14 +41,14 @@ def _translate(exc: TransitionError | CoreValidationError) -> Exception:
     return ValidationFailed(exc.message, details=[field_error(list(exc.path), exc.message)])
 
 
-async def _lock(conn: Conn, job_id: str) -> tuple[asyncpg.Record, asyncpg.Record]:
-    order_id = await conn.fetchval("SELECT order_id FROM jobs WHERE id = $1", job_id)
-    if order_id is None:
+async def _lock(conn: Conn, job_id: str) -> tuple[asyncpg.Record, asyncpg.Record, list[asyncpg.Record]]:
+    """(order, job, all the order's jobs), locked order first."""
+    locked = await lock_order_of_job(conn, job_id)
+    if locked is None:
         raise NotFound(f"no job {job_id}", code="job_not_found")
-    order = await conn.fetchrow("SELECT * FROM orders WHERE id = $1 FOR UPDATE", order_id)
-    job = await conn.fetchrow("SELECT * FROM jobs WHERE id = $1 FOR UPDATE", job_id)
-    assert order is not None and job is not None
-    return order, job
+    order, jobs = locked
+    job = next(j for j in jobs if j["id"] == job_id)
+    return order, job, jobs
 
 
 async def _apply(conn: Conn, decision: rules.JobTransition, **columns: Any) -> asyncpg.Record:
@@ -72,7 +74,7 @@ async def _apply(conn: Conn, decision: rules.JobTransition, **columns: Any) -> a
 async def accept(svc: Services, job_id: str, shop_id: str, prep_minutes: int) -> dict[str, Any]:
     now = svc.clock.now()
     async with svc.pool.acquire() as conn, conn.transaction():
-        order, job = await _lock(conn, job_id)
+        order, job, jobs = await _lock(conn, job_id)
         try:
             decision = rules.accept(core_job(job), shop_id, now, prep_minutes)
         except (TransitionError, CoreValidationError) as exc:
@@ -80,7 +82,7 @@ async def accept(svc: Services, job_id: str, shop_id: str, prep_minutes: int) ->
         job = await _apply(
             conn, decision, accepted_at=now, prep_minutes=decision.prep_minutes, ready_at=decision.ready_by
         )
-        events = await _job_changed(conn, order, job, "job.accepted", now)
+        events = await _job_changed(conn, order, job, replace_job(jobs, job), "job.accepted", now)
     await svc.publish(events)
     return job_json(job)
 
@@ -88,13 +90,13 @@ async def accept(svc: Services, job_id: str, shop_id: str, prep_minutes: int) ->
 async def mark_ready(svc: Services, job_id: str, shop_id: str) -> dict[str, Any]:
     now = svc.clock.now()
     async with svc.pool.acquire() as conn, conn.transaction():
-        order, job = await _lock(conn, job_id)
+        order, job, jobs = await _lock(conn, job_id)
         try:
             decision = rules.mark_ready(core_job(job), shop_id, now)
         except TransitionError as exc:
             raise _translate(exc) from None
         job = await _apply(conn, decision, ready_at=now)
-        events = await _job_changed(conn, order, job, "job.ready", now)
+        events = await _job_changed(conn, order, job, replace_job(jobs, job), "job.ready", now)
     await svc.publish(events)
     return job_json(job)
 
@@ -104,13 +106,13 @@ async def reject(svc: Services, job_id: str, shop_id: str, reason: str) -> dict[
         now = svc.clock.now()
         try:
             async with svc.pool.acquire() as conn, conn.transaction():
-                order, job = await _lock(conn, job_id)
+                order, job, jobs = await _lock(conn, job_id)
                 try:
                     decision = rules.reject(core_job(job), shop_id, now, reason)
                 except (TransitionError, CoreValidationError) as exc:
                     raise _translate(exc) from None
                 job = await _apply(conn, decision, reason=decision.reason, closed_at=now)
-                job, events = await _reoffer(conn, svc, order, job, now)
+                job, events = await _reoffer(conn, svc, order, job, replace_job(jobs, job), now)
         except StockRace:
             continue
         await svc.publish(events)
@@ -135,10 +137,10 @@ async def expire_due(svc: Services, limit: int = 100) -> int:
                 )
                 if claimed is None:
                     return fired
-                order, job = await _lock(conn, claimed["id"])
+                order, job, jobs = await _lock(conn, claimed["id"])
                 decision = rules.expire(core_job(job), now)
                 job = await _apply(conn, decision, closed_at=now)
-                _, events = await _reoffer(conn, svc, order, job, now)
+                _, events = await _reoffer(conn, svc, order, job, replace_job(jobs, job), now)
         except StockRace:
             continue
         await svc.publish(events)
@@ -147,7 +149,12 @@ async def expire_due(svc: Services, limit: int = 100) -> int:
 
 
 async def _reoffer(
-    conn: Conn, svc: Services, order: asyncpg.Record, job: asyncpg.Record, now: datetime
+    conn: Conn,
+    svc: Services,
+    order: asyncpg.Record,
+    job: asyncpg.Record,
+    jobs: list[asyncpg.Record],
+    now: datetime,
 ) -> tuple[asyncpg.Record, list[Event]]:
     """The refused job's stock goes back; its lines go to the next best shops not yet in this order.
 
@@ -156,9 +163,7 @@ async def _reoffer(
     `unfulfilled`, and the resident is told which items will not come."""
     shop_event = "job.rejected" if job["state"] == "rejected" else "job.expired"
     await release_stock(conn, job["shop_id"], job["lines"])
-    involved = {
-        r["shop_id"] for r in await conn.fetch("SELECT shop_id FROM jobs WHERE order_id = $1", order["id"])
-    }
+    involved = {j["shop_id"] for j in jobs}
     lines = [
         RequestedItem(line["sku"], line["qty"], job["shop_id"] if line.get("pinned") else None)
         for line in job["lines"]
@@ -181,28 +186,35 @@ async def _reoffer(
     outcome = rematch(lines, candidates, OrderTiming(order["created_at"], order["slot_start"]), involved)
     new_events: list[NewEvent] = [NewEvent(job["shop_id"], shop_event, shop_job_json(job, order))]
     if outcome.jobs:
-        _, offer_events = await create_jobs(
+        new_jobs, offer_events = await create_jobs(
             conn, order, outcome.jobs, shops, set(), now, svc.settings.offer_timeout_s
         )
         new_events += offer_events
+        jobs = jobs + new_jobs
     if outcome.unplaced:
         decision = rules.mark_unfulfilled(core_job(job), now)
         unplaced = [{"sku": u.sku, "qty": u.qty_requested, "shop_id": u.shop_id} for u in outcome.unplaced]
         job = await _apply(conn, decision, unfulfilled_lines=unplaced)
+        jobs = replace_job(jobs, job)
         new_events.append(
             NewEvent(
                 order["resident_id"], "order.items_unfulfilled", {"order_id": order["id"], "items": unplaced}
             )
         )
-    order, jobs = await refresh_order(conn, order, now)
+    order = await save_order_state(conn, order, jobs, now)
     new_events.append(NewEvent(order["resident_id"], "order.updated", order_json(order, jobs)))
     return job, await append_events(conn, new_events, now)
 
 
 async def _job_changed(
-    conn: Conn, order: asyncpg.Record, job: asyncpg.Record, shop_event: str, now: datetime
+    conn: Conn,
+    order: asyncpg.Record,
+    job: asyncpg.Record,
+    jobs: list[asyncpg.Record],
+    shop_event: str,
+    now: datetime,
 ) -> list[Event]:
-    order, jobs = await refresh_order(conn, order, now)
+    order = await save_order_state(conn, order, jobs, now)
     body = order_json(order, jobs)
     new_events = [
         NewEvent(job["shop_id"], shop_event, shop_job_json(job, order)),

@@ -94,10 +94,19 @@ async def _place_once(
         plan = plan_order(req.items, candidates, OrderTiming(now, req.slot_start))
         if isinstance(plan, Unavailable):
             raise await _unavailable(conn, req, plan)
+        # The order's state and total follow from the plan, so the order row is written once.
+        state = job_rules.derive_order_state(
+            [
+                job_rules.JobState.ACCEPTED if shops[j.shop_id].auto_accept else job_rules.JobState.OFFERED
+                for j in plan.jobs
+            ],
+            job_rules.Fulfilment(req.fulfilment),
+        )
+        total = sum(line.qty * line.unit_price_cents for j in plan.jobs for line in j.lines)
         order = await conn.fetchrow(
             """INSERT INTO orders (id, resident_id, state, fulfilment, drop_lat, drop_lng, slot_start,
-                                   slot_end, note, items, created_at, updated_at)
-               VALUES ($1, $2, 'placed', $3, $4, $5, $6, $7, $8, $9, $10, $10) RETURNING *""",
+                                   slot_end, note, items, created_at, updated_at, total_cents)
+               VALUES ($1, $2, $11, $3, $4, $5, $6, $7, $8, $9, $10, $10, $12) RETURNING *""",
             new_id("ord"),
             req.resident_id,
             req.fulfilment,
@@ -108,12 +117,13 @@ async def _place_once(
             req.note,
             req.items_json(),
             now,
+            state.value,
+            total,
         )
         assert order is not None
-        _, job_events = await create_jobs(
+        jobs, job_events = await create_jobs(
             conn, order, plan.jobs, shops, pinned_pairs(req.items), now, svc.settings.offer_timeout_s
         )
-        order, jobs = await refresh_order(conn, order, now)
         body = order_json(order, jobs)
         events = await append_events(
             conn, [*job_events, NewEvent(req.resident_id, "order.placed", body)], now

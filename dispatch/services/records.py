@@ -107,3 +107,45 @@ async def release_stock(conn: Conn, shop_id: str, lines: list[dict[str, Any]]) -
         [line["sku"] for line in lines],
         [line["qty"] for line in lines],
     )
+
+
+def order_state_of(jobs: list[asyncpg.Record], fulfilment: str) -> tuple[str, int]:
+    """The order's (state, total cents) from its jobs' rows."""
+    state = derive_order_state([JobState(j["state"]) for j in jobs], Fulfilment(fulfilment))
+    total = sum(
+        line["qty"] * line["unit_price_cents"] for j in jobs if j["state"] in _COUNTED for line in j["lines"]
+    )
+    return state.value, total
+
+
+async def save_order_state(
+    conn: Conn, order: asyncpg.Record, jobs: list[asyncpg.Record], now: datetime
+) -> asyncpg.Record:
+    """Like refresh_order, for a caller that already holds every job row of the order (locked)."""
+    state, total = order_state_of(jobs, order["fulfilment"])
+    updated = await conn.fetchrow(
+        "UPDATE orders SET state = $2, total_cents = $3, updated_at = $4 WHERE id = $1 RETURNING *",
+        order["id"],
+        state,
+        total,
+        now,
+    )
+    assert updated is not None
+    return updated
+
+
+async def lock_order_of_job(conn: Conn, job_id: str) -> tuple[asyncpg.Record, list[asyncpg.Record]] | None:
+    """Lock a job's order, then all its jobs (always in that order, so decisions never deadlock)."""
+    order = await conn.fetchrow(
+        "SELECT * FROM orders WHERE id = (SELECT order_id FROM jobs WHERE id = $1) FOR UPDATE", job_id
+    )
+    if order is None:
+        return None
+    jobs = await conn.fetch(
+        "SELECT * FROM jobs WHERE order_id = $1 ORDER BY created_at, id FOR UPDATE", order["id"]
+    )
+    return order, list(jobs)
+
+
+def replace_job(jobs: list[asyncpg.Record], row: asyncpg.Record) -> list[asyncpg.Record]:
+    return [row if j["id"] == row["id"] else j for j in jobs]
