@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from dispatch.auth import Role, issue_token, load_or_create_secret
-from dispatch.clock import SystemClock
+from dispatch.clock import SystemClock, clock_from_settings
 from dispatch.config import Settings
 from dispatch.errors import DispatchError, StartupError
 from dispatch.logs import setup_logging
@@ -61,7 +61,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             summary = asyncio.run(load_demo_if_empty(database_url, settings))
             if summary is not None:
                 print(summary.instructions(), flush=True)
-        app = create_app(settings, secret=secret, database_url=database_url, redis_url=redis_url)
+        clock = clock_from_settings(settings.clock_speed, settings.clock_start, settings.clock_epoch)
+        app = create_app(settings, secret=secret, database_url=database_url, redis_url=redis_url, clock=clock)
         print(f"dispatch server on http://{settings.host}:{settings.port}", flush=True)
         web.run_app(
             app,

@@ -64,17 +64,29 @@ class ManualClock:
 
 
 class ScaledClock:
-    """Runs `speed` times faster than the wall clock from `start` (speed 60: a minute per second)."""
+    """Runs `speed` times faster than the wall clock: at wall time `epoch` (Unix seconds) it reads `start`.
 
-    def __init__(self, start: datetime, speed: float) -> None:
-        if speed <= 0:
+    Two processes given the same (start, speed, epoch) read the same time, so a replay client and the
+    server it drives share one clock (speed 60: an instance minute per wall second)."""
+
+    def __init__(self, start: datetime, speed: float, epoch: float | None = None) -> None:
+        if not speed > 0:
             raise ValueError("speed must be positive")
+        if start.utcoffset() is None:
+            raise ValueError("start must be timezone-aware")
         self.start = start
         self.speed = speed
-        self._wall0 = time.monotonic()
+        self.epoch = time.time() if epoch is None else epoch
 
     def now(self) -> datetime:
-        return self.start + timedelta(seconds=(time.monotonic() - self._wall0) * self.speed)
+        return self.start + timedelta(seconds=(time.time() - self.epoch) * self.speed)
 
     async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds / self.speed)
+        await asyncio.sleep(max(0.0, seconds) / self.speed)
+
+
+def clock_from_settings(speed: float, start: datetime | None, epoch: float | None) -> Clock:
+    """The system clock, unless a replay asked for a scaled one."""
+    if speed == 1.0 and start is None:
+        return SystemClock()
+    return ScaledClock(start or datetime.now(UTC), speed, epoch)

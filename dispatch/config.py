@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 
 from dispatch.errors import StartupError
@@ -47,6 +48,19 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise StartupError(f"{name} must be true or false, got {raw!r}")
 
 
+def _datetime(env: Mapping[str, str], name: str) -> datetime | None:
+    raw = env.get(name)
+    if not raw:
+        return None
+    try:
+        value = datetime.fromisoformat(raw)
+    except ValueError:
+        raise StartupError(f"{name} must be an ISO 8601 time, got {raw!r}") from None
+    if value.utcoffset() is None:
+        raise StartupError(f"{name} needs a UTC offset, got {raw!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     host: str = "127.0.0.1"
@@ -71,9 +85,23 @@ class Settings:
     offer_timeout_s: float = 45.0
     timer_poll_s: float = 0.5
     run_timers: bool = True
+    clock_speed: float = 1.0
+    clock_start: datetime | None = None
+    clock_epoch: float | None = None
     pickup_walk_m: float = 1500.0
     max_order_lines: int = 50
     max_line_qty: int = 99
+    # --- couriers (issue 5) ---
+    courier_stale_s: float = 30.0
+    dispatch_round_s: float = 5.0
+    courier_auto_accept: bool = True
+    route_offer_s: float = 30.0
+    proximity_m: float = 30.0
+    location_skew_s: float = 5.0
+    courier_max_speed_m_s: float = 40.0
+    split_slack_minutes: float = 10.0
+    pickup_service_minutes: float = 4.0
+    dropoff_service_minutes: float = 4.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -104,6 +132,26 @@ class Settings:
             pickup_walk_m=_float(env, "DISPATCH_PICKUP_WALK_M", defaults.pickup_walk_m, 0.0),
             max_order_lines=_int(env, "DISPATCH_MAX_ORDER_LINES", defaults.max_order_lines, 1),
             max_line_qty=_int(env, "DISPATCH_MAX_LINE_QTY", defaults.max_line_qty, 1),
+            clock_speed=_float(env, "DISPATCH_CLOCK_SPEED", defaults.clock_speed, 1e-6),
+            clock_start=_datetime(env, "DISPATCH_CLOCK_START"),
+            clock_epoch=_float(env, "DISPATCH_CLOCK_EPOCH", 0.0) or None,
+            # --- couriers (issue 5) ---
+            courier_stale_s=_float(env, "DISPATCH_COURIER_STALE_S", defaults.courier_stale_s, 1.0),
+            dispatch_round_s=_float(env, "DISPATCH_ROUND_S", defaults.dispatch_round_s, 0.05),
+            courier_auto_accept=_bool(env, "DISPATCH_COURIER_AUTO_ACCEPT", defaults.courier_auto_accept),
+            route_offer_s=_float(env, "DISPATCH_ROUTE_OFFER_S", defaults.route_offer_s, 1.0),
+            proximity_m=_float(env, "DISPATCH_PROXIMITY_M", defaults.proximity_m, 1.0),
+            location_skew_s=_float(env, "DISPATCH_LOCATION_SKEW_S", defaults.location_skew_s),
+            courier_max_speed_m_s=_float(
+                env, "DISPATCH_COURIER_MAX_SPEED_M_S", defaults.courier_max_speed_m_s, 1.0
+            ),
+            split_slack_minutes=_float(env, "DISPATCH_SPLIT_SLACK_MIN", defaults.split_slack_minutes),
+            pickup_service_minutes=_float(
+                env, "DISPATCH_PICKUP_SERVICE_MIN", defaults.pickup_service_minutes
+            ),
+            dropoff_service_minutes=_float(
+                env, "DISPATCH_DROPOFF_SERVICE_MIN", defaults.dropoff_service_minutes
+            ),
         )
 
     def with_(self, **changes: object) -> Settings:
