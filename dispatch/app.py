@@ -13,6 +13,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from dispatch.api import admin, health, orders, ws
+from dispatch.api import couriers as courier_api  # couriers (issue 5)
 from dispatch.api import zones as zone_api
 from dispatch.api.json import json_response
 from dispatch.api.keys import (
@@ -40,6 +41,8 @@ from dispatch.migrate import migrate
 from dispatch.outbox import events_after
 from dispatch.services import zones
 from dispatch.services.context import Services
+from dispatch.services.dispatching import run_dispatch  # couriers (issue 5)
+from dispatch.services.locations import LiveLocations  # couriers (issue 5)
 from dispatch.services.timers import run_timers
 from dispatch.services.zone_directory import ZoneDirectory
 from websocket.fanout import Fanout
@@ -47,7 +50,14 @@ from websocket.hub import Hub
 
 log = logging.getLogger(__name__)
 
-ROUTE_TABLES: list[RouteTable] = [health.routes, zone_api.routes, admin.routes, orders.routes, ws.routes]
+ROUTE_TABLES: list[RouteTable] = [
+    health.routes,
+    zone_api.routes,
+    admin.routes,
+    orders.routes,
+    courier_api.routes,  # couriers (issue 5)
+    ws.routes,
+]
 
 
 async def _postgres(app: web.Application) -> AsyncIterator[None]:
@@ -102,12 +112,20 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     """The service context, and this node's share of the timers (offer deadlines)."""
     svc = Services(app[POOL], app[CLOCK], app[SETTINGS], app[ZONES], app[HUB])
     app[SERVICES] = svc
-    timers = asyncio.create_task(run_timers(svc), name="timers") if app[SETTINGS].run_timers else None
+    # --- couriers (issue 5): live locations in Redis, and the dispatch loop next to the timers ---
+    live = LiveLocations(app[REDIS], app[SETTINGS].courier_max_speed_m_s)
+    await live.start()
+    app[courier_api.LIVE] = live
+    loops = []
+    if app[SETTINGS].run_timers:
+        loops.append(asyncio.create_task(run_timers(svc), name="timers"))
+        loops.append(asyncio.create_task(run_dispatch(svc, live), name="dispatch"))
     yield
-    if timers is not None:
-        timers.cancel()
+    for task in loops:
+        task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await timers
+            await task
+    await live.stop()
 
 
 async def _openapi(request: web.Request) -> web.Response:

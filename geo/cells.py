@@ -55,9 +55,10 @@ def compile_cell(
 
 
 def _raster(cell: int, margin: float, geometries: Any, segments: list[np.ndarray[Any, Any]]) -> Any:
-    """(x0, y0, 1/width, 1/height, status) for the cell's G x G squares, where status is a
-    (G*G, n) uint8 array of OUT / IN / TEST per square (i * G + j) and edge shop; None for a
-    cell straddling the antimeridian.
+    """(x0, y0, 1/width, 1/height, inside, test) for the cell's G x G squares: `inside` and
+    `test` are (G*G, n) bool arrays saying, per square (i * G + j) and edge shop, that the zone
+    holds the whole square, or that the query must test it (OUT otherwise); None for a cell
+    straddling the antimeridian.
 
     Each square is judged grown by `margin`. A zone whose boundary misses the grown square
     holds all of it or none of it; only a boundary that meets it leaves the square to TEST.
@@ -83,7 +84,7 @@ def _raster(cell: int, margin: float, geometries: Any, segments: list[np.ndarray
         margin,
     )
     status = _settle(near, geometries, x0, y0, wx, wy)
-    return (x0, y0, 1.0 / wx, 1.0 / wy, status)
+    return (x0, y0, 1.0 / wx, 1.0 / wy, status == IN, status == TEST)
 
 
 def _near_squares(

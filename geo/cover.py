@@ -120,6 +120,8 @@ def cell_polygons(cells: list[int]) -> Any:
     A cell straddling the antimeridian becomes two copies, unwrapped east and west of it, so
     that it meets zones on either side (zones themselves never cross it).
     """
+    if not cells:
+        return np.empty(0, dtype=object)
     boundaries = [h3.cell_to_boundary(cell) for cell in cells]
     counts = np.fromiter((len(b) for b in boundaries), dtype=np.intp, count=len(cells))
     latlng = np.array([p for b in boundaries for p in b], dtype=np.float64).reshape(-1, 2)

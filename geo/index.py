@@ -22,7 +22,7 @@ import numpy as np
 import shapely
 from h3.api import basic_int as h3
 
-from geo.cells import EMPTY, IN, TEST, Entry, G, compile_cell, ring_segments
+from geo.cells import EMPTY, Entry, G, compile_cell, ring_segments
 from geo.cover import DEFAULT_RESOLUTION, Cover, check_resolution, cover_zone, edge_margin_deg
 from geo.errors import CoordinateError, GeoError
 from geo.locations import LocationIndex, check_point
@@ -118,14 +118,14 @@ class ZoneIndex:
             entry = self._compile(cell)
         interior, raster, edge_ids, edge_geometries = entry
         if raster is not None:
-            x0, y0, sx, sy, status = raster
+            x0, y0, sx, sy, inside, test = raster
             fx = (lng - x0) * sx
             fy = (lat - y0) * sy
             if 0.0 <= fx < G and 0.0 <= fy < G:
-                row = status[int(fx) * G + int(fy)]
-                hits = row == IN
-                test = row == TEST
-                hits[test] = shapely.intersects_xy(edge_geometries[test], lng, lat)
+                k = int(fx) * G + int(fy)
+                hits = inside[k].copy()
+                tested = test[k]
+                hits[tested] = shapely.intersects_xy(edge_geometries[tested], lng, lat)
                 return [*interior, *edge_ids[hits].tolist()]
         if edge_ids is None:
             return list(interior)

@@ -1,9 +1,9 @@
 """The contenders of `bench geo`: each answers "which shops deliver to (lat, lng)?" and is timed.
 
 Every method returns a `MethodResult` with its answers (in point order), so the caller can
-compare them with the oracle. Timed loops run with the garbage collector paused (a collection
+compare them with the oracle. Lookup loops run with the garbage collector paused (a collection
 landing inside one lookup would show up as a p99 outlier that belongs to no method) and use
-`time.perf_counter_ns`.
+`time.perf_counter_ns`. The database load keeps it on, as the server does.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import gc
 import itertools
+import resource
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -21,7 +22,6 @@ import asyncpg
 import numpy as np
 import orjson
 import shapely
-import shapely.geometry
 from redis.asyncio import Redis
 
 from dispatch.db import create_pool
@@ -40,15 +40,15 @@ POSTGIS_TABLE = "bench_geo_zones"
 
 @dataclass
 class City:
-    shops: list[SyntheticShop]
-    geojson: list[dict[str, Any]]  # normalised by parse_zone (a circle is its polygon), as stored
-    covers: list[Cover]
-    geometries: Any  # numpy object array of prepared zones, aligned with `shops`
-    max_radius_m: float  # farthest zone vertex from its shop's location, over all shops
+    """The synthetic city, kept lean: no per-coordinate Python objects for the GC to walk while
+    the database load is timed."""
 
-    @property
-    def ids(self) -> list[str]:
-        return [s.shop_id for s in self.shops]
+    ids: list[str]
+    locations: list[Point]
+    geojson: list[str]  # zones normalised by parse_zone (a circle is its polygon), as stored
+    covers: list[Cover]
+    geometries: Any  # numpy object array of prepared zones, aligned with `ids`
+    max_radius_m: float  # farthest zone vertex from its shop's location, over all shops
 
 
 @dataclass
@@ -61,6 +61,9 @@ class MethodResult:
     rates: dict[str, float] = field(default_factory=dict)  # lookups/s per client mode
     skipped_reason: str | None = None
     mismatches: int = 0
+    # Involuntary context switches during the latency pass: on a shared machine each one can
+    # land inside a lookup and inflate the tail, whatever the code does.
+    preemptions: int | None = None
 
 
 @contextlib.contextmanager
@@ -80,7 +83,7 @@ def build_city(shops: list[SyntheticShop], resolution: int) -> City:
     geojson, covers = [], []
     for shop in shops:
         zone = parse_zone(shop.zone)
-        geojson.append(zone.geojson)
+        geojson.append(orjson.dumps(zone.geojson).decode())
         covers.append(cover_zone(zone.geometry, resolution))
     geometries = fresh_geometries(geojson)
     shapely.prepare(geometries)
@@ -88,13 +91,13 @@ def build_city(shops: list[SyntheticShop], resolution: int) -> City:
     for shop, geometry in zip(shops, geometries, strict=True):
         for lng, lat in shapely.get_coordinates(geometry).tolist():
             radius = max(radius, haversine_m(shop.lat, shop.lng, lat, lng))
-    return City(shops, geojson, covers, geometries, radius)
+    ids = [s.shop_id for s in shops]
+    return City(ids, [(s.lat, s.lng) for s in shops], geojson, covers, geometries, radius)
 
 
-def fresh_geometries(geojson: Sequence[dict[str, Any]]) -> Any:
-    out = np.empty(len(geojson), dtype=object)
-    out[:] = [shapely.geometry.shape(g) for g in geojson]
-    return out
+def fresh_geometries(geojson: Sequence[str]) -> Any:
+    """New, unprepared shapely geometries (numpy object array) from GeoJSON texts."""
+    return shapely.from_geojson(np.array(geojson, dtype=object))
 
 
 def count_mismatches(answers: Sequence[Collection[str]], expected: Sequence[frozenset[str]]) -> int:
@@ -126,7 +129,7 @@ def run_bruteforce(city: City, points: Sequence[Point]) -> MethodResult:
     def lookup(lat: float, lng: float) -> frozenset[str]:
         return frozenset(ids[shapely.intersects_xy(geometries, lng, lat)].tolist())
 
-    answers, latencies, elapsed = _time_each(lookup, points)
+    answers, latencies, elapsed, switches = _time_each(lookup, points)
     return MethodResult(
         "bruteforce",
         how=f"one intersects_xy over all {len(ids)} prepared zones per point, each timed alone; "
@@ -134,20 +137,25 @@ def run_bruteforce(city: City, points: Sequence[Point]) -> MethodResult:
         answers=answers,
         latencies_ns=latencies,
         lookups_per_s=_rate(len(points), elapsed),
+        preemptions=switches,
     )
 
 
 # --- ours -------------------------------------------------------------------------------------
 
 
-def build_index(city: City, resolution: int) -> tuple[ZoneIndex, float]:
-    """A ZoneIndex from precomputed covers; returns it and the seconds `set_zone` took."""
+def build_index(city: City, resolution: int, probe: Point) -> tuple[ZoneIndex, float]:
+    """A ZoneIndex from precomputed covers, and the seconds of `set_zone` for every shop plus
+    one lookup: the index may defer work until its first query, which then belongs here."""
     geometries = fresh_geometries(city.geojson)  # unprepared: preparing is part of the build
     index = ZoneIndex(resolution)
     with gc_paused():
         started = time.perf_counter_ns()
-        for shop, geometry, cover in zip(city.shops, geometries, city.covers, strict=True):
-            index.set_zone(shop.shop_id, geometry, cover=cover, location=(shop.lat, shop.lng))
+        for shop_id, geometry, cover, location in zip(
+            city.ids, geometries, city.covers, city.locations, strict=True
+        ):
+            index.set_zone(shop_id, geometry, cover=cover, location=location)
+        index.shops_delivering_to(*probe)
         elapsed = time.perf_counter_ns() - started
     return index, elapsed / 1e9
 
@@ -155,7 +163,7 @@ def build_index(city: City, resolution: int) -> tuple[ZoneIndex, float]:
 def run_ours(index: ZoneIndex, points: Sequence[Point]) -> tuple[MethodResult, MethodResult]:
     """(warm result, cold first pass). The index compiles a cell on its first query, so the
     first pass is timed and reported apart; the figures compared are from later passes."""
-    _, cold_latencies, cold_elapsed = _time_each(index.shops_delivering_to, points)
+    _, cold_latencies, cold_elapsed, _ = _time_each(index.shops_delivering_to, points)
     cold = MethodResult(
         "zoneindex_cold", latencies_ns=cold_latencies, lookups_per_s=_rate(len(points), cold_elapsed)
     )
@@ -164,7 +172,7 @@ def run_ours(index: ZoneIndex, points: Sequence[Point]) -> tuple[MethodResult, M
         started = time.perf_counter_ns()
         results = [lookup(lat, lng) for lat, lng in points]
         elapsed = time.perf_counter_ns() - started
-    _, latencies, _ = _time_each(lookup, points)
+    _, latencies, _, switches = _time_each(lookup, points)
     warm = MethodResult(
         "zoneindex",
         how="lookups/s: one tight loop over all points, one thread; latency: each call timed "
@@ -172,29 +180,48 @@ def run_ours(index: ZoneIndex, points: Sequence[Point]) -> tuple[MethodResult, M
         answers=[frozenset(r) for r in results],
         latencies_ns=latencies,
         lookups_per_s=_rate(len(points), elapsed),
+        preemptions=switches,
     )
     # Keep duplicates visible to count_mismatches: a frozenset would hide them.
     warm.mismatches = sum(1 for r in results if len(r) != len(set(r)))
     return warm, cold
 
 
-def _time_each(fn: Callable[[float, float], Any], points: Sequence[Point]) -> tuple[Any, list[int], int]:
+def _time_each(fn: Callable[[float, float], Any], points: Sequence[Point]) -> tuple[Any, list[int], int, int]:
+    """(answers, latency of each call, total ns, involuntary context switches meanwhile)."""
     clock = time.perf_counter_ns
     answers, latencies = [], []
     with gc_paused():
+        switches = _preemptions()
         started = clock()
         for lat, lng in points:
             t0 = clock()
             answers.append(fn(lat, lng))
             latencies.append(clock() - t0)
         elapsed = clock() - started
-    return answers, latencies, elapsed
+        switches = _preemptions() - switches
+    return answers, latencies, elapsed, switches
+
+
+def _preemptions() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw
 
 
 def _best(result: MethodResult) -> MethodResult:
     """Credit the competitor with its faster client mode: the ratios must not flatter ours."""
     result.lookups_per_s = max(result.rates.values())
     return result
+
+
+def timer_overhead_ns(n: int = 10_000) -> float:
+    """Median cost of an empty timed region: part of every per-lookup latency reported."""
+    clock = time.perf_counter_ns
+    samples = []
+    with gc_paused():
+        for _ in range(n):
+            t0 = clock()
+            samples.append(clock() - t0)
+    return float(np.median(samples))
 
 
 def _rate(n: int, elapsed_ns: int) -> float:
@@ -214,16 +241,16 @@ async def store_city(url: str, city: City) -> None:
                 "shops",
                 columns=["id", "name", "lat", "lng", "zone", "opening_hours"],
                 records=[
-                    (s.shop_id, s.shop_id, s.lat, s.lng, orjson.dumps(g).decode(), hours)
-                    for s, g in zip(city.shops, city.geojson, strict=True)
+                    (shop_id, shop_id, lat, lng, zone, hours)
+                    for shop_id, (lat, lng), zone in zip(city.ids, city.locations, city.geojson, strict=True)
                 ],
             )
             await conn.copy_records_to_table(
                 "shop_covers",
                 columns=["shop_id", "resolution", "interior", "edge"],
                 records=[
-                    (s.shop_id, c.resolution, sorted(c.interior), sorted(c.edge))
-                    for s, c in zip(city.shops, city.covers, strict=True)
+                    (shop_id, c.resolution, sorted(c.interior), sorted(c.edge))
+                    for shop_id, c in zip(city.ids, city.covers, strict=True)
                 ],
             )
         await conn.execute("ANALYZE shops; ANALYZE shop_covers")
@@ -231,17 +258,22 @@ async def store_city(url: str, city: City) -> None:
         await conn.close()
 
 
-async def load_from_db(url: str, resolution: int, runs: int) -> tuple[list[float], ZoneIndex]:
-    """Seconds of each `ZoneDirectory.load_all` (the server's start-up path), and the index."""
+async def load_from_db(url: str, resolution: int, runs: int, probe: Point) -> tuple[list[float], ZoneIndex]:
+    """Seconds of each `ZoneDirectory.load_all` (the server's start-up path) plus its index's
+    first lookup (as in `build_index`), and the last index loaded. The garbage collector stays
+    on, as in the server: decoding the zones' JSON makes millions of objects, and the
+    collections they trigger are part of the real cost."""
     pool = await create_pool(url, 1, 2)
     try:
         directory = ZoneDirectory(pool, resolution)
         seconds = []
         for _ in range(runs):
-            with gc_paused():
-                started = time.perf_counter_ns()
-                await directory.load_all()
-                seconds.append((time.perf_counter_ns() - started) / 1e9)
+            directory.index = ZoneIndex(resolution)  # the previous run's index is garbage
+            gc.collect()
+            started = time.perf_counter_ns()
+            await directory.load_all()
+            directory.index.shops_delivering_to(*probe)
+            seconds.append((time.perf_counter_ns() - started) / 1e9)
         return seconds, directory.index
     finally:
         await pool.close()
@@ -266,8 +298,8 @@ async def run_redis(url: str, city: City, points: Sequence[Point]) -> MethodResu
     try:
         await client.delete(REDIS_KEY)
         pipe = client.pipeline(transaction=False)
-        for shop in city.shops:
-            pipe.geoadd(REDIS_KEY, (shop.lng, shop.lat, shop.shop_id))
+        for shop_id, (lat, lng) in zip(city.ids, city.locations, strict=True):
+            pipe.geoadd(REDIS_KEY, (lng, lat, shop_id))
         await pipe.execute()
 
         def search(target: Any, lat: float, lng: float) -> Any:
@@ -278,12 +310,14 @@ async def run_redis(url: str, city: City, points: Sequence[Point]) -> MethodResu
         clock = time.perf_counter_ns
         latencies = []
         with gc_paused():
+            switches = _preemptions()
             started = clock()
             for lat, lng in points:
                 t0 = clock()
                 exact(await search(client, lat, lng), lat, lng)
                 latencies.append(clock() - t0)
             sequential = clock() - started
+            switches = _preemptions() - switches
         answers: Answers = []
         with gc_paused():
             started = clock()
@@ -307,6 +341,7 @@ async def run_redis(url: str, city: City, points: Sequence[Point]) -> MethodResu
             "on one connection",
             answers=answers,
             latencies_ns=latencies,
+            preemptions=switches,
             rates={
                 "one_at_a_time": _rate(len(points), sequential),
                 f"pipelined_{REDIS_PIPELINE}": _rate(len(points), elapsed),
@@ -339,12 +374,14 @@ async def run_postgis(url: str, city: City, points: Sequence[Point]) -> MethodRe
         async with pool.acquire() as conn:
             stmt = await conn.prepare(_POSTGIS_QUERY)
             with gc_paused():
+                switches = _preemptions()
                 started = clock()
                 for lat, lng in points:
                     t0 = clock()
                     await stmt.fetch(lng, lat)
                     latencies.append(clock() - t0)
                 sequential = clock() - started
+                switches = _preemptions() - switches
         answers: Answers = [frozenset()] * len(points)
 
         async def worker(part: range) -> None:
@@ -370,6 +407,7 @@ async def run_postgis(url: str, city: City, points: Sequence[Point]) -> MethodRe
             f"{POSTGIS_CONNECTIONS} connections querying concurrently",
             answers=answers,
             latencies_ns=latencies,
+            preemptions=switches,
             rates={
                 "one_at_a_time": _rate(len(points), sequential),
                 f"concurrent_{POSTGIS_CONNECTIONS}": _rate(len(points), elapsed),
@@ -387,6 +425,6 @@ async def _postgis_load(pool: asyncpg.Pool, city: City) -> None:
         )
         await conn.executemany(
             f"INSERT INTO {POSTGIS_TABLE} VALUES ($1, ST_SetSRID(ST_GeomFromGeoJSON($2), 4326))",
-            [(s.shop_id, orjson.dumps(g).decode()) for s, g in zip(city.shops, city.geojson, strict=True)],
+            list(zip(city.ids, city.geojson, strict=True)),
         )
         await conn.execute(f"CREATE INDEX ON {POSTGIS_TABLE} USING gist (geom); ANALYZE {POSTGIS_TABLE}")
