@@ -247,10 +247,10 @@ async def store_city(url: str, city: City) -> None:
             )
             await conn.copy_records_to_table(
                 "shop_covers",
-                columns=["shop_id", "resolution", "interior", "edge"],
+                columns=["shop_id", "resolution", "interior", "edge", "zone_wkb"],
                 records=[
-                    (shop_id, c.resolution, sorted(c.interior), sorted(c.edge))
-                    for shop_id, c in zip(city.ids, city.covers, strict=True)
+                    (shop_id, c.resolution, sorted(c.interior), sorted(c.edge), shapely.to_wkb(g))
+                    for shop_id, c, g in zip(city.ids, city.covers, city.geometries, strict=True)
                 ],
             )
         await conn.execute("ANALYZE shops; ANALYZE shop_covers")

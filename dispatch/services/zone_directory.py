@@ -7,19 +7,20 @@ Redis (`zones.CHANNEL`), and resynced periodically from PostgreSQL in case a mes
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from typing import Any
 
 import asyncpg
-import shapely.geometry
+import shapely
 
 from dispatch.clock import Clock
 from geo import Cover, ZoneIndex
 
 log = logging.getLogger(__name__)
 
-_SELECT = """SELECT s.id, s.lat, s.lng, s.zone, c.resolution, c.interior, c.edge
+_SELECT = """SELECT s.id, s.lat, s.lng, c.zone_wkb, c.resolution, c.interior, c.edge
              FROM shops s JOIN shop_covers c ON c.shop_id = s.id
              WHERE s.active AND s.zone IS NOT NULL"""
 _FINGERPRINT = "SELECT count(*), max(updated_at) FROM shops"
@@ -35,12 +36,20 @@ class ZoneDirectory:
 
     async def load_all(self) -> None:
         started = time.perf_counter()
-        async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
-            fingerprint = tuple(await conn.fetchrow(_FINGERPRINT) or ())
-            rows = await conn.fetch(_SELECT)
-        index = ZoneIndex(self.resolution)
-        for row in rows:
-            self._add(index, row)
+        # Millions of short-lived ints from the cover arrays would trigger many useless GC passes.
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+                fingerprint = tuple(await conn.fetchrow(_FINGERPRINT) or ())
+                rows = await conn.fetch(_SELECT)
+            geometries = shapely.from_wkb([r["zone_wkb"] for r in rows]) if rows else []
+            index = ZoneIndex(self.resolution)
+            for row, geometry in zip(rows, geometries, strict=True):
+                self._add(index, row, geometry)
+        finally:
+            if gc_was_enabled:
+                gc.enable()
         self.index = index  # swap whole: queries never see a half-built index
         self._fingerprint = fingerprint
         self.last_load_seconds = time.perf_counter() - started
@@ -54,11 +63,10 @@ class ZoneDirectory:
             if shop_id in self.index:
                 self.index.remove(shop_id)
         else:
-            self._add(self.index, row)
+            self._add(self.index, row, shapely.from_wkb(row["zone_wkb"]))
         self._fingerprint = fingerprint
 
-    def _add(self, index: ZoneIndex, row: asyncpg.Record) -> None:
-        geometry = shapely.geometry.shape(row["zone"])
+    def _add(self, index: ZoneIndex, row: asyncpg.Record, geometry: Any) -> None:
         # A cover stored at another resolution (the setting changed) is recomputed by the index.
         cover = (
             Cover(frozenset(row["interior"]), frozenset(row["edge"]), row["resolution"])

@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+import shapely
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -27,6 +28,7 @@ class PreparedZone:
     resolution: int
     interior: frozenset[int]
     edge: frozenset[int]
+    wkb: bytes
 
     @property
     def cell_count(self) -> int:
@@ -57,20 +59,22 @@ def prepare(
             code="invalid_zone",
             details=[field_error([path], str(exc), "invalid_zone")],
         ) from None
-    return PreparedZone(parsed.geojson, settings.h3_resolution, cover.interior, cover.edge)
+    wkb = shapely.to_wkb(parsed.geometry)
+    return PreparedZone(parsed.geojson, settings.h3_resolution, cover.interior, cover.edge, wkb)
 
 
 async def write_zone(conn: Conn, shop_id: str, zone: PreparedZone) -> None:
     """Store a shop's zone and its cover in the caller's transaction."""
     await conn.execute("UPDATE shops SET zone = $2 WHERE id = $1", shop_id, zone.geojson)
     await conn.execute(
-        """INSERT INTO shop_covers (shop_id, resolution, interior, edge) VALUES ($1, $2, $3, $4)
+        """INSERT INTO shop_covers (shop_id, resolution, interior, edge, zone_wkb) VALUES ($1, $2, $3, $4, $5)
            ON CONFLICT (shop_id) DO UPDATE SET resolution = EXCLUDED.resolution,
-               interior = EXCLUDED.interior, edge = EXCLUDED.edge""",
+               interior = EXCLUDED.interior, edge = EXCLUDED.edge, zone_wkb = EXCLUDED.zone_wkb""",
         shop_id,
         zone.resolution,
         sorted(zone.interior),
         sorted(zone.edge),
+        zone.wkb,
     )
 
 
