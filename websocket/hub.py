@@ -91,29 +91,24 @@ class Hub:
 
     async def publish(self, events: Sequence[tuple[str, dict[str, Any]]]) -> bool:
         """Fast path after commit. Failure is logged, not raised: the outbox already holds the events."""
-        if not events:
+        return await self._publish(CHANNEL_PREFIX, events, "event(s); clients will resume")
+
+    async def publish_live(self, messages: Sequence[tuple[str, dict[str, Any]]]) -> bool:
+        """Volatile messages (no seq, not stored): lost ones are simply superseded by the next."""
+        return await self._publish(LIVE_PREFIX, messages, "live message(s)")
+
+    async def _publish(self, prefix: str, messages: Sequence[tuple[str, dict[str, Any]]], what: str) -> bool:
+        if not messages:
             return True
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
-                for recipient, message in events:
-                    pipe.publish(channel_of(recipient), orjson.dumps(message))
+                for recipient, message in messages:
+                    pipe.publish(prefix + recipient, orjson.dumps(message))
                 await pipe.execute()
         except (RedisError, OSError) as exc:
-            log.warning("could not publish %d event(s) (%s); clients will resume", len(events), exc)
+            log.warning("could not publish %d %s: %s", len(messages), what, exc)
             return False
         return True
-
-    async def publish_live(self, messages: Sequence[tuple[str, dict[str, Any]]]) -> None:
-        """Volatile messages (no seq, not stored): lost ones are simply superseded by the next."""
-        if not messages:
-            return
-        try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for recipient, message in messages:
-                    pipe.publish(live_channel_of(recipient), orjson.dumps(message))
-                await pipe.execute()
-        except (RedisError, OSError) as exc:
-            log.warning("could not publish %d live message(s): %s", len(messages), exc)
 
     async def _on_live(self, channel: str, data: bytes) -> None:
         for conn in list(self._local.get(channel[len(LIVE_PREFIX) :], ())):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from dispatch.bench.harness import free_port
 from tests.conftest import SECRET
 
 
@@ -43,13 +43,6 @@ class Node:
                 self.kill()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def _wait_ready(node: Node, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -72,7 +65,7 @@ def start_nodes(database_url: str, redis_url: str, tmp_path: Path) -> Iterator[C
     def start(count: int, **env: str) -> list[Node]:
         nodes = []
         for n in range(count):
-            port = _free_port()
+            port = free_port()
             log = tmp_path / f"node{len(started) + n}.log"
             environment = {
                 **os.environ,

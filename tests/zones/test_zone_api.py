@@ -19,20 +19,10 @@ from dispatch.app import create_app
 from dispatch.clock import ManualClock
 from dispatch.config import Settings
 from tests.conftest import SECRET
+from tests.orders.helpers import square
 
 Client = TestClient[Any, Any]
 CENTRE = (45.76, 4.83)
-
-
-def square(lat: float, lng: float, half_deg: float) -> dict[str, Any]:
-    ring = [
-        [lng - half_deg, lat - half_deg],
-        [lng + half_deg, lat - half_deg],
-        [lng + half_deg, lat + half_deg],
-        [lng - half_deg, lat + half_deg],
-        [lng - half_deg, lat - half_deg],
-    ]
-    return {"type": "Polygon", "coordinates": [ring]}
 
 
 async def make_shop(client: Client, admin: dict[str, str], **fields: Any) -> dict[str, Any]:
