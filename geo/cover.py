@@ -11,10 +11,11 @@ well above that bulge (about 1e-7 degrees at resolution 9, measured; the margin 
   - edge:     the hexagon comes within the margin of the zone's boundary;
   - interior: the hexagon intersects the zone and stays farther than the margin from its
               boundary, so the whole grown hexagon, and thus the true cell, is inside.
-Candidates come from h3's 'overlap' polyfill plus the cells of every vertex, then a flood fill
-over the neighbours of every kept cell, so a cell h3's own (planar) polyfill misses is still
-found. Extra edge cells only cost a prepared-geometry test at query time; a missing cell or a
-wrongly interior cell would be a wrong answer.
+Candidates are h3's centre polyfill (every interior cell has its centre in the zone) and the
+cells of every vertex, grown by a flood fill over the neighbours of every edge cell, which
+walks each ring's connected chain of edge cells. No step trusts h3's own planar polygon tests
+near the boundary. Extra edge cells only cost an exact test at query time; a missing cell or
+a wrongly interior cell would be a wrong answer.
 """
 
 from __future__ import annotations
@@ -75,14 +76,14 @@ def cover_zone(zone_geometry: Zone | Any, resolution: int = DEFAULT_RESOLUTION) 
     """Cover a zone (a `Zone` or a shapely Polygon/MultiPolygon in lng/lat) with H3 cells."""
     geometry = zone_geometry.geometry if isinstance(zone_geometry, Zone) else zone_geometry
     margin = edge_margin_deg(resolution)
+    if getattr(geometry, "geom_type", None) not in ("Polygon", "MultiPolygon") or geometry.is_empty:
+        raise GeoError("a zone must be a non-empty Polygon or MultiPolygon")
     try:
         boundary = shapely.boundary(geometry)
         shapely.prepare(geometry)
         shapely.prepare(boundary)
-        # Interior cells have their centre in the zone, so h3's centre polyfill lists them all.
-        # Edge cells are found by walking each ring's chain of edge cells from the cells of
-        # its vertices; the chain is connected because every cell the ring passes through is
-        # one. Neither step trusts h3's planar polygon tests near the boundary.
+        # Interior cells have their centre in the zone, so h3's centre polyfill lists them all;
+        # edge cells are reached from the cells of the vertices, ring by ring.
         todo = set(
             h3.h3shape_to_cells_experimental(
                 h3.geo_to_h3shape(geometry.__geo_interface__), resolution, "center"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import heapq
 import sys
 
@@ -64,7 +65,8 @@ class LocationIndex:
         beyond ring d crosses ring d, so the least, over ring d's cells, of (distance to the
         cell centre - the cell's circumradius) bounds the distance to every shop not yet
         seen. The walk stops once that bound exceeds max_distance_m, or the k-th best found
-        is already closer, or every shop has been seen.
+        is already closer, or every shop has been seen; when a ring would have more cells
+        than there are unseen shops it measures all shops instead.
         """
         check_point(lat, lng)
         if k <= 0 or not max_distance_m >= 0:
@@ -73,6 +75,10 @@ class LocationIndex:
         found: list[tuple[float, str]] = []
         seen, d = 0, 0
         while seen < len(self._points):
+            if 6 * d > len(self._points) - seen:
+                # The next ring has more cells than there are unseen shops (sparse map, long
+                # range): measuring every shop is cheaper than walking on.
+                return _nearest_k(self._scan(lat, lng, max_distance_m), k)
             ring = [origin] if d == 0 else _grid_ring(origin, d)
             if d > 0:
                 bound = min(_cell_lower_bound(lat, lng, cell) for cell in ring)
@@ -84,18 +90,29 @@ class LocationIndex:
                 bucket = self._cells.get(cell)
                 if bucket:
                     seen += len(bucket)
-                    for shop_id, (slat, slng) in bucket.items():
-                        dist = haversine_m(lat, lng, slat, slng)
-                        if dist <= max_distance_m:
-                            found.append((dist, shop_id))
+                    found.extend(_within(bucket, lat, lng, max_distance_m))
             d += 1
-        return [(shop_id, dist) for dist, shop_id in heapq.nsmallest(k, found)]
+        return _nearest_k(found, k)
+
+    def _scan(self, lat: float, lng: float, max_distance_m: float) -> list[tuple[float, str]]:
+        return [pair for bucket in self._cells.values() for pair in _within(bucket, lat, lng, max_distance_m)]
 
     def memory_bytes(self) -> int:
         size = sys.getsizeof
         total = size(self._points) + size(self._cells)
         total += sum(size(bucket) for bucket in self._cells.values())
         return total + (64 + 2 * 24 + 32) * len(self._points)
+
+
+def _within(
+    bucket: dict[str, tuple[float, float]], lat: float, lng: float, max_distance_m: float
+) -> list[tuple[float, str]]:
+    pairs = [(haversine_m(lat, lng, slat, slng), shop_id) for shop_id, (slat, slng) in bucket.items()]
+    return [pair for pair in pairs if pair[0] <= max_distance_m]
+
+
+def _nearest_k(found: list[tuple[float, str]], k: int) -> list[tuple[str, float]]:
+    return [(shop_id, dist) for dist, shop_id in heapq.nsmallest(k, found)]
 
 
 def _grid_ring(origin: int, d: int) -> list[int]:
@@ -107,8 +124,15 @@ def _grid_ring(origin: int, d: int) -> list[int]:
 
 def _cell_lower_bound(lat: float, lng: float, cell: int) -> float:
     """Lower bound on the distance in metres from (lat, lng) to any point of `cell`."""
+    clat, clng, radius = _cell_disk(cell)
+    return haversine_m(lat, lng, clat, clng) - radius
+
+
+@functools.lru_cache(maxsize=65_536)
+def _cell_disk(cell: int) -> tuple[float, float, float]:
+    """A cell's centre and a radius (metres) that encloses it."""
     clat, clng = h3.cell_to_latlng(cell)
     radius = max(haversine_m(clat, clng, vlat, vlng) for vlat, vlng in h3.cell_to_boundary(cell))
     # The farthest point of a (spherically convex) cell is a vertex; the slack covers the
     # great-circle edges of cells split across icosahedron faces, and rounding.
-    return haversine_m(lat, lng, clat, clng) - radius * 1.01 - 1.0
+    return clat, clng, radius * 1.01 + 1.0

@@ -116,7 +116,7 @@ def _structure(kind: str, coords: object, limits: ZoneLimits) -> list[list[tuple
     if kind == "Polygon":
         polys: list[tuple[Path, object]] = [(("coordinates",), coords)]
     else:
-        if not isinstance(coords, list) or not coords:
+        if not isinstance(coords, list | tuple) or not coords:
             raise ZoneError(
                 "invalid_geojson",
                 "MultiPolygon coordinates must be a non-empty array of polygons",
@@ -126,13 +126,13 @@ def _structure(kind: str, coords: object, limits: ZoneLimits) -> list[list[tuple
     out: list[list[tuple[Path, Any]]] = []
     vertices = 0
     for path, poly in polys:
-        if not isinstance(poly, list) or not poly:
+        if not isinstance(poly, list | tuple) or not poly:
             raise ZoneError("invalid_geojson", "a polygon must be a non-empty array of linear rings", path)
         rings: list[tuple[Path, Any]] = []
         for j, ring in enumerate(poly):
-            if not isinstance(ring, list):
+            if not isinstance(ring, list | tuple):
                 raise ZoneError("invalid_geojson", "a linear ring must be an array", (*path, j))
-            vertices += max(len(ring) - 1, 0)
+            vertices += max(len(ring) - 1, 1)  # >= 1, so a flood of tiny rings is refused too
             if vertices > limits.max_vertices:
                 raise ZoneError(
                     "too_many_vertices",
@@ -169,7 +169,7 @@ def _position(pos: object, path: Path) -> tuple[float, float]:
     return lng, lat
 
 
-def _ring(ring: list[Any], path: Path) -> list[tuple[float, float]]:
+def _ring(ring: Sequence[Any], path: Path) -> list[tuple[float, float]]:
     points = [_position(pos, (*path, k)) for k, pos in enumerate(ring)]
     if len(points) < 4:
         raise ZoneError(
