@@ -99,6 +99,8 @@ async def _realtime(app: web.Application) -> AsyncIterator[None]:
 async def _zones(app: web.Application) -> AsyncIterator[None]:
     directory = ZoneDirectory(app[POOL], app[SETTINGS].h3_resolution)
     await directory.load_all()
+    # Compile every cell's lookup now, before serving, so the first orders are not the slow ones.
+    directory.index.warm()
     app[ZONES] = directory
     await app[FANOUT].subscribe(zones.CHANNEL, directory.on_message)
     resync = asyncio.create_task(directory.resync_forever(app[CLOCK]), name="zone-resync")
