@@ -91,6 +91,7 @@ class Settings:
     pickup_walk_m: float = 1500.0
     max_order_lines: int = 50
     max_line_qty: int = 99
+    max_candidate_shops: int = 30
     # --- couriers (issue 5) ---
     courier_stale_s: float = 30.0
     dispatch_round_s: float = 5.0
@@ -132,6 +133,7 @@ class Settings:
             pickup_walk_m=_float(env, "DISPATCH_PICKUP_WALK_M", defaults.pickup_walk_m, 0.0),
             max_order_lines=_int(env, "DISPATCH_MAX_ORDER_LINES", defaults.max_order_lines, 1),
             max_line_qty=_int(env, "DISPATCH_MAX_LINE_QTY", defaults.max_line_qty, 1),
+            max_candidate_shops=_int(env, "DISPATCH_MAX_CANDIDATE_SHOPS", defaults.max_candidate_shops, 1),
             clock_speed=_float(env, "DISPATCH_CLOCK_SPEED", defaults.clock_speed, 1e-6),
             clock_start=_datetime(env, "DISPATCH_CLOCK_START"),
             clock_epoch=_float(env, "DISPATCH_CLOCK_EPOCH", 0.0) or None,

@@ -9,9 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dispatch.api.auth import principal
 from dispatch.api.json import json_response, parse_body
-from dispatch.api.keys import CLOCK, POOL, REDIS, SETTINGS
+from dispatch.api.keys import CLOCK, POOL, SETTINGS
 from dispatch.api.params import path_id, query_int
 from dispatch.api.routing import RouteTable
+from dispatch.api.zones import zone_changed
 from dispatch.auth import Role, require_subject
 from dispatch.errors import ValidationFailed, field_error
 from dispatch.services import people, shops, zones
@@ -89,7 +90,7 @@ async def create_shop(request: web.Request) -> web.Response:
     fields["opening_hours"] = validated_hours(body.opening_hours)
     zone = zones.prepare(body.zone, body.lat, body.lng, request.app[SETTINGS])
     shop = await shops.create(request.app[POOL], fields, zone, request.app[CLOCK].now())
-    await zones.announce(request.app[REDIS], shop["id"])
+    await zone_changed(request, shop["id"])
     return json_response(shop, status=201)
 
 
@@ -109,7 +110,7 @@ async def patch_shop(request: web.Request) -> web.Response:
     if "opening_hours" in fields:
         fields["opening_hours"] = validated_hours(fields["opening_hours"])
     shop = await shops.update(request.app[POOL], shop_id, fields, request.app[CLOCK].now())
-    await zones.announce(request.app[REDIS], shop_id)
+    await zone_changed(request, shop_id)
     return json_response(shop)
 
 

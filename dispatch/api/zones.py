@@ -51,7 +51,7 @@ async def put_zone(request: web.Request) -> web.Response:
     # Validation and the cover happen before anything is written; a bad zone changes nothing.
     zone = zones.prepare(body, shop["lat"], shop["lng"], request.app[SETTINGS], path="zone")
     result = await shops.set_zone(pool, shop_id, zone, request.app[CLOCK].now())
-    await zones.announce(request.app[REDIS], shop_id)
+    await zone_changed(request, shop_id)
     return json_response(result)
 
 
@@ -122,3 +122,9 @@ async def coverage(request: web.Request) -> web.Response:
             "shops_open_now": len(open_rows),
         }
     )
+
+
+async def zone_changed(request: web.Request, shop_id: str) -> None:
+    """This node sees the change before it answers (read your writes); the others hear it on Redis."""
+    await request.app[ZONES].reload_shop(shop_id)
+    await zones.announce(request.app[REDIS], shop_id)

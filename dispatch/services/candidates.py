@@ -9,7 +9,8 @@ from datetime import datetime
 from dispatch.core.matching import CandidateShop, StockLine
 from dispatch.db import Conn
 from dispatch.services.context import Services
-from dispatch.services.hours import hours_of
+from dispatch.services.hours import is_open_at
+from geo import haversine_m
 
 # Jobs that occupy a shop's capacity.
 OPEN_JOB_STATES = ["offered", "accepted"]
@@ -24,12 +25,30 @@ class ShopInfo:
     auto_accept: bool
 
 
-def nearby_shop_ids(svc: Services, lat: float, lng: float, fulfilment: str) -> list[str]:
+def nearby_shop_ids(
+    svc: Services, lat: float, lng: float, fulfilment: str, keep: Collection[str] = ()
+) -> list[str]:
+    """The shops that may take the order: delivering there (or, for pick-up, within walking distance),
+    the nearest `max_candidate_shops` of them, plus any shop the resident picked items from (`keep`).
+
+    In a dense city dozens of zones overlap a door; the nearest ones are the fast ones, and looking at
+    all of them would cost every order time for nothing."""
     index = svc.zones.index
-    if fulfilment == "delivery":
-        return index.shops_delivering_to(lat, lng)
-    # Pick-up: the resident walks to the shop, so distance matters, not the shop's delivery zone.
-    return [s for s, _ in index.nearest_shops(lat, lng, 100, svc.settings.pickup_walk_m)]
+    limit = svc.settings.max_candidate_shops
+    if fulfilment == "pickup":
+        # The resident walks to the shop, so distance matters, not the shop's delivery zone.
+        nearest = [s for s, _ in index.nearest_shops(lat, lng, limit, svc.settings.pickup_walk_m)]
+        return nearest + [s for s in keep if s not in nearest and s in index]
+    delivering = index.shops_delivering_to(lat, lng)
+    if len(delivering) <= limit:
+        return delivering
+
+    def distance(shop_id: str) -> float:
+        where = index.location_of(shop_id)
+        return haversine_m(lat, lng, *where) if where is not None else float("inf")
+
+    nearest = sorted(delivering, key=distance)[:limit]
+    return nearest + [s for s in keep if s in delivering and s not in nearest]
 
 
 async def load_candidates(
@@ -70,9 +89,7 @@ async def load_candidates(
         if s["id"] not in stock:
             continue
         travel = 0.0 if fulfilment == "pickup" else svc.travel.minutes(s["lat"], s["lng"], lat, lng)
-        is_open = (
-            hours_of(s["id"], s["updated_at"], s["opening_hours"]).is_open(at) and s["load"] < s["capacity"]
-        )
+        is_open = s["load"] < s["capacity"] and is_open_at(s["id"], s["updated_at"], s["opening_hours"], at)
         candidates.append(
             CandidateShop(s["id"], stock[s["id"]], s["prep_minutes"] + travel, s["load"], is_open)
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from dispatch.core.errors import CoreValidationError
@@ -41,3 +42,17 @@ def hours_of(shop_id: str, updated_at: object, raw: dict[str, Any]) -> OpeningHo
         _CACHE.clear()
     _CACHE[shop_id] = (updated_at, parsed)
     return parsed
+
+
+# Opening hours change on whole minutes, so whether a shop is open is the same all through a minute.
+_OPEN: dict[tuple[str, object, int], bool] = {}
+
+
+def is_open_at(shop_id: str, updated_at: object, raw: dict[str, Any], at: datetime) -> bool:
+    key = (shop_id, updated_at, int(at.timestamp() // 60))
+    known = _OPEN.get(key)
+    if known is None:
+        if len(_OPEN) >= _CACHE_MAX:
+            _OPEN.clear()
+        known = _OPEN[key] = hours_of(shop_id, updated_at, raw).is_open(at)
+    return known

@@ -73,7 +73,8 @@ async def _place_once(
             previous = await _claim_key(conn, req.resident_id, idempotency, now)
             if previous is not None:
                 return 200, previous, []
-        nearby = nearby_shop_ids(svc, req.lat, req.lng, req.fulfilment)
+        pinned = {i.shop_id for i in req.items if i.shop_id}
+        nearby = nearby_shop_ids(svc, req.lat, req.lng, req.fulfilment, keep=pinned)
         if not nearby:
             what = "delivers to" if req.fulfilment == "delivery" else "is within walking distance of"
             raise ValidationFailed(

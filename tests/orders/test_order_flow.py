@@ -10,6 +10,7 @@ import pytest
 
 from dispatch.api.keys import SERVICES
 from dispatch.clock import ManualClock
+from dispatch.services.candidates import nearby_shop_ids
 from dispatch.services.jobs import expire_due
 from tests.orders.helpers import AuthFn, Client, add_resident, add_shop, place, recv, recv_event, stock_of
 
@@ -406,3 +407,23 @@ async def test_events_http_twin_of_resume(client: Client, auth: AuthFn) -> None:
     events = (await r.json())["events"]
     assert [e["seq"] for e in events] == [1]
     assert events[0]["type"] == "order.placed"
+
+
+async def test_candidates_are_the_nearest_shops_plus_pinned_ones(client: Client, auth: AuthFn) -> None:
+    admin = auth("admin")
+    near = await add_shop(client, admin, {"milk": 5}, offset_deg=0.001)
+    far = await add_shop(client, admin, {"milk": 5, "honey": 2}, offset_deg=0.009)
+    svc = client.app[SERVICES]
+    svc.settings = svc.settings.with_(max_candidate_shops=1)
+    assert nearby_shop_ids(svc, 45.76, 4.83, "delivery") == [near]
+    assert nearby_shop_ids(svc, 45.76, 4.83, "delivery", keep={far}) == [near, far]
+    resident = await add_resident(client, admin)
+    # Honey only exists far away: not a candidate unless the resident picked it from that shop.
+    status, body = await place(client, auth("resident", resident), [{"sku": "honey", "qty": 1}])
+    assert status == 422
+    assert body["error"]["code"] == "items_unavailable"
+    status, body = await place(
+        client, auth("resident", resident), [{"sku": "honey", "qty": 1, "shop_id": far}]
+    )
+    assert status == 201
+    assert body["jobs"][0]["shop_id"] == far
