@@ -1,0 +1,496 @@
+"""The dispatch round, and each node's loop of courier timers (planned shifts, offer deadlines, rounds).
+
+A round is claimed through PostgreSQL: the `timers` row 'dispatch_round' is locked with SKIP LOCKED while due,
+and the same transaction moves it on, numbers the round (`dispatch_rounds` has the number as primary key) and
+writes every route. So one node runs a round, however many poll, and a node dying mid-round loses nothing:
+its transaction rolls back and the next poll anywhere runs the round again.
+
+A round: jobs waiting for a courier (whole orders) become route candidates; couriers on shift and fresh are
+found in H3 rings around each candidate's pickups; `assign_round` (scipy's linear_sum_assignment) matches
+them; the routes are written with their stops, ETAs and events.
+
+A job goes on at most one route: routes take their jobs with a compare-and-set
+(`UPDATE jobs SET route_id = ... WHERE route_id IS NULL`) whose row count is checked, under the same
+courier -> orders -> jobs locks as every other route change (see routes.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import socket
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+import numpy as np
+from h3.api import basic_int as h3
+from numpy.typing import NDArray
+
+from dispatch.core.assignment import (
+    Assignment,
+    Candidate,
+    DispatchParams,
+    Job,
+    assign_round,
+    route_candidates,
+)
+from dispatch.core.courier_state import CourierState
+from dispatch.core.routes import Point, StopTiming
+from dispatch.db import Conn
+from dispatch.errors import DispatchError
+from dispatch.ids import new_id
+from dispatch.outbox import NewEvent, append_events
+from dispatch.services import couriers as courier_service
+from dispatch.services.context import Services
+from dispatch.services.locations import CELL_RESOLUTION, Grant, LiveLocations
+from dispatch.services.route_offers import expire_offers, release_stranded
+from dispatch.services.routes import (
+    core_stop,
+    delivery_codes,
+    eta_body,
+    instant,
+    items_of,
+    minutes,
+    open_stops,
+    plan_payload,
+    route_json,
+    service_times,
+    travel_of,
+    trusted_point,
+)
+from geo import EARTH_RADIUS_M
+
+log = logging.getLogger(__name__)
+
+ROUND_TIMER = "dispatch_round"
+NODE = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+SLOT_HORIZON = timedelta(minutes=60)  # slotted orders join rounds this long before their slot
+NEARBY_MIN = 16  # widen the H3 rings around a pickup until this many couriers are found...
+NEARBY_MAX_RING = 10  # ...or this many rings (~9 km at resolution 8)
+
+
+class RoundConflict(Exception):
+    """A compare-and-set of the round's write missed: roll the round back (never expected under locks)."""
+
+
+@dataclass(frozen=True)
+class RoundReport:
+    round: int
+    jobs: int
+    couriers: int
+    routes: int
+    released: int
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _travel_many(svc: Services) -> Callable[[NDArray[np.float64], Point], NDArray[np.float64]]:
+    factor = svc.travel.detour_factor / svc.travel.speed_m_per_min
+
+    def travel_many(points: NDArray[np.float64], to: Point) -> NDArray[np.float64]:
+        lat1, lng1 = np.radians(points[:, 0]), np.radians(points[:, 1])
+        lat2, lng2 = np.radians(to[0]), np.radians(to[1])
+        h = np.sin((lat2 - lat1) / 2) ** 2 + np.cos(lat1) * np.cos(lat2) * np.sin((lng2 - lng1) / 2) ** 2
+        metres = 2 * EARTH_RADIUS_M * np.arcsin(np.sqrt(np.minimum(h, 1.0)))
+        return np.asarray(metres * factor, dtype=np.float64)
+
+    return travel_many
+
+
+def params_of(svc: Services) -> DispatchParams:
+    return DispatchParams(service=service_times(svc), split_slack_minutes=svc.settings.split_slack_minutes)
+
+
+# --- the round -------------------------------------------------------------------------------------------
+
+
+async def run_round(svc: Services, live: LiveLocations) -> RoundReport | None:
+    """Run the dispatch round if it is due and no other node holds it; None otherwise."""
+    now = svc.clock.now()
+    due = await svc.pool.fetchval(
+        """WITH made AS (INSERT INTO timers (name, due_at) VALUES ($1, '-infinity')
+                         ON CONFLICT DO NOTHING RETURNING due_at)
+           SELECT coalesce((SELECT due_at FROM made), (SELECT due_at FROM timers WHERE name = $1)) <= $2""",
+        ROUND_TIMER,
+        now,
+    )
+    if not due:
+        return None
+    clock = _Stopwatch()
+    # Before the claim, in transactions of its own: giving work back is idempotent (each courier's row
+    # lock serialises it), so a node that then loses the claim has done no harm.
+    released = await release_stranded(svc, live, now)
+    clock.lap("release")
+    async with svc.pool.acquire() as conn:
+        async with conn.transaction():
+            claimed = await conn.fetchval(
+                "SELECT runs FROM timers WHERE name = $1 AND due_at <= $2 FOR UPDATE SKIP LOCKED",
+                ROUND_TIMER,
+                now,
+            )
+            if claimed is None:
+                return None
+            jobs, fleet = await _load(conn, svc, live, now)
+            clock.lap("load")
+            assignments: Sequence[Assignment] = ()
+            if jobs and fleet.couriers:
+                candidates = route_candidates(jobs, params_of(svc), travel_of(svc))
+                assignments = assign_round(
+                    candidates,
+                    fleet.couriers,
+                    minutes(now),
+                    travel_of(svc),
+                    params_of(svc),
+                    nearby=fleet.nearby,
+                    travel_many=_travel_many(svc),
+                ).assignments
+            clock.lap("assign")
+            number = await conn.fetchval(
+                "UPDATE timers SET due_at = $2, runs = runs + 1 WHERE name = $1 RETURNING runs",
+                ROUND_TIMER,
+                now + timedelta(seconds=svc.settings.dispatch_round_s),
+            )
+            written = await _write(conn, svc, live, fleet, assignments, number, now)
+            await conn.execute(
+                """INSERT INTO dispatch_rounds (round, node, at, jobs, couriers, routes, released)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7)""",
+                number,
+                NODE,
+                now,
+                len(jobs),
+                len(fleet.couriers),
+                len(written.routes),
+                released,
+            )
+            events = await append_events(conn, written.events, now)
+        clock.lap("write")
+    await svc.publish(events)
+    await live.grant(written.grants)
+    clock.lap("publish")
+    return RoundReport(number, len(jobs), len(fleet.couriers), len(written.routes), released, clock.laps)
+
+
+class _Stopwatch:
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._last = asyncio.get_running_loop().time()
+
+    def lap(self, name: str) -> None:
+        now = asyncio.get_running_loop().time()
+        self.laps[name] = round(now - self._last, 4)
+        self._last = now
+
+
+@dataclass
+class _Fleet:
+    """The round's couriers, their existing stops' ids, and where to look for them (H3 cells)."""
+
+    couriers: list[CourierState]
+    stop_ids: dict[str, list[str]]
+    cells: dict[int, list[str]]
+    refused: dict[str, set[str]]  # job -> couriers who refused it
+    _near: dict[int, list[str]] = field(default_factory=dict)
+
+    def nearby(self, candidate: Candidate) -> list[str]:
+        """Couriers in H3 rings around the candidate's pickups, minus those who refused its jobs."""
+        found: set[str] = set()
+        for stop in candidate.pickups:
+            found.update(self._around(h3.latlng_to_cell(*stop.location, CELL_RESOLUTION)))
+        for job_id in candidate.job_ids:
+            found -= self.refused.get(job_id, set())
+        return sorted(found)
+
+    def _around(self, origin: int) -> list[str]:
+        if origin not in self._near:
+            found: list[str] = list(self.cells.get(origin, ()))
+            for k in range(1, NEARBY_MAX_RING + 1):
+                if len(found) >= NEARBY_MIN:
+                    break
+                for cell in _ring(origin, k):
+                    found.extend(self.cells.get(cell, ()))
+            self._near[origin] = found
+        return self._near[origin]
+
+
+def _ring(origin: int, k: int) -> list[int]:
+    try:
+        return list(h3.grid_ring(origin, k))
+    except Exception:  # pentagon distortion: fall back to the difference of disks
+        return list(set(h3.grid_disk(origin, k)) - set(h3.grid_disk(origin, k - 1)))
+
+
+async def _load(conn: Conn, svc: Services, live: LiveLocations, now: datetime) -> tuple[list[Job], _Fleet]:
+    """Jobs waiting for a courier (whole orders: none of the order's jobs still offered to a shop), and the
+    couriers who can take work: on shift, fresh, without an unanswered offer."""
+    rows = await conn.fetch(
+        """SELECT j.id, j.order_id, j.shop_id, j.ready_at, j.lines, s.lat AS shop_lat, s.lng AS shop_lng,
+                  o.drop_lat, o.drop_lng, o.slot_start
+           FROM jobs j JOIN orders o ON o.id = j.order_id JOIN shops s ON s.id = j.shop_id
+           WHERE j.route_id IS NULL AND j.state IN ('accepted', 'ready') AND o.fulfilment = 'delivery'
+             AND (o.slot_start IS NULL OR o.slot_start <= $1)
+             AND NOT EXISTS (SELECT 1 FROM jobs k WHERE k.order_id = j.order_id AND k.state = 'offered')""",
+        now + SLOT_HORIZON,
+    )
+    travel, service = travel_of(svc), service_times(svc)
+    jobs = []
+    for r in rows:
+        shop, door = (r["shop_lat"], r["shop_lng"]), (r["drop_lat"], r["drop_lng"])
+        ready = minutes(r["ready_at"] or now)
+        if r["slot_start"] is not None:  # collect in time to be at the door when the slot opens
+            ready = max(ready, minutes(r["slot_start"]) - travel(shop, door) - service.pickup_minutes)
+        jobs.append(Job(r["id"], r["order_id"], r["shop_id"], shop, ready, door, items_of(r["lines"])))
+    refused: dict[str, set[str]] = {}
+    for r in await conn.fetch(
+        "SELECT job_id, courier_id FROM route_refusals WHERE job_id = ANY ($1::text[])",
+        [j.job_id for j in jobs],
+    ):
+        refused.setdefault(r["job_id"], set()).add(r["courier_id"])
+    if not jobs:  # nothing to place: spare Redis and PostgreSQL the fleet
+        return jobs, _Fleet([], {}, {}, refused)
+    return jobs, await _fleet(conn, svc, live, now, refused)
+
+
+async def _fleet(
+    conn: Conn, svc: Services, live: LiveLocations, now: datetime, refused: dict[str, set[str]]
+) -> _Fleet:
+    rows = await conn.fetch(
+        """SELECT c.id, c.capacity, c.shift_ends_at FROM couriers c
+           WHERE c.on_shift AND c.active
+             AND NOT EXISTS (SELECT 1 FROM routes r WHERE r.courier_id = c.id AND r.state = 'offered')
+           ORDER BY c.id"""
+    )
+    positions = await live.positions(r["id"] for r in rows)
+    usable = {
+        r["id"]: point
+        for r in rows
+        if (point := trusted_point(positions.get(r["id"]), now, svc.settings.courier_stale_s)) is not None
+    }
+    stops = await open_stops(conn, list(usable))
+    on_board: dict[str, int] = {}
+    for r in await conn.fetch(
+        """SELECT r.courier_id, j.lines FROM jobs j JOIN routes r ON r.id = j.route_id
+           WHERE r.courier_id = ANY ($1::text[]) AND r.state = 'active' AND j.state = 'picked_up'""",
+        list(usable),
+    ):
+        on_board[r["courier_id"]] = on_board.get(r["courier_id"], 0) + items_of(r["lines"])
+    couriers: list[CourierState] = []
+    cells: dict[int, list[str]] = {}
+    for r in rows:
+        point = usable.get(r["id"])
+        if point is None:
+            continue
+        route = tuple(core_stop(s) for s in stops[r["id"]])
+        couriers.append(
+            CourierState(
+                r["id"],
+                point,
+                r["capacity"],
+                load=on_board.get(r["id"], 0),
+                shift_end=None if r["shift_ends_at"] is None else minutes(r["shift_ends_at"]),
+                route=route,
+            )
+        )
+        # Found where it is, and where it will be free.
+        for where in {point, route[-1].location if route else point}:
+            cells.setdefault(h3.latlng_to_cell(*where, CELL_RESOLUTION), []).append(r["id"])
+    return _Fleet(couriers, {c: [s["id"] for s in stops[c]] for c in usable}, cells, refused)
+
+
+@dataclass
+class _Written:
+    routes: list[str] = field(default_factory=list)
+    events: list[NewEvent] = field(default_factory=list)
+    grants: list[Grant] = field(default_factory=list)
+
+
+async def _write(
+    conn: Conn,
+    svc: Services,
+    live: LiveLocations,
+    fleet: _Fleet,
+    assignments: Sequence[Assignment],
+    number: int,
+    now: datetime,
+) -> _Written:
+    """Lock what the assignments touch, keep those still valid, and write them with their events."""
+    out = _Written()
+    kept = await _still_valid(conn, assignments) if assignments else []
+    if not kept:
+        return out
+    auto = svc.settings.courier_auto_accept
+    routes: list[dict[str, Any]] = []
+    stops: list[dict[str, Any]] = []
+    plans: dict[str, bytes] = {}
+    for a in kept:
+        route = _route_row(a.courier_id, auto, now, svc.settings.route_offer_s)
+        existing = fleet.stop_ids[a.courier_id]
+        ids = existing + [new_id("stp") for _ in a.route.stops[len(existing) :]]
+        new = zip(ids[len(existing) :], a.timings[len(existing) :], strict=True)
+        route["stops"] = [_stop_row(stop_id, route["id"], seq, t) for seq, (stop_id, t) in enumerate(new)]
+        routes.append(route)
+        stops += route["stops"]
+        plans[a.courier_id] = plan_payload(ids, a.timings)
+        first = a.timings[0].stop
+        if first.kind == "pickup" and first.shop_id is not None and (auto or existing):
+            out.grants.append(Grant(a.courier_id, ids[0], first.shop_id, {"stop_id": ids[0]}))
+    await conn.execute(
+        """INSERT INTO routes (id, courier_id, state, round, offered_at, deadline_at, accepted_at, updated_at)
+           SELECT id, courier_id, $3, $4, $5, $6, $7, $5
+           FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS t(id, courier_id, n) ORDER BY n""",
+        [r["id"] for r in routes],
+        [r["courier_id"] for r in routes],
+        routes[0]["state"],
+        number,
+        now,
+        routes[0]["deadline_at"],
+        routes[0]["accepted_at"],
+    )
+    await conn.execute(
+        """INSERT INTO stops (id, route_id, seq, kind, shop_id, order_id, job_ids, lat, lng, items,
+                              eta_arrival, eta_service)
+           SELECT id, route_id, seq, kind, shop_id, order_id, string_to_array(job_ids, ','), lat, lng, items,
+                  arrival, service
+           FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[], $7::text[],
+                       $8::float8[], $9::float8[], $10::int[], $11::timestamptz[], $12::timestamptz[])
+                AS t(id, route_id, seq, kind, shop_id, order_id, job_ids, lat, lng, items,
+                     arrival, service)""",
+        *([s[column] for s in stops] for column in _STOP_COLUMNS[:6]),
+        [",".join(s["job_ids"]) for s in stops],
+        *([s[column] for s in stops] for column in _STOP_COLUMNS[7:]),
+    )
+    # The one-route-per-job compare-and-set: every job must still be free, or the round rolls back.
+    claims = [
+        (job_id, route["id"]) for route, a in zip(routes, kept, strict=True) for job_id in a.candidate.job_ids
+    ]
+    status = await conn.execute(
+        """UPDATE jobs j SET route_id = t.route_id, updated_at = $3
+           FROM unnest($1::text[], $2::text[]) AS t(job_id, route_id)
+           WHERE j.id = t.job_id AND j.route_id IS NULL AND j.state IN ('accepted', 'ready')""",
+        [job_id for job_id, _ in claims],
+        [route_id for _, route_id in claims],
+        now,
+    )
+    if int(status.split()[-1]) != len(claims):
+        raise RoundConflict(f"{len(claims)} jobs to place, {status}")
+    orders = await delivery_codes(conn, sorted({o for a in kept for o in a.candidate.order_ids}))
+    for route in routes:
+        body = route_json(route, route["stops"])
+        out.events.append(NewEvent(route["courier_id"], "route.offered", body))
+        if auto:
+            out.events += etas_of(body, orders)
+    await live.set_plans(plans)
+    out.routes = [r["id"] for r in routes]
+    return out
+
+
+_STOP_COLUMNS = (
+    *("id", "route_id", "seq", "kind", "shop_id", "order_id", "job_ids"),
+    *("lat", "lng", "items", "eta_arrival", "eta_service"),
+)
+
+
+def _route_row(courier_id: str, auto: bool, now: datetime, offer_s: float) -> dict[str, Any]:
+    """A new route as its row will read (the courier is sent it without reading it back)."""
+    return {
+        "id": new_id("rte"),
+        "courier_id": courier_id,
+        "state": "active" if auto else "offered",
+        "offered_at": now,
+        "deadline_at": None if auto else now + timedelta(seconds=offer_s),
+        "accepted_at": now if auto else None,
+        "closed_at": None,
+        "reason": None,
+    }
+
+
+def _stop_row(stop_id: str, route_id: str, seq: int, timing: StopTiming) -> dict[str, Any]:
+    s = timing.stop
+    return {
+        "id": stop_id,
+        "route_id": route_id,
+        "seq": seq,
+        "kind": s.kind,
+        "shop_id": s.shop_id,
+        "order_id": s.order_id,
+        "job_ids": list(s.job_ids),
+        "lat": s.location[0],
+        "lng": s.location[1],
+        "items": s.items,
+        "eta_arrival": instant(timing.arrival),
+        "eta_service": instant(timing.service_at),
+        "state": "pending",
+        "arrived_at": None,
+        "completed_at": None,
+        "proof": None,
+        "locked": False,
+    }
+
+
+async def _still_valid(conn: Conn, assignments: Sequence[Assignment]) -> list[Assignment]:
+    """Lock couriers, orders, then jobs (the global order); keep assignments whose courier is still on shift
+    without an open offer and whose jobs are all still free."""
+    courier_ids = sorted({a.courier_id for a in assignments})
+    ready = {
+        r["id"]
+        for r in await conn.fetch(
+            """SELECT id FROM couriers c WHERE id = ANY ($1::text[]) AND on_shift AND active
+                 AND NOT EXISTS (SELECT 1 FROM routes r WHERE r.courier_id = c.id AND r.state = 'offered')
+               ORDER BY id FOR UPDATE""",
+            courier_ids,
+        )
+    }
+    job_ids = sorted({j for a in assignments for j in a.candidate.job_ids})
+    await conn.execute(
+        """SELECT 1 FROM orders WHERE id IN (SELECT order_id FROM jobs WHERE id = ANY ($1::text[]))
+           ORDER BY id FOR UPDATE""",
+        job_ids,
+    )
+    free = {
+        r["id"]
+        for r in await conn.fetch(
+            """SELECT id FROM jobs WHERE id = ANY ($1::text[]) AND route_id IS NULL
+                 AND state IN ('accepted', 'ready') ORDER BY id FOR UPDATE""",
+            job_ids,
+        )
+    }
+    return [a for a in assignments if a.courier_id in ready and free.issuperset(a.candidate.job_ids)]
+
+
+def etas_of(route: dict[str, Any], orders: dict[str, asyncpg.Record]) -> list[NewEvent]:
+    """order.eta for each drop-off of a route the courier has taken: the resident's ETA and code."""
+    events = []
+    for stop in route["stops"]:
+        if stop["kind"] == "dropoff" and stop["state"] != "cancelled":
+            order = orders[stop["order_id"]]
+            body = eta_body(
+                order["id"],
+                stop["id"],
+                stop["eta"]["arrival"],
+                stop["eta"]["service"],
+                order["delivery_code"],
+            )
+            events.append(NewEvent(order["resident_id"], "order.eta", body))
+    return events
+
+
+async def run_dispatch(svc: Services, live: LiveLocations) -> None:
+    """This node's share of the courier timers: planned shifts, offer deadlines, and the dispatch round.
+    Every node runs it; each due item is claimed in PostgreSQL, so each fires once."""
+    while True:
+        try:
+            await courier_service.fire_due_shifts(svc)
+            await expire_offers(svc, live)
+            report = await run_round(svc, live)
+            if report is not None and (report.routes or report.released):
+                log.info("dispatch round", extra={"round": report.round, "routes": report.routes})
+        except asyncio.CancelledError:
+            raise
+        except (asyncpg.PostgresError, OSError, DispatchError, RoundConflict) as exc:
+            log.warning("dispatch loop: %s", exc)
+        except Exception:
+            log.exception("dispatch loop failed")
+        await svc.clock.sleep(min(svc.settings.timer_poll_s, svc.settings.dispatch_round_s))

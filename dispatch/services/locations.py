@@ -1,0 +1,411 @@
+"""Couriers' live state in Redis: the latest position (never a PostgreSQL write per ping), who may see it,
+and a cache of each courier's remaining stops for cheap ETA checks.
+
+Keys (all expire; PostgreSQL stays the truth for everything that matters):
+  courier:loc:{id}    hash: lat lng acc at cell flagged; tlat tlng tacc tat (the last trusted fix); pub
+                      (times in integer milliseconds, so "once a second" compares exactly)
+  courier:aud:{id}    hash: stop id -> "recipient|json fields": who sees this courier now, and for which stop
+  share:ended:{stop}  tombstone: sharing for that stop is over, so a late grant cannot reopen it
+  courier:plan:{id}   JSON: remaining stops with their ETAs (a pre-filter; PostgreSQL decides)
+
+A ping is one Lua script: compare with the previous fix, flag an implausible jump, store, and publish the
+position on the live channel of everyone in the audience (at most once a second). Scripts of concurrent
+pings are sent in one pipeline by a single writer task, so a busy node pays one round trip per batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import orjson
+from h3.api import basic_int as h3
+from redis.asyncio import Redis
+from redis.exceptions import NoScriptError, RedisError
+
+from dispatch.errors import ServiceUnavailable
+from websocket.hub import live_channel_of
+
+log = logging.getLogger(__name__)
+
+CELL_RESOLUTION = 8  # ~0.7 km² cells: the dispatch round looks for couriers in rings of these
+LOCATION_TTL_S = 3600  # wall-clock garbage collection only; staleness is judged on the server's clock
+AUDIENCE_TTL_S = 24 * 3600
+SHARE_GAP_MS = 1000  # positions reach the audience at most once a second
+MAX_BATCH = 100
+
+_HAVERSINE = """
+local function metres(lat1, lng1, lat2, lng2)
+  local r = math.pi / 180
+  local a = math.sin((lat2 - lat1) * r / 2)
+  local b = math.sin((lng2 - lng1) * r / 2)
+  local h = a * a + math.cos(lat1 * r) * math.cos(lat2 * r) * b * b
+  if h > 1 then h = 1 end
+  return 2 * 6371008.8 * math.asin(math.sqrt(h))
+end
+"""
+
+# Every ping of a batch in one call (a busy node pays one command, not one per ping). ARGV: max speed (m/s),
+# location ttl (s), share gap (ms), live channel prefix, then the pings, one a line, tab-separated:
+# courier id, lat, lng, accuracy, at (ms), cell, want plan (1/0), the position's JSON fields. Returns one
+# line per ping: status, how many it was shared with, the cached plan (or nothing). Key names are built
+# here from the courier id: the project runs one Redis, not a cluster.
+PINGS_SCRIPT = (
+    _HAVERSINE
+    + r"""
+local function split(text, sep)
+  local parts, i = {}, 1
+  while true do
+    local j = string.find(text, sep, i, true)
+    if not j then parts[#parts + 1] = string.sub(text, i); return parts end
+    parts[#parts + 1] = string.sub(text, i, j - 1)
+    i = j + 1
+  end
+end
+
+local max_speed, ttl, gap, prefix = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), ARGV[4]
+
+local function ping(id, slat, slng, sacc, sat, cell, want_plan, fields)
+  local loc = 'courier:loc:' .. id
+  local prev = redis.call('HMGET', loc, 'at', 'tlat', 'tlng', 'tat', 'tacc', 'pub')
+  local lat, lng, acc, at = tonumber(slat), tonumber(slng), tonumber(sacc), tonumber(sat)
+  if prev[1] and at <= tonumber(prev[1]) then return 'ignored\t0\t' end
+  local flagged = 0
+  if prev[2] then
+    -- Faster than a courier can go, even granting both fixes their accuracy: do not trust it.
+    local moved = metres(tonumber(prev[2]), tonumber(prev[3]), lat, lng) - acc - tonumber(prev[5])
+    if moved > max_speed * (at - tonumber(prev[4])) / 1000 then flagged = 1 end
+  end
+  redis.call('HSET', loc, 'lat', slat, 'lng', slng, 'acc', sacc, 'at', sat, 'cell', cell, 'flagged', flagged)
+  local shared = 0
+  if flagged == 0 then
+    redis.call('HSET', loc, 'tlat', slat, 'tlng', slng, 'tacc', sacc, 'tat', sat)
+    if at - tonumber(prev[6] or '-1e300') >= gap then
+      for _, entry in ipairs(redis.call('HVALS', 'courier:aud:' .. id)) do
+        local bar = string.find(entry, '|', 1, true)
+        redis.call('PUBLISH', prefix .. string.sub(entry, 1, bar - 1),
+          '{"type":"courier.position","data":{' .. string.sub(entry, bar + 1) .. fields .. '}}')
+        shared = shared + 1
+      end
+      redis.call('HSET', loc, 'pub', sat)
+    end
+  end
+  redis.call('EXPIRE', loc, ttl)
+  local plan = ''
+  if want_plan == '1' then plan = redis.call('GET', 'courier:plan:' .. id) or '' end
+  return (flagged == 1 and 'flagged' or 'stored') .. '\t' .. shared .. '\t' .. plan
+end
+
+local out = {}
+for n, line in ipairs(split(ARGV[5], '\n')) do
+  out[n] = ping(unpack(split(line, '\t')))
+end
+return table.concat(out, '\n')
+"""
+)
+
+# KEYS: (audience, tombstone) pairs. ARGV: ttl, then (stop id, entry) pairs. A grant after its stop's
+# tombstone is refused, so a late grant cannot reopen a share that ended.
+GRANT_SCRIPT = """
+local granted = 0
+for k = 1, #KEYS / 2 do
+  if redis.call('EXISTS', KEYS[2 * k]) == 0 then
+    redis.call('HSET', KEYS[2 * k - 1], ARGV[2 * k], ARGV[2 * k + 1])
+    redis.call('EXPIRE', KEYS[2 * k - 1], ARGV[1])
+    granted = granted + 1
+  end
+end
+return granted
+"""
+
+# KEYS: location keys. One packed string back (';' between couriers, ',' between fields): thousands of
+# positions cost one reply to parse instead of ten per courier.
+POSITIONS_SCRIPT = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  local v = redis.call('HMGET', key, 'lat', 'lng', 'acc', 'at', 'cell', 'flagged',
+                       'tlat', 'tlng', 'tacc', 'tat')
+  for j = 1, 10 do if not v[j] then v[j] = '' end end
+  out[i] = table.concat(v, ',')
+end
+return table.concat(out, ';')
+"""
+
+# KEYS: plan keys. ARGV: ttl, then one value per key.
+SET_PLANS_SCRIPT = """
+for i, key in ipairs(KEYS) do redis.call('SET', key, ARGV[i + 1], 'EX', ARGV[1]) end
+return #KEYS
+"""
+SCRIPT_CHUNK = 1000  # keys per script call
+_Call = tuple[list[str], list[str | bytes]]  # a script's keys and arguments
+
+
+def loc_key(courier_id: str) -> str:
+    return f"courier:loc:{courier_id}"
+
+
+def audience_key(courier_id: str) -> str:
+    return f"courier:aud:{courier_id}"
+
+
+def plan_key(courier_id: str) -> str:
+    return f"courier:plan:{courier_id}"
+
+
+def tombstone_key(stop_id: str) -> str:
+    return f"share:ended:{stop_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    courier_id: str
+    lat: float
+    lng: float
+    accuracy: float
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class PingOutcome:
+    status: Literal["stored", "flagged", "ignored"]
+    shared_with: int
+    plan: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class Fix:
+    lat: float
+    lng: float
+    accuracy: float
+    at: float  # epoch seconds
+
+    @property
+    def point(self) -> tuple[float, float]:
+        return (self.lat, self.lng)
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """The latest fix, whether it was flagged, and the last trusted (unflagged) one."""
+
+    latest: Fix
+    cell: int
+    flagged: bool
+    trusted: Fix | None
+
+    def stale(self, now: datetime, stale_s: float) -> bool:
+        return now.timestamp() - self.latest.at > stale_s
+
+    def json(self, now: datetime, stale_s: float) -> dict[str, Any]:
+        return {
+            "lat": self.latest.lat,
+            "lng": self.latest.lng,
+            "accuracy": self.latest.accuracy,
+            "at": datetime.fromtimestamp(self.latest.at, UTC).isoformat(),
+            "flagged": self.flagged,
+            "stale": self.stale(now, stale_s),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """`recipient` sees the courier's position because of `stop_id`; `fields` say which stop or order."""
+
+    courier_id: str
+    stop_id: str
+    recipient: str
+    fields: Mapping[str, str]
+
+
+def _position(packed: str) -> Position | None:
+    """From POSITIONS_SCRIPT's fields: lat,lng,acc,at,cell,flagged,tlat,tlng,tacc,tat ('' when absent)."""
+    lat, lng, acc, at, cell, flagged, tlat, tlng, tacc, tat = packed.split(",")
+    if not lat:
+        return None
+    latest = Fix(float(lat), float(lng), float(acc), int(at) / 1000)
+    trusted = Fix(float(tlat), float(tlng), float(tacc), int(tat) / 1000) if tlat else None
+    return Position(latest, int(cell), flagged == "1", trusted)
+
+
+class LiveLocations:
+    """The node's access to couriers' live state. `start` before use (the app's cleanup context does)."""
+
+    def __init__(self, redis: Redis, max_speed_m_s: float) -> None:
+        self.redis = redis
+        self.max_speed_m_s = max_speed_m_s
+        self.eta_checked: dict[str, float] = {}  # courier -> clock seconds of its last ETA check here
+        self._queue: list[tuple[str, asyncio.Future[PingOutcome]]] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._sha: dict[str, str] = {}
+
+    async def start(self) -> None:
+        await self._load_scripts()
+        self._task = asyncio.create_task(self._write_forever(), name="courier-locations")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for _, future in self._queue:
+            if not future.done():
+                future.set_exception(ServiceUnavailable("the server is stopping"))
+        self._queue.clear()
+
+    async def _load_scripts(self) -> None:
+        for script in (PINGS_SCRIPT, GRANT_SCRIPT, POSITIONS_SCRIPT, SET_PLANS_SCRIPT):
+            self._sha[script] = await self.redis.script_load(script)
+
+    async def _run(self, script: str, calls: list[_Call]) -> list[Any]:
+        """One pipeline of script calls (keys, args); reloads the scripts once if Redis lost them."""
+        for attempt in (1, 2):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for keys, args in calls:
+                    pipe.evalsha(self._sha[script], len(keys), *keys, *args)
+                results: list[Any] = await pipe.execute(raise_on_error=False)
+            if attempt == 2 or not any(isinstance(r, NoScriptError) for r in results):
+                break
+            await self._load_scripts()  # Redis restarted: its scripts are gone
+        return results
+
+    # --- pings ---------------------------------------------------------------------------------------
+
+    async def ping(self, ping: Ping, want_plan: bool) -> PingOutcome:
+        """Queue the ping for the node's writer, which sends everything queued in one script call."""
+        cell = h3.latlng_to_cell(ping.lat, ping.lng, CELL_RESOLUTION)
+        at_iso = ping.at.astimezone(UTC).isoformat()
+        fields = {"courier_id": ping.courier_id, "lat": ping.lat, "lng": ping.lng, "accuracy": ping.accuracy}
+        line = "\t".join(
+            (
+                ping.courier_id,
+                repr(ping.lat),
+                repr(ping.lng),
+                repr(ping.accuracy),
+                str(round(ping.at.timestamp() * 1000)),
+                str(cell),
+                "1" if want_plan else "0",
+                orjson.dumps({**fields, "at": at_iso}).decode()[1:-1],
+            )
+        )
+        future: asyncio.Future[PingOutcome] = asyncio.get_running_loop().create_future()
+        self._queue.append((line, future))
+        self._wake.set()
+        return await future
+
+    async def _write_forever(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+                await self._flush(batch)
+
+    async def _flush(self, batch: list[tuple[str, asyncio.Future[PingOutcome]]]) -> None:
+        constants: list[str | bytes] = [
+            repr(self.max_speed_m_s),
+            str(LOCATION_TTL_S),
+            str(SHARE_GAP_MS),
+            live_channel_of(""),
+        ]
+        try:
+            (reply,) = _raised(
+                await self._run(PINGS_SCRIPT, [([], [*constants, "\n".join(line for line, _ in batch)])])
+            )
+            results: list[Any] = reply.decode().split("\n")
+        except (RedisError, OSError) as exc:
+            log.warning("could not store %d courier location(s): %s", len(batch), exc)
+            results = [exc] * len(batch)
+        for (_, future), result in zip(batch, results, strict=True):
+            if future.done():
+                continue
+            if isinstance(result, BaseException):
+                future.set_exception(ServiceUnavailable("live locations are unavailable; try again"))
+            else:
+                status, shared, plan = result.split("\t", 2)
+                future.set_result(PingOutcome(status, int(shared), plan.encode() if plan else None))
+
+    # --- reads ---------------------------------------------------------------------------------------
+
+    async def position(self, courier_id: str) -> Position | None:
+        return (await self.positions([courier_id])).get(courier_id)
+
+    async def positions(self, courier_ids: Iterable[str]) -> dict[str, Position]:
+        ids = list(courier_ids)
+        calls: list[_Call] = [([loc_key(c) for c in chunk], []) for chunk in _chunks(ids, SCRIPT_CHUNK)]
+        try:
+            replies = await self._run(POSITIONS_SCRIPT, calls)
+            packed = [p for reply in _raised(replies) for p in reply.decode().split(";")]
+        except (RedisError, OSError) as exc:
+            raise ServiceUnavailable(f"live locations are unavailable: {exc}") from exc
+        found = {}
+        for courier_id, values in zip(ids, packed, strict=True):
+            position = _position(values)
+            if position is not None:
+                found[courier_id] = position
+        return found
+
+    # --- who sees a courier ----------------------------------------------------------------------------
+
+    async def grant(self, grants: Iterable[Grant]) -> None:
+        """After commit. Best effort: a lost grant only withholds positions, it never leaks them."""
+        calls: list[_Call] = []
+        for chunk in _chunks(list(grants), SCRIPT_CHUNK // 2):
+            keys: list[str] = []
+            args: list[str | bytes] = [str(AUDIENCE_TTL_S)]
+            for g in chunk:
+                fields = orjson.dumps(dict(g.fields)).decode()[1:-1]
+                keys += [audience_key(g.courier_id), tombstone_key(g.stop_id)]
+                args += [g.stop_id, g.recipient + "|" + (fields + "," if fields else "")]
+            calls.append((keys, args))
+        try:
+            _raised(await self._run(GRANT_SCRIPT, calls))
+        except (RedisError, OSError) as exc:
+            log.warning("could not grant position shares: %s", exc)
+
+    async def revoke(self, revocations: Iterable[tuple[str, str]]) -> None:
+        """End sharing for (courier, stop) pairs, for good. Called BEFORE the commit that ends the share,
+        so no position can follow it; raises (and the caller's transaction rolls back) if Redis fails."""
+        pairs = list(revocations)
+        if not pairs:
+            return
+        try:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                for courier_id, stop_id in pairs:
+                    pipe.set(tombstone_key(stop_id), b"1", ex=AUDIENCE_TTL_S)
+                    pipe.hdel(audience_key(courier_id), stop_id)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise ServiceUnavailable(f"could not end location sharing: {exc}") from exc
+
+    async def audience(self, courier_id: str) -> set[str]:
+        values: list[bytes | str] = await self.redis.hvals(audience_key(courier_id))
+        return {(v.decode() if isinstance(v, bytes) else v).partition("|")[0] for v in values}
+
+    # --- plan cache ----------------------------------------------------------------------------------
+
+    async def set_plans(self, plans: Mapping[str, bytes]) -> None:
+        calls: list[_Call] = [
+            ([plan_key(c) for c in chunk], [str(AUDIENCE_TTL_S), *(plans[c] for c in chunk)])
+            for chunk in _chunks(list(plans), SCRIPT_CHUNK)
+        ]
+        try:
+            _raised(await self._run(SET_PLANS_SCRIPT, calls))
+        except (RedisError, OSError) as exc:
+            log.warning("could not cache %d courier plan(s): %s", len(plans), exc)
+
+
+def _chunks(items: list[Any], size: int) -> list[list[Any]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _raised(results: list[Any]) -> list[Any]:
+    for result in results:
+        if isinstance(result, Exception):
+            raise result
+    return results

@@ -1,0 +1,121 @@
+"""Location privacy: a resident sees the courier only from the pickup of its order until its delivery (at
+most once a second), a shop only while the courier heads to it. Absence is shown with a sentinel: the next
+message after a ping is a durable event published later, not a position."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from dispatch.clock import ManualClock
+from tests.couriers.helpers import (
+    DOOR,
+    NEAR_SHOP,
+    AuthFn,
+    Client,
+    add_resident,
+    code_of,
+    ping,
+    place,
+    post,
+    recv,
+    trip,
+)
+
+NOISE = {"reply", "order.eta", "route.updated"}  # ETA pushes may come at any time
+
+
+async def next_of(ws: Any) -> dict[str, Any]:
+    for _ in range(50):
+        msg = await recv(ws)
+        if msg.get("type") not in NOISE:
+            return msg
+    raise AssertionError("nothing but noise")
+
+
+async def location(client: Client, auth: AuthFn, order_id: str, resident: str) -> tuple[int, Any]:
+    r = await client.get(f"/v1/orders/{order_id}/courier-location", headers=auth("resident", resident))
+    return r.status, await r.json()
+
+
+async def test_resident_sees_the_courier_from_pickup_to_delivery_only(
+    client: Client, auth: AuthFn, clock: ManualClock
+) -> None:
+    t = await trip(client, auth, clock)
+    me, res = auth("courier", t.courier), auth("resident", t.resident)
+    status, body = await location(client, auth, t.order["id"], t.resident)
+    assert (status, body["error"]["code"]) == (403, "location_not_shared")
+    street = (NEAR_SHOP[0] - 0.0002, NEAR_SHOP[1])  # 22 m on: a plausible move in a second
+    async with client.ws_connect("/v1/ws", headers=res) as ws:
+        await recv(ws)
+        # Before the pickup: no position, the next thing the resident hears is the pickup itself.
+        clock.advance(1)
+        assert (await ping(client, auth, t.courier, NEAR_SHOP, clock.now()))["flagged"] is False
+        assert (await post(client, f"/v1/stops/{t.pickup['id']}/completed", me))[0] == 200
+        assert (await next_of(ws))["type"] == "order.updated"
+
+        clock.advance(1)
+        await ping(client, auth, t.courier, street, clock.now())
+        shared = await next_of(ws)
+        assert shared["type"] == "courier.position"
+        assert "seq" not in shared  # volatile: not stored, not replayed
+        assert (shared["data"]["order_id"], shared["data"]["lat"]) == (t.order["id"], street[0])
+        status, body = await location(client, auth, t.order["id"], t.resident)
+        assert status == 200
+        assert (body["couriers"][0]["lat"], body["couriers"][0]["stale"]) == (street[0], False)
+
+        # At most once a second: a ping half a second later is not shared, the next one is.
+        await ping(
+            client, auth, t.courier, (street[0] - 0.0001, street[1]), clock.now() + timedelta(seconds=0.5)
+        )
+        await ping(
+            client, auth, t.courier, (street[0] - 0.0002, street[1]), clock.now() + timedelta(seconds=1)
+        )
+        assert (await next_of(ws))["data"]["lat"] == street[0] - 0.0002
+
+        # At delivery, sharing ends at once.
+        code = await code_of(client, auth, t)
+        assert (await post(client, f"/v1/stops/{t.dropoff['id']}/completed", me, {"code": code}))[0] == 200
+        delivered = await next_of(ws)
+        assert (delivered["type"], delivered["data"]["state"]) == ("order.updated", "delivered")
+        clock.advance(60)
+        assert (await ping(client, auth, t.courier, DOOR, clock.now()))["flagged"] is False
+        status, _ = await place(client, res, [{"sku": "bread", "qty": 1}])
+        assert status == 201
+        assert (await next_of(ws))["type"] == "order.placed"
+    status, body = await location(client, auth, t.order["id"], t.resident)
+    assert (status, body["error"]["code"]) == (403, "location_not_shared")
+
+
+async def test_shop_sees_the_courier_only_on_its_way_to_the_shop(
+    client: Client, auth: AuthFn, clock: ManualClock
+) -> None:
+    t = await trip(client, auth, clock)
+    async with client.ws_connect("/v1/ws", headers=auth("shop", t.shop)) as ws:
+        await recv(ws)
+        clock.advance(1)
+        await ping(client, auth, t.courier, NEAR_SHOP, clock.now())
+        shared = await next_of(ws)
+        assert (shared["type"], shared["data"]["stop_id"]) == ("courier.position", t.pickup["id"])
+        assert (await post(client, f"/v1/stops/{t.pickup['id']}/completed", auth("courier", t.courier)))[
+            0
+        ] == 200
+        assert (await next_of(ws))["type"] == "job.picked_up"
+        clock.advance(60)
+        assert (await ping(client, auth, t.courier, DOOR, clock.now()))["flagged"] is False
+        status, _ = await place(client, auth("resident", t.resident), [{"sku": "bread", "qty": 1}])
+        assert status == 201
+        assert (await next_of(ws))["type"] == "job.accepted"  # the shop's next message: not a position
+
+
+async def test_no_one_else_sees_the_courier(client: Client, auth: AuthFn, clock: ManualClock) -> None:
+    t = await trip(client, auth, clock)
+    assert (await post(client, f"/v1/stops/{t.pickup['id']}/completed", auth("courier", t.courier)))[0] == 200
+    stranger = await add_resident(client, auth("admin"))
+    status, body = await location(client, auth, t.order["id"], stranger)
+    assert (status, body["error"]["code"]) == (404, "order_not_found")
+    r = await client.get(f"/v1/orders/{t.order['id']}/delivery", headers=auth("resident", stranger))
+    assert r.status == 404
+    r = await client.get(f"/v1/orders/{t.order['id']}/courier-location", headers=auth("shop", t.shop))
+    assert r.status == 403
+    assert (await location(client, auth, t.order["id"], t.resident))[0] == 200
