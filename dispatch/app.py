@@ -142,7 +142,12 @@ def create_app(
     redis_url: str,
     clock: Clock | None = None,
 ) -> web.Application:
-    app = web.Application(middlewares=[observe, errors], client_max_size=settings.max_body_bytes)
+    app = web.Application(
+        middlewares=[observe, errors],
+        client_max_size=settings.max_body_bytes,
+        # aiohttp rounds timeouts above this to whole seconds, which makes heartbeats fire in bursts.
+        handler_args={"timeout_ceil_threshold": 3600},
+    )
     app[SETTINGS] = settings
     app[CLOCK] = clock or SystemClock()
     app[SECRET] = secret

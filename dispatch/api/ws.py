@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -88,7 +89,9 @@ async def _authenticate(request: web.Request, ws: web.WebSocketResponse) -> Prin
 
 @routes.route("GET", "/v1/ws", summary="Realtime websocket (see the protocol in the README)")
 async def websocket_handler(request: web.Request) -> web.StreamResponse:
-    ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S, max_msg_size=MAX_FRAME_BYTES)
+    # Spread heartbeats: connections opened together would otherwise ping together, every 20 s.
+    heartbeat = HEARTBEAT_S * random.uniform(0.8, 1.2)
+    ws = web.WebSocketResponse(heartbeat=heartbeat, max_msg_size=MAX_FRAME_BYTES)
     await ws.prepare(request)
     app = request.app
     who = await _authenticate(request, ws)
