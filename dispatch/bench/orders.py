@@ -105,11 +105,15 @@ async def _drive(
     errors: dict[str, int] = {}
     done = 0
     ws_url = server.url.replace("http", "ws", 1) + "/v1/ws"
-    conn = aiohttp.TCPConnector(limit=MAX_IN_FLIGHT)
-    async with aiohttp.ClientSession(connector=conn) as http:
+    # Websockets hold their connection for the whole run: they get their own unlimited pool, so they
+    # never starve the order POSTs of connections.
+    async with (
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as sockets,
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=MAX_IN_FLIGHT)) as http,
+    ):
 
         async def shop_app(shop_id: str) -> None:
-            async with http.ws_connect(
+            async with sockets.ws_connect(
                 ws_url, headers={"Authorization": f"Bearer {token(Role.SHOP, shop_id)}"}
             ) as ws:
                 async for msg in ws:
@@ -124,7 +128,7 @@ async def _drive(
                         )
 
         async def resident_app(resident_id: str) -> None:
-            async with http.ws_connect(
+            async with sockets.ws_connect(
                 ws_url, headers={"Authorization": f"Bearer {token(Role.RESIDENT, resident_id)}"}
             ) as ws:
                 async for msg in ws:
