@@ -48,6 +48,7 @@ def _database(settings: Settings, *, lock: bool) -> Iterator[tuple[str, str]]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    import uvloop
     from aiohttp import web
 
     from dispatch.app import create_app
@@ -66,6 +67,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"dispatch server on http://{settings.host}:{settings.port}", flush=True)
         web.run_app(
             app,
+            loop=uvloop.new_event_loop(),
             host=settings.host,
             port=settings.port,
             shutdown_timeout=settings.shutdown_grace_s,
@@ -141,6 +143,14 @@ def build_parser() -> argparse.ArgumentParser:
     from dispatch.bench.cli import add_bench_parser
 
     add_bench_parser(sub)
+
+    from dispatch.replay.driver import add_replay_parser
+
+    add_replay_parser(sub)
+
+    from dispatch.replay.demo_day import add_simulate_parser
+
+    add_simulate_parser(sub)
     return parser
 
 

@@ -48,6 +48,15 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise StartupError(f"{name} must be true or false, got {raw!r}")
 
 
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw not in choices:
+        raise StartupError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return raw
+
+
 def _datetime(env: Mapping[str, str], name: str) -> datetime | None:
     raw = env.get(name)
     if not raw:
@@ -59,6 +68,9 @@ def _datetime(env: Mapping[str, str], name: str) -> datetime | None:
     if value.utcoffset() is None:
         raise StartupError(f"{name} needs a UTC offset, got {raw!r}")
     return value
+
+
+POLICIES = ("ours", "nearest-idle")
 
 
 @dataclass(frozen=True)
@@ -103,6 +115,9 @@ class Settings:
     split_slack_minutes: float = 10.0
     pickup_service_minutes: float = 4.0
     dropoff_service_minutes: float = 4.0
+    # --- replay (issue 6) ---
+    policy: str = "ours"  # the dispatch policy: "ours" (bundling, optimal matching) or "nearest-idle"
+    travel_round_up: bool = False  # travel minutes rounded up to whole minutes (as the replay's instances)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -154,6 +169,8 @@ class Settings:
             dropoff_service_minutes=_float(
                 env, "DISPATCH_DROPOFF_SERVICE_MIN", defaults.dropoff_service_minutes
             ),
+            policy=_choice(env, "DISPATCH_POLICY", defaults.policy, POLICIES),
+            travel_round_up=_bool(env, "DISPATCH_TRAVEL_ROUND_UP", defaults.travel_round_up),
         )
 
     def with_(self, **changes: object) -> Settings:

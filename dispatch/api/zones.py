@@ -82,7 +82,7 @@ async def nearby(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     delivering = request.app[ZONES].index.shops_delivering_to(lat, lng)
     open_rows = await shops.open_shops_at(request.app[POOL], delivering, request.app[CLOCK].now())
-    travel = TravelModel(settings.speed_m_per_min, settings.detour_factor)
+    travel = TravelModel(settings.speed_m_per_min, settings.detour_factor, round_up=settings.travel_round_up)
     found: list[dict[str, Any]] = []
     for shop_id, row in open_rows.items():
         distance = haversine_m(lat, lng, row["lat"], row["lng"])

@@ -11,7 +11,12 @@ Per order (placement and ready times from the instance, the rest from the trace)
 Fleet-wide (duty hours from the shifts, ``off_time - on_time``, whether or not the courier
 worked):
 
-- orders (bundles) per courier-hour = orders delivered (assignments picked up) / duty hours;
+- orders (bundles) per courier-hour = orders delivered (assignments picked up) / duty hours. With
+  every order delivered this is the same for any two policies (same orders, same shifts), so it
+  cannot tell them apart; hence also
+- orders (bundles) per active courier-hour = the same over *active* hours: the time a courier has
+  work assigned, from each assignment to its last drop-off plus half the drop-off service (when
+  the courier is free again), overlapping spans of one courier counted once;
 - utilisation = (driving + serving) / duty time, driving being the travel time of every move
   and serving the pickup service per bundle plus the drop-off service per order delivered;
 - pay per courier = max(pay per order x orders delivered, guaranteed pay per hour x duty
@@ -98,6 +103,7 @@ def compute_metrics(instance: Instance, trace: Trace, *, tolerance: float = 0.0)
         delivered_by.values()
     )
 
+    active_minutes = _active_minutes(instance, trace, records)
     duty_minutes = 0.0
     total_pay = 0.0
     on_guarantee = 0
@@ -127,6 +133,9 @@ def compute_metrics(instance: Instance, trace: Trace, *, tolerance: float = 0.0)
             "duty_hours": duty_hours,
             "orders_per_courier_hour": _ratio(delivered, duty_hours),
             "bundles_per_courier_hour": _ratio(bundles, duty_hours),
+            "active_hours": active_minutes / 60,
+            "orders_per_active_hour": _ratio(delivered, active_minutes / 60),
+            "bundles_per_active_hour": _ratio(bundles, active_minutes / 60),
             "utilisation": _ratio(driving + serving, duty_minutes),
             "driving_minutes": driving,
             "serving_minutes": serving,
@@ -138,6 +147,35 @@ def compute_metrics(instance: Instance, trace: Trace, *, tolerance: float = 0.0)
             "list": [v.to_dict() for v in violations],
         },
     }
+
+
+def _active_minutes(instance: Instance, trace: Trace, records: dict[str, OrderRecord]) -> float:
+    """Minutes couriers have work assigned: per courier, the union of [assignment, last drop-off of the
+    assignment + half the drop-off service] (to the pickup, when nothing of it was delivered)."""
+    half_drop = instance.parameters.dropoff_service_minutes / 2
+    spans: dict[str, list[tuple[float, float]]] = {}
+    for a in trace.assignments:
+        ends = [
+            rec.delivery_time + half_drop
+            for o in a.order_ids
+            if (rec := records.get(o)) is not None and rec.delivery_time is not None
+        ]
+        end = max(ends) if ends else a.pickup_time
+        if end > a.assignment_time:
+            spans.setdefault(a.courier, []).append((a.assignment_time, end))
+    total = 0.0
+    for intervals in spans.values():
+        current: tuple[float, float] | None = None
+        for start, end in sorted(intervals):
+            if current is not None and start <= current[1]:
+                current = (current[0], max(current[1], end))
+                continue
+            if current is not None:
+                total += current[1] - current[0]
+            current = (start, end)
+        if current is not None:
+            total += current[1] - current[0]
+    return total
 
 
 # --- side-by-side report ---------------------------------------------------------------------
@@ -166,6 +204,8 @@ ROWS: list[Row] = [
     ("overage mean", lambda m: _num(m["click_to_door_overage"]["mean"], 1)),
     ("orders / courier-hour", lambda m: _num(m["couriers"]["orders_per_courier_hour"])),
     ("bundles / courier-hour", lambda m: _num(m["couriers"]["bundles_per_courier_hour"])),
+    ("orders / active courier-hour", lambda m: _num(m["couriers"].get("orders_per_active_hour"))),
+    ("bundles / active courier-hour", lambda m: _num(m["couriers"].get("bundles_per_active_hour"))),
     ("utilisation", lambda m: _pct(m["couriers"]["utilisation"])),
     ("total pay", lambda m: _num(m["couriers"]["total_pay"])),
     ("on guaranteed pay", lambda m: _pct(m["couriers"]["guaranteed_share"])),

@@ -25,7 +25,9 @@ class Services:
     travel: TravelModel = field(init=False)
 
     def __post_init__(self) -> None:
-        self.travel = TravelModel(self.settings.speed_m_per_min, self.settings.detour_factor)
+        self.travel = TravelModel(
+            self.settings.speed_m_per_min, self.settings.detour_factor, round_up=self.settings.travel_round_up
+        )
 
     async def publish(self, events: Sequence[Event]) -> None:
         """After commit: the fast path to every node. A failure loses nothing (clients resume)."""

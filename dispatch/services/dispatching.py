@@ -37,6 +37,7 @@ from dispatch.core.assignment import (
     DispatchParams,
     Job,
     assign_round,
+    nearest_idle_round,
     route_candidates,
 )
 from dispatch.core.courier_state import CourierState
@@ -90,13 +91,15 @@ class RoundReport:
 
 def _travel_many(svc: Services) -> Callable[[NDArray[np.float64], Point], NDArray[np.float64]]:
     factor = svc.travel.detour_factor / svc.travel.speed_m_per_min
+    round_up = svc.travel.round_up
 
     def travel_many(points: NDArray[np.float64], to: Point) -> NDArray[np.float64]:
         lat1, lng1 = np.radians(points[:, 0]), np.radians(points[:, 1])
         lat2, lng2 = np.radians(to[0]), np.radians(to[1])
         h = np.sin((lat2 - lat1) / 2) ** 2 + np.cos(lat1) * np.cos(lat2) * np.sin((lng2 - lng1) / 2) ** 2
         metres = 2 * EARTH_RADIUS_M * np.arcsin(np.sqrt(np.minimum(h, 1.0)))
-        return np.asarray(metres * factor, dtype=np.float64)
+        minutes = metres * factor
+        return np.asarray(np.ceil(minutes) if round_up else minutes, dtype=np.float64)
 
     return travel_many
 
@@ -138,16 +141,7 @@ async def run_round(svc: Services, live: LiveLocations) -> RoundReport | None:
             clock.lap("load")
             assignments: Sequence[Assignment] = ()
             if jobs and fleet.couriers:
-                candidates = route_candidates(jobs, params_of(svc), travel_of(svc))
-                assignments = assign_round(
-                    candidates,
-                    fleet.couriers,
-                    minutes(now),
-                    travel_of(svc),
-                    params_of(svc),
-                    nearby=fleet.nearby,
-                    travel_many=_travel_many(svc),
-                ).assignments
+                assignments = decide(svc, jobs, fleet, now)
             clock.lap("assign")
             number = await conn.fetchval(
                 "UPDATE timers SET due_at = $2, runs = runs + 1 WHERE name = $1 RETURNING runs",
@@ -172,6 +166,25 @@ async def run_round(svc: Services, live: LiveLocations) -> RoundReport | None:
     await live.grant(written.grants)
     clock.lap("publish")
     return RoundReport(number, len(jobs), len(fleet.couriers), len(written.routes), released, clock.laps)
+
+
+def decide(svc: Services, jobs: list[Job], fleet: _Fleet, now: datetime) -> Sequence[Assignment]:
+    """The round's assignments under the configured policy (`DISPATCH_POLICY`): ours (route candidates with
+    bundles, matched optimally) or the `nearest-idle` baseline (each ready job alone to the nearest idle
+    courier, no bundling)."""
+    if svc.settings.policy == "nearest-idle":
+        baseline = nearest_idle_round(jobs, fleet.couriers, minutes(now), travel_of(svc), params_of(svc))
+        return baseline.assignments
+    candidates = route_candidates(jobs, params_of(svc), travel_of(svc))
+    return assign_round(
+        candidates,
+        fleet.couriers,
+        minutes(now),
+        travel_of(svc),
+        params_of(svc),
+        nearby=fleet.nearby,
+        travel_many=_travel_many(svc),
+    ).assignments
 
 
 class _Stopwatch:

@@ -40,6 +40,10 @@ def test_tiny_day_by_hand(tiny: Instance, tiny_trace: Trace) -> None:
             "duty_hours": 3,
             "orders_per_courier_hour": 1,
             "bundles_per_courier_hour": 2 / 3,
+            # Active: c1 from 5 to 30 + 2, c2 from 6 to 34 + 2: 27 + 30 minutes.
+            "active_hours": 57 / 60,
+            "orders_per_active_hour": 3 / (57 / 60),
+            "bundles_per_active_hour": 2 / (57 / 60),
             "utilisation": 43 / 180,
             "driving_minutes": 23,
             "serving_minutes": 20,
