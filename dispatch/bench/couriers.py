@@ -36,6 +36,7 @@ import numpy as np
 import orjson
 
 from dispatch.auth import Role, issue_token
+from dispatch.migrate import fresh_database
 
 CENTRE = (45.7640, 4.8357)
 TARGET_PINGS_PER_S, TARGET_P99_MS, TARGET_ROUND_S = 5000, 100.0, 1.0
@@ -106,12 +107,12 @@ async def run(
         services = start_embedded(Path(tmp), None, None)
         try:
             assert services.database_url is not None and services.redis_url is not None
-            round_url = await _fresh_database(services.database_url, "bench_round")
+            round_url = await fresh_database(services.database_url, "bench_round")
             _progress(f"dispatch round: {round_jobs} jobs, {round_couriers} couriers")
             rounds = await _round_phase(
                 round_url, services.redis_url + "?db=1", round_jobs, round_couriers, seed
             )
-            live_url = await _fresh_database(services.database_url, "bench_live")
+            live_url = await fresh_database(services.database_url, "bench_live")
             live = await _live_phase(
                 live_url, services.redis_url, Path(tmp), couriers, followers, duration, warmup, seed, servers
             )
@@ -153,24 +154,6 @@ async def _shut_down_redis(url: str | None) -> None:
 def _target(value: float | None, limit: float, *, higher: bool) -> dict[str, Any]:
     met = value is not None and (value >= limit * 0.99 if higher else value < limit)
     return {"value": value, "limit": limit, "met": met}
-
-
-async def _fresh_database(server_url: str, name: str) -> str:
-    import asyncpg
-
-    from dispatch.migrate import migrate_url
-
-    conn = await asyncpg.connect(server_url)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    base, _, query = server_url.partition("?")
-    scheme, _, rest = base.partition("://")
-    url = f"{scheme}://{rest.partition('/')[0]}/{name}" + (f"?{query}" if query else "")
-    await migrate_url(url)
-    return url
 
 
 def _scatter(rng: np.random.Generator, n: int, radius_m: float) -> list[tuple[float, float]]:

@@ -36,6 +36,7 @@ import orjson
 
 from dispatch.auth import Role, issue_token
 from dispatch.clock import ScaledClock
+from dispatch.migrate import fresh_database
 from dispatch.replay.apps import Api, ApiError, CourierApp, DayClock, LatLng, ReadyBoard, ShopApp
 from dispatch.replay.instance import Instance, Point, distance_m, load_instance, travel_minutes
 from dispatch.replay.mapping import PlaneMapping, relative_error_bound
@@ -243,25 +244,6 @@ async def _flush(redis_url: str) -> None:
         await client.flushdb()
     finally:
         await client.aclose()
-
-
-async def fresh_database(server_url: str, name: str) -> str:
-    """Drop and create database `name` on the server of `server_url`, migrated; returns its URL."""
-    import asyncpg
-
-    from dispatch.migrate import migrate_url
-
-    conn = await asyncpg.connect(server_url)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    base, _, query = server_url.partition("?")
-    scheme, _, rest = base.partition("://")
-    url = f"{scheme}://{rest.partition('/')[0]}/{name}" + (f"?{query}" if query else "")
-    await migrate_url(url)
-    return url
 
 
 # --- the replay ----------------------------------------------------------------------------------------
