@@ -250,8 +250,6 @@ async def _round_phase(
 async def _seed_round(
     pool: Any, rng: np.random.Generator, jobs: int, couriers: int
 ) -> tuple[list[str], list[Any]]:
-    from dispatch.services.hours import ALWAYS_OPEN
-
     now = datetime.now(UTC)
     shop_ids = _ids("shop", max(20, jobs // 4))
     shop_spots = _scatter(rng, len(shop_ids), 3000)
@@ -271,21 +269,7 @@ async def _seed_round(
             lines = orjson.dumps([{"sku": "bench", "qty": qty, "unit_price_cents": 100}]).decode()
             job_rows.append((_ids("job", 1)[0], order_id, shop_ids[int(s)], lines, ready))
     async with pool.acquire() as conn, conn.transaction():
-        await conn.execute(
-            """INSERT INTO shops (id, name, lat, lng, opening_hours)
-               SELECT id, 'Shop', lat, lng, $4
-               FROM unnest($1::text[], $2::float8[], $3::float8[]) AS t(id, lat, lng)""",
-            shop_ids,
-            [p[0] for p in shop_spots],
-            [p[1] for p in shop_spots],
-            ALWAYS_OPEN,
-        )
-        await conn.execute(
-            """INSERT INTO couriers (id, name, capacity, on_shift, shift_started_at)
-               SELECT id, 'Rider', 4, true, $2 FROM unnest($1::text[]) AS id""",
-            courier_ids,
-            now,
-        )
+        await _shops_and_couriers(conn, shop_ids, shop_spots, courier_ids, now)
         await _orders(conn, order_ids, resident_ids, doors, "accepted", now)
         await conn.execute(
             """INSERT INTO jobs (id, order_id, shop_id, state, lines, accepted_at, prep_minutes, ready_at,
@@ -297,6 +281,29 @@ async def _seed_round(
             now,
         )
     return courier_ids, courier_spots
+
+
+async def _shops_and_couriers(
+    conn: Any, shop_ids: list[str], shop_spots: Any, courier_ids: list[str], now: datetime
+) -> None:
+    """Always-open shops at `shop_spots` and on-shift couriers, in bulk."""
+    from dispatch.services.hours import ALWAYS_OPEN
+
+    await conn.execute(
+        """INSERT INTO shops (id, name, lat, lng, opening_hours)
+           SELECT id, 'Shop', lat, lng, $4
+           FROM unnest($1::text[], $2::float8[], $3::float8[]) AS t(id, lat, lng)""",
+        shop_ids,
+        [p[0] for p in shop_spots],
+        [p[1] for p in shop_spots],
+        ALWAYS_OPEN,
+    )
+    await conn.execute(
+        """INSERT INTO couriers (id, name, capacity, on_shift, shift_started_at)
+           SELECT id, 'Rider', 4, true, $2 FROM unnest($1::text[]) AS id""",
+        courier_ids,
+        now,
+    )
 
 
 async def _orders(
@@ -396,7 +403,6 @@ async def _seed_live(
     from redis.asyncio import Redis
 
     from dispatch.db import create_pool
-    from dispatch.services.hours import ALWAYS_OPEN
     from dispatch.services.locations import Grant, LiveLocations
 
     now = datetime.now(UTC)
@@ -411,21 +417,7 @@ async def _seed_live(
     pool = await create_pool(database_url, 1, 2)
     try:
         async with pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                """INSERT INTO shops (id, name, lat, lng, opening_hours)
-                   SELECT id, 'Shop', lat, lng, $4
-                   FROM unnest($1::text[], $2::float8[], $3::float8[]) t(id, lat, lng)""",
-                shop_ids,
-                [p[0] for p in shop_spots],
-                [p[1] for p in shop_spots],
-                ALWAYS_OPEN,
-            )
-            await conn.execute(
-                """INSERT INTO couriers (id, name, capacity, on_shift, shift_started_at)
-                   SELECT id, 'Rider', 4, true, $2 FROM unnest($1::text[]) AS id""",
-                courier_ids,
-                now,
-            )
+            await _shops_and_couriers(conn, shop_ids, shop_spots, courier_ids, now)
             await _orders(conn, order_ids, resident_ids, doors, "in_delivery", now)
             await conn.execute(
                 """INSERT INTO routes (id, courier_id, state, offered_at, accepted_at, updated_at)
