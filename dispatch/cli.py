@@ -144,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_bench_parser(sub)
 
-    from dispatch.replay.driver import add_replay_parser
+    from dispatch.replay.cli import add_replay_parser
 
     add_replay_parser(sub)
 

@@ -113,6 +113,10 @@ class Settings:
     location_skew_s: float = 5.0
     courier_max_speed_m_s: float = 40.0
     split_slack_minutes: float = 10.0
+    # Matching cost = delivery minute + this x minutes driven empty to the first shop (see README, Replay).
+    empty_leg_weight: float = 0.5
+    # Work whose best courier would wait longer than this at the shops is held for a later round.
+    defer_wait_minutes: float = 0.0
     pickup_service_minutes: float = 4.0
     dropoff_service_minutes: float = 4.0
     # --- replay (issue 6) ---
@@ -163,6 +167,8 @@ class Settings:
                 env, "DISPATCH_COURIER_MAX_SPEED_M_S", defaults.courier_max_speed_m_s, 1.0
             ),
             split_slack_minutes=_float(env, "DISPATCH_SPLIT_SLACK_MIN", defaults.split_slack_minutes),
+            empty_leg_weight=_float(env, "DISPATCH_EMPTY_LEG_WEIGHT", defaults.empty_leg_weight),
+            defer_wait_minutes=_float(env, "DISPATCH_DEFER_WAIT_MIN", defaults.defer_wait_minutes),
             pickup_service_minutes=_float(
                 env, "DISPATCH_PICKUP_SERVICE_MIN", defaults.pickup_service_minutes
             ),

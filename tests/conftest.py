@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -115,9 +116,15 @@ def clock() -> ManualClock:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    # Timers are fired explicitly by the tests (expire_due) so that they run deterministically.
+    # Timers are fired explicitly by the tests (expire_due) so that they run deterministically. Rounds place
+    # work as soon as it is accepted (tests/couriers/test_deferral.py covers holding it until it is due).
     return Settings(
-        data_dir=tmp_path, db_pool_min=1, db_pool_max=4, max_body_bytes=64 * 1024, run_timers=False
+        data_dir=tmp_path,
+        db_pool_min=1,
+        db_pool_max=4,
+        max_body_bytes=64 * 1024,
+        run_timers=False,
+        defer_wait_minutes=math.inf,
     )
 
 

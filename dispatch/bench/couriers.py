@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import math
 import os
 import secrets
 import socket
@@ -194,7 +195,8 @@ async def _round_phase(
     async def no_seq(recipient: str) -> int:
         return 0
 
-    settings = Settings()
+    # Every job placed in the round (none held for later): the most the round can have to write.
+    settings = Settings(defer_wait_minutes=math.inf)
     pool = await create_pool(database_url, 2, 4)
     redis = Redis.from_url(redis_url)
     live = LiveLocations(redis, settings.courier_max_speed_m_s)

@@ -73,7 +73,8 @@ class DispatchParams:
     max_bundle_items: int | None = None
     split_slack_minutes: float = 10.0
     couriers_per_candidate: int | None = None  # keep only the k best couriers of each candidate
-    max_first_wait_minutes: float | None = None
+    empty_leg_weight: float = 0.0  # cost = finish + this x minutes driven empty to the first pickup
+    defer_wait_minutes: float | None = None  # hold work whose courier would wait longer at shops
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +245,17 @@ def _legs(
     return np.fromiter((travel(point, to) for point in points), np.float64, len(points))
 
 
+@dataclass(frozen=True, slots=True)
+class _Scores:
+    """Per courier: when the candidate's last item reaches its door (inf: infeasible), what the matching
+    minimises for it, minutes the courier would wait at shops for goods, and the route option chosen."""
+
+    finish: NDArray[np.float64]
+    cost: NDArray[np.float64]
+    wait: NDArray[np.float64]
+    choice: NDArray[np.intp]
+
+
 def _scores(
     candidate: Candidate,
     fleet: _Fleet,
@@ -251,31 +263,34 @@ def _scores(
     travel: Travel,
     travel_many: TravelMany | None,
     params: DispatchParams,
-) -> tuple[NDArray[np.float64], NDArray[np.intp]]:
-    """Finish minute for each courier of `cols` (None: all; inf: infeasible) and its option."""
-    half_pickup = params.service.pickup_minutes / 2
+) -> _Scores:
+    """Scores of the couriers of `cols` (None: all) for the candidate."""
     everyone = cols is None
     free_at = fleet.free_at if everyone else fleet.free_at[cols]
     spare = fleet.spare if everyone else fleet.spare[cols]
     usable = (fleet.assignable if everyone else fleet.assignable[cols]) & (spare >= candidate.items)
     deadline = fleet.deadline if everyone else fleet.deadline[cols]
-    finishes = []
+    finishes, costs, waits = [], [], []
     legs: dict[Point, NDArray[np.float64]] = {}
     for option in candidate.options:
         if option.first_pickup not in legs:
             legs[option.first_pickup] = _legs(fleet, cols, option.first_pickup, travel, travel_many)
-        arrival = free_at + legs[option.first_pickup]
+        leg = legs[option.first_pickup]
+        arrival = free_at + leg
         last_pickup = np.maximum(option.release, arrival + option.lead)
-        ok = usable & (last_pickup <= deadline)
-        max_wait = params.max_first_wait_minutes
-        if max_wait is not None and option.first_ready is not None:
-            ok &= option.first_ready - (arrival + half_pickup) <= max_wait
-        finishes.append(np.where(ok, last_pickup + option.tail, np.inf))
+        finish = np.where(usable & (last_pickup <= deadline), last_pickup + option.tail, np.inf)
+        finishes.append(finish)
+        costs.append(finish + params.empty_leg_weight * leg)
+        waits.append(last_pickup - (arrival + option.lead))
     if len(finishes) == 1:  # the common case: one shop
-        return finishes[0], np.zeros(free_at.size, dtype=np.intp)
-    stacked = np.stack(finishes)
-    choice = np.argmin(stacked, axis=0)
-    return np.take_along_axis(stacked, choice[None, :], axis=0)[0], choice
+        return _Scores(finishes[0], costs[0], waits[0], np.zeros(free_at.size, dtype=np.intp))
+    choice = np.argmin(np.stack(costs), axis=0)
+
+    def chosen(values: list[NDArray[np.float64]]) -> NDArray[np.float64]:
+        picked: NDArray[np.float64] = np.take_along_axis(np.stack(values), choice[None, :], axis=0)[0]
+        return picked
+
+    return _Scores(chosen(finishes), chosen(costs), chosen(waits), choice)
 
 
 def score(
@@ -287,7 +302,7 @@ def score(
 ) -> float | None:
     """Minute the candidate's last item would reach its door with this courier; None: infeasible."""
     fleet = _Fleet.of([courier], now, travel, params.service)
-    finish, _ = _scores(candidate, fleet, None, travel, None, params)
+    finish = _scores(candidate, fleet, None, travel, None, params).finish
     return float(finish[0]) if np.isfinite(finish[0]) else None
 
 
@@ -310,13 +325,13 @@ def assign_round(
     unassigned: list[Candidate] = []
     for row, candidate in enumerate(candidates):
         col = chosen.get(row)
-        joint = None if col is None else float(cost[row, col])
         parts = None
         if candidate.parts:
             free = ~busy
             if col is not None:
                 free[col] = True  # the joint's courier may take a part instead
             pool = np.flatnonzero(free)
+            joint = None if col is None else _finish(candidate, fleet, col, travel, params)
             parts = _split_instead(candidate, joint, fleet, pool, nearby, travel, travel_many, params)
         if parts is None:
             if col is None:
@@ -330,8 +345,18 @@ def assign_round(
         placed.extend(parts)
         done = {part for part, _ in parts}
         unassigned.extend(part for part in candidate.parts if part not in done)
-    assignments = tuple(_assignment(c, fleet, col, now, travel, params) for c, col in placed)
-    return RoundResult(assignments, tuple(unassigned))
+    assignments = []
+    for candidate, col in placed:
+        scored = _scores(candidate, fleet, np.array([col], dtype=np.intp), travel, None, params)
+        if params.defer_wait_minutes is not None and scored.wait[0] > params.defer_wait_minutes:
+            unassigned.append(candidate)  # its courier can set off later: decide then, on fresher facts
+            continue
+        assignments.append(_assignment(candidate, fleet, col, int(scored.choice[0]), now, travel, params))
+    return RoundResult(tuple(assignments), tuple(unassigned))
+
+
+def _finish(candidate: Candidate, fleet: _Fleet, col: int, travel: Travel, params: DispatchParams) -> float:
+    return float(_scores(candidate, fleet, np.array([col], dtype=np.intp), travel, None, params).finish[0])
 
 
 def _split_instead(
@@ -345,14 +370,14 @@ def _split_instead(
     params: DispatchParams,
 ) -> list[tuple[Candidate, int]] | None:
     """A split order's parts with their couriers, when they beat the joint route; else None."""
-    cost = _cost_matrix(candidate.parts, fleet.subset(pool), nearby, travel, travel_many, params)
-    matched = _match(cost)
+    sub = fleet.subset(pool)
+    matched = _match(_cost_matrix(candidate.parts, sub, nearby, travel, travel_many, params))
     parts = [(candidate.parts[row], int(pool[col])) for row, col in matched]
     if joint is None:
         return parts or None
     if len(matched) < len(candidate.parts):
         return None
-    arrives = max(float(cost[row, col]) for row, col in matched)
+    arrives = max(_finish(candidate.parts[row], sub, col, travel, params) for row, col in matched)
     return parts if arrives < joint - params.split_slack_minutes else None
 
 
@@ -364,7 +389,7 @@ def _cost_matrix(
     travel_many: TravelMany | None,
     params: DispatchParams,
 ) -> NDArray[np.float64]:
-    """Finish minutes, candidates x couriers; inf where infeasible or not nearby."""
+    """What the matching minimises, candidates x couriers; inf where infeasible or not nearby."""
     cost = np.full((len(candidates), len(fleet.couriers)), np.inf)
     k = params.couriers_per_candidate
     for row, candidate in enumerate(candidates):
@@ -374,13 +399,13 @@ def _cost_matrix(
             cols = np.unique(np.array([i for i in found if i is not None], dtype=np.intp))
             if cols.size == 0:
                 continue
-        finish, _ = _scores(candidate, fleet, cols, travel, travel_many, params)
-        if k is not None and k < finish.size:
+        costs = _scores(candidate, fleet, cols, travel, travel_many, params).cost
+        if k is not None and k < costs.size:
             # The k best only: a sparser matrix, and a far courier rarely wins anyway.
-            kept = np.argpartition(finish, k - 1)[:k]
+            kept = np.argpartition(costs, k - 1)[:k]
             cols = kept if cols is None else cols[kept]
-            finish = finish[kept]
-        cost[row, slice(None) if cols is None else cols] = finish
+            costs = costs[kept]
+        cost[row, slice(None) if cols is None else cols] = costs
     return cost
 
 
@@ -404,13 +429,13 @@ def _assignment(
     candidate: Candidate,
     fleet: _Fleet,
     col: int,
+    option: int,
     now: float,
     travel: Travel,
     params: DispatchParams,
 ) -> Assignment:
     courier = fleet.couriers[col]
-    _, choice = _scores(candidate, fleet, np.array([col], dtype=np.intp), travel, None, params)
-    stops = courier.route + candidate.options[int(choice[0])].stops
+    stops = courier.route + candidate.options[option].stops
     start = now if courier.available_at is None else max(now, courier.available_at)
     timings = simulate(courier.position, start, stops, travel, params.service)
     route = Route(courier.courier_id, stops)
@@ -443,12 +468,11 @@ def nearest_idle_round(
             continue
         candidate = make_candidate([job], params, travel)
         cols = np.flatnonzero(free)
-        finish, _ = _scores(candidate, fleet, cols, travel, None, params)
-        feasible = cols[np.isfinite(finish)]
+        feasible = cols[np.isfinite(_scores(candidate, fleet, cols, travel, None, params).finish)]
         if feasible.size == 0:
             unassigned.append(candidate)
             continue
         col = int(feasible[int(np.argmin(_legs(fleet, feasible, job.pickup, travel, None)))])
         free[col] = False
-        assignments.append(_assignment(candidate, fleet, col, now, travel, params))
+        assignments.append(_assignment(candidate, fleet, col, 0, now, travel, params))
     return RoundResult(tuple(assignments), tuple(unassigned))

@@ -105,7 +105,13 @@ def _travel_many(svc: Services) -> Callable[[NDArray[np.float64], Point], NDArra
 
 
 def params_of(svc: Services) -> DispatchParams:
-    return DispatchParams(service=service_times(svc), split_slack_minutes=svc.settings.split_slack_minutes)
+    settings = svc.settings
+    return DispatchParams(
+        service=service_times(svc),
+        split_slack_minutes=settings.split_slack_minutes,
+        empty_leg_weight=settings.empty_leg_weight,
+        defer_wait_minutes=settings.defer_wait_minutes,
+    )
 
 
 # --- the round -------------------------------------------------------------------------------------------

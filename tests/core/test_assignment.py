@@ -179,12 +179,58 @@ def test_stale_or_off_shift_couriers_get_nothing() -> None:
     assert score(courier("c", (0, 0), on_shift=False), candidate, 0, minutes, PARAMS) is None
 
 
-def test_max_first_wait_keeps_couriers_from_idling_at_a_shop() -> None:
-    candidate = single(pickup=(0, 10), ready=30)  # arrival 10, could pick up at 12: waits 18
-    patient = DispatchParams(service=PARAMS.service, max_first_wait_minutes=18)
-    hurried = DispatchParams(service=PARAMS.service, max_first_wait_minutes=17.5)
-    assert score(courier("c", (0, 0)), candidate, 0, minutes, patient) is not None
-    assert score(courier("c", (0, 0)), candidate, 0, minutes, hurried) is None
+def test_work_is_deferred_while_its_courier_would_only_wait_at_the_shop() -> None:
+    candidates = route_candidates([job("a", pickup=(0, 10), ready=30, door=(0, 20))], PARAMS, minutes)
+    # Arrives at 10, could pick up at 12: would wait 18 minutes for the goods.
+    patient = DispatchParams(service=PARAMS.service, defer_wait_minutes=18)
+    hurried = DispatchParams(service=PARAMS.service, defer_wait_minutes=17.5)
+    placed = assign_round(candidates, [courier("c", (0, 0))], 0, minutes, patient)
+    assert [a.courier_id for a in placed.assignments] == ["c"]
+    held = assign_round(candidates, [courier("c", (0, 0))], 0, minutes, hurried)
+    assert held.assignments == () and held.unassigned == tuple(candidates)
+    # Once the courier has to set off, the same work is placed.
+    later = assign_round(candidates, [courier("c", (0, 0))], 18, minutes, hurried)
+    assert [a.score for a in later.assignments] == [30 + 2 + 10 + 2]
+
+
+def test_a_courier_only_reaching_the_shop_late_is_not_deferred() -> None:
+    candidates = route_candidates([job("a", pickup=(0, 10), ready=5, door=(0, 20))], PARAMS, minutes)
+    strict = DispatchParams(service=PARAMS.service, defer_wait_minutes=0)
+    result = assign_round(candidates, [courier("c", (0, 0))], 0, minutes, strict)
+    assert [a.score for a in result.assignments] == [10 + 2 + 2 + 10 + 2]
+
+
+def test_deferral_counts_waits_at_every_shop_of_a_split_order() -> None:
+    jobs = [
+        job("a", shop="s1", pickup=(0, 0), ready=0, order="o1"),
+        job("b", shop="s2", pickup=(0, 4), ready=40, order="o1"),
+    ]
+    candidates = route_candidates(jobs, PARAMS, minutes)
+    strict = DispatchParams(service=PARAMS.service, defer_wait_minutes=5, split_slack_minutes=1000)
+    # Nothing to wait for at s1, but ~30 minutes at s2: hold it.
+    assert assign_round(candidates, [courier("c", (0, 0))], 0, minutes, strict).assignments == ()
+    assert len(assign_round(candidates, [courier("c", (0, 0))], 30, minutes, strict).assignments) == 1
+
+
+def test_empty_leg_weight_prefers_the_courier_driving_less_for_the_same_delivery() -> None:
+    candidates = route_candidates([job("a", pickup=(0, 10), ready=30, door=(0, 20))], PARAMS, minutes)
+    couriers = [courier("far", (0, -10)), courier("near", (0, 9))]  # both there before the goods are ready
+    weighted = DispatchParams(service=PARAMS.service, empty_leg_weight=0.5)
+    (chosen,) = assign_round(candidates, couriers, 0, minutes, weighted).assignments
+    assert (chosen.courier_id, chosen.score) == ("near", 44)
+
+
+def test_empty_leg_weight_trades_driving_against_lateness() -> None:
+    candidates = route_candidates([job("a", pickup=(0, 10), ready=0, door=(0, 20))], PARAMS, minutes)
+    # quick drives 5 minutes and delivers at 21; the other is at the shop, free at 7, delivers at 23.
+    couriers = [courier("quick", (0, 5)), courier("at-the-shop", (0, 10), available_at=7)]
+    (plain,) = assign_round(candidates, couriers, 0, minutes, PARAMS).assignments
+    assert (plain.courier_id, plain.score) == ("quick", 21)
+    weighted = DispatchParams(service=PARAMS.service, empty_leg_weight=0.5)  # 5 minutes driven = 2.5 late
+    (chosen,) = assign_round(candidates, couriers, 0, minutes, weighted).assignments
+    assert (chosen.courier_id, chosen.score) == ("at-the-shop", 23)
+    lighter = DispatchParams(service=PARAMS.service, empty_leg_weight=0.3)  # 1.5 < 2: quick again
+    assert assign_round(candidates, couriers, 0, minutes, lighter).assignments[0].courier_id == "quick"
 
 
 @st.composite

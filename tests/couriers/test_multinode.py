@@ -4,6 +4,7 @@ PostgreSQL and Redis in this process, then two real server processes."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -51,9 +52,10 @@ async def second_node(
     redis_url: str,
     tmp_path: Path,
     clock: ManualClock,
+    settings: Settings,
 ) -> AsyncIterator[Client]:
     """Another app sharing PostgreSQL, Redis and the test's clock, as a second server process would."""
-    settings = Settings(data_dir=tmp_path / "node2", db_pool_min=1, db_pool_max=4, run_timers=False)
+    settings = dataclasses.replace(settings, data_dir=tmp_path / "node2")
     app = create_app(settings, secret=SECRET, database_url=database_url, redis_url=redis_url, clock=clock)
     async with TestClient(TestServer(app)) as c:
         yield c

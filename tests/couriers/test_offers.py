@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import dataclasses
 
 import pytest
 
@@ -32,15 +32,8 @@ NEAR, FAR = (DOOR[0] + 0.0025, DOOR[1]), (DOOR[0] + 0.01, DOOR[1])
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(
-        data_dir=tmp_path,
-        db_pool_min=1,
-        db_pool_max=4,
-        run_timers=False,
-        courier_auto_accept=False,
-        route_offer_s=30,
-    )
+def settings(settings: Settings) -> Settings:
+    return dataclasses.replace(settings, courier_auto_accept=False, route_offer_s=30)
 
 
 async def offered_route(client: Client, auth: AuthFn, clock: ManualClock) -> tuple[str, str, str, str]:

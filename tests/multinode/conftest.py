@@ -74,6 +74,7 @@ def start_nodes(database_url: str, redis_url: str, tmp_path: Path) -> Iterator[C
                 "DISPATCH_SECRET": SECRET,
                 "DISPATCH_LOG_LEVEL": "WARNING",
                 "DISPATCH_DB_POOL_MAX": "5",
+                "DISPATCH_DEFER_WAIT_MIN": "inf",  # rounds place work at once, as in-process tests
                 **env,
             }
             proc = subprocess.Popen(

@@ -1,0 +1,211 @@
+"""`python -m dispatch replay ...`: run a day through the real server, compare the policies, generate
+instances, or run the dispatch core offline on an instance (seconds, for tuning)."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from dispatch.replay.apps import LatLng
+from dispatch.replay.driver import (
+    DEFAULT_ORIGIN,
+    ReplayOptions,
+    run_replay,
+    server_env,
+    summary,
+    write_outputs,
+)
+from dispatch.replay.instance import load_instance
+from dispatch.replay.metrics import compute_metrics, format_comparison
+
+# --- command line --------------------------------------------------------------------------------------
+
+
+def add_replay_parser(sub: Any) -> None:
+    replay = sub.add_parser(
+        "replay",
+        help="replay a delivery day (instance format) through the real server; compare; offline; generate",
+        description="replay INSTANCE_DIR [options] | replay compare INSTANCE_DIR [options] | "
+        "replay offline INSTANCE_DIR... | replay generate OUT_DIR [--orders N] [--seed S]",
+        add_help=False,
+    )
+    replay.add_argument("rest", nargs=argparse.REMAINDER)
+    replay.set_defaults(func=cmd_replay)
+
+
+def _origin(text: str) -> LatLng:
+    try:
+        lat, lng = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected LAT,LNG") from None
+    return lat, lng
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("instance", type=Path, help="directory of the instance's four files")
+    p.add_argument("--speed", type=float, default=60.0, help="clock speed: 60 = an instance minute a second")
+    p.add_argument("--origin", type=_origin, default=DEFAULT_ORIGIN, help="LAT,LNG of the plane's centre")
+    p.add_argument("--round-s", type=float, default=30.0, help="dispatch round, instance seconds (30)")
+    p.add_argument("--tolerance", type=float, help="feasibility tolerance, minutes (0.25 wall s of clock)")
+    p.add_argument("--json", action="store_true", help="print one JSON object, no progress bar")
+
+
+def _run_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dispatch replay", description="Replay a day through the real server.")
+    _common(p)
+    p.add_argument("--server", help="a running server's URL (see --print-env); default: start one")
+    p.add_argument("--out", type=Path, help="output directory (default replay-out/<instance>-<policy>)")
+    p.add_argument("--policy", choices=("ours", "nearest-idle"), default="ours")
+    p.add_argument("--print-env", action="store_true", help="print a server's environment for this instance")
+    return p
+
+
+def _compare_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dispatch replay compare", description="Both policies, side by side.")
+    _common(p)
+    p.add_argument("--out", type=Path, help="output directory (a subdirectory per policy)")
+    return p
+
+
+def _offline_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="dispatch replay offline",
+        description="Both policies on each instance with the dispatch core alone (no server, seconds a "
+        "day): to try DISPATCH_EMPTY_LEG_WEIGHT, DISPATCH_DEFER_WAIT_MIN and others before a real replay.",
+    )
+    p.add_argument("instances", type=Path, nargs="+", help="instance directories")
+    p.add_argument("--round-s", type=float, default=30.0, help="dispatch round, instance seconds (30)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    return p
+
+
+def _generate_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dispatch replay generate", description="Write a generated instance.")
+    p.add_argument("out", type=Path)
+    p.add_argument("--orders", type=int, default=500)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--orders-per-courier-hour", type=float, default=2.0, help="sizes the fleet")
+    return p
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds the context managers: the server and databases stop
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    rest: list[str] = args.rest
+    if not rest or rest[0] in ("-h", "--help"):
+        for parser in (_run_parser(), _compare_parser(), _offline_parser(), _generate_parser()):
+            parser.print_help()
+            print()
+        return 0
+    if rest[0] == "generate":
+        return _cmd_generate(_generate_parser().parse_args(rest[1:]))
+    if rest[0] == "compare":
+        return _cmd_compare(_compare_parser().parse_args(rest[1:]))
+    if rest[0] == "offline":
+        return _cmd_offline(_offline_parser().parse_args(rest[1:]))
+    return _cmd_run(_run_parser().parse_args(rest))
+
+
+def _options(args: argparse.Namespace, policy: str, server: str | None = None) -> ReplayOptions:
+    if not args.speed > 0:
+        raise SystemExit("--speed must be positive")
+    return ReplayOptions(
+        speed=args.speed,
+        policy=policy,
+        origin=args.origin,
+        round_s=args.round_s,
+        tolerance=args.tolerance,
+        progress=not args.json,
+        server_url=server,
+    )
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    instance = load_instance(args.instance)
+    opts = _options(args, args.policy, args.server)
+    if args.print_env:
+        for key, value in server_env(instance, opts, time.time()).items():
+            print(f"export {key}={value}")
+        return 0
+    result = run_replay(instance, opts)
+    out = args.out or Path("replay-out") / f"{instance.name}-{opts.policy}"
+    write_outputs(out, instance, result)
+    if args.json:
+        print(orjson.dumps(result.metrics).decode())
+    else:
+        print(summary(result.metrics))
+        print(f"written to {out}/")
+    return 1 if result.metrics["feasibility"]["violations"] else 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    instance = load_instance(args.instance)
+    results: dict[str, dict[str, Any]] = {}
+    for policy in ("ours", "nearest-idle"):
+        result = run_replay(instance, _options(args, policy))
+        if args.out is not None:
+            write_outputs(args.out / policy, instance, result)
+        results[policy] = result.metrics
+    if args.json:
+        print(orjson.dumps(results).decode())
+    else:
+        walls = ", ".join(f"{p} {m['replay']['wall_seconds']:.0f} s" for p, m in results.items())
+        print(f"{instance.name} at speed {args.speed:g} ({walls})")
+        print(format_comparison(results))
+    return 1 if any(m["feasibility"]["violations"] for m in results.values()) else 0
+
+
+def _cmd_offline(args: argparse.Namespace) -> int:
+    from dispatch.config import Settings
+    from dispatch.core.assignment import DispatchParams
+    from dispatch.core.routes import ServiceTimes
+    from dispatch.replay.offline import simulate_policy
+
+    if not args.round_s > 0:
+        raise SystemExit("--round-s must be positive")
+    settings = Settings.from_env()  # the server's dispatch settings, as DISPATCH_* would set them
+    everything: dict[str, dict[str, Any]] = {}
+    for directory in args.instances:
+        instance = load_instance(directory)
+        p = instance.parameters
+        params = DispatchParams(
+            service=ServiceTimes(p.pickup_service_minutes, p.dropoff_service_minutes),
+            split_slack_minutes=settings.split_slack_minutes,
+            empty_leg_weight=settings.empty_leg_weight,
+            defer_wait_minutes=settings.defer_wait_minutes,
+        )
+        results = {
+            policy: compute_metrics(
+                instance, simulate_policy(instance, policy, params, round_minutes=args.round_s / 60)
+            )
+            for policy in ("ours", "nearest-idle")
+        }
+        everything[instance.name] = results
+        if not args.json:
+            print(f"{instance.name}, offline (the dispatch core alone, rounds every {args.round_s:g} s)")
+            print(format_comparison(results))
+            print()
+    if args.json:
+        print(orjson.dumps(everything).decode())
+    return 1 if any(m["feasibility"]["violations"] for r in everything.values() for m in r.values()) else 0
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from dispatch.replay.generate import generate_instance
+    from dispatch.replay.instance import write_instance
+
+    instance = generate_instance(args.orders, args.seed, orders_per_courier_hour=args.orders_per_courier_hour)
+    write_instance(instance, args.out)
+    print(
+        f"{instance.name}: {len(instance.orders)} orders, {len(instance.restaurants)} restaurants, "
+        f"{len(instance.couriers)} couriers -> {args.out}"
+    )
+    return 0
