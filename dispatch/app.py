@@ -103,7 +103,7 @@ async def _zones(app: web.Application) -> AsyncIterator[None]:
     directory.index.warm()
     app[ZONES] = directory
     await app[FANOUT].subscribe(zones.CHANNEL, directory.on_message)
-    resync = asyncio.create_task(directory.resync_forever(app[CLOCK]), name="zone-resync")
+    resync = asyncio.create_task(directory.resync_forever(), name="zone-resync")
     yield
     resync.cancel()
     with contextlib.suppress(asyncio.CancelledError):

@@ -15,7 +15,6 @@ from typing import Any
 import asyncpg
 import shapely
 
-from dispatch.clock import Clock
 from geo import Cover, ZoneIndex
 
 log = logging.getLogger(__name__)
@@ -33,8 +32,15 @@ class ZoneDirectory:
         self.index = ZoneIndex(resolution)
         self._fingerprint: Any = None
         self.last_load_seconds = 0.0
+        # One change at a time: a shop reloaded while a full load is under way would otherwise be lost when
+        # the full load swaps in its index, built from an older snapshot.
+        self._changing = asyncio.Lock()
 
     async def load_all(self) -> None:
+        async with self._changing:
+            await self._load_all()
+
+    async def _load_all(self) -> None:
         started = time.perf_counter()
         # Millions of short-lived ints from the cover arrays would trigger many useless GC passes.
         gc_was_enabled = gc.isenabled()
@@ -56,15 +62,15 @@ class ZoneDirectory:
         log.info("zone index loaded", extra={"shops": len(rows), "seconds": round(self.last_load_seconds, 3)})
 
     async def reload_shop(self, shop_id: str) -> None:
-        async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
-            row = await conn.fetchrow(_SELECT + " AND s.id = $1", shop_id)
-            fingerprint = tuple(await conn.fetchrow(_FINGERPRINT) or ())
-        if row is None:
-            if shop_id in self.index:
-                self.index.remove(shop_id)
-        else:
-            self._add(self.index, row, shapely.from_wkb(row["zone_wkb"]))
-        self._fingerprint = fingerprint
+        # The fingerprint is left alone: it may already count other shops' changes whose messages are still
+        # on their way (or lost), and only a full load may claim to have seen them.
+        async with self._changing:
+            row = await self._pool.fetchrow(_SELECT + " AND s.id = $1", shop_id)
+            if row is None:
+                if shop_id in self.index:
+                    self.index.remove(shop_id)
+            else:
+                self._add(self.index, row, shapely.from_wkb(row["zone_wkb"]))
 
     def _add(self, index: ZoneIndex, row: asyncpg.Record, geometry: Any) -> None:
         # A cover stored at another resolution (the setting changed) is recomputed by the index.
@@ -82,10 +88,12 @@ class ZoneDirectory:
         else:
             await self.reload_shop(shop_id)
 
-    async def resync_forever(self, clock: Clock, every_s: float = 30.0) -> None:
-        """Reload everything when PostgreSQL shows changes this node has not seen (a lost message)."""
+    async def resync_forever(self, every_s: float = 30.0) -> None:
+        """Reload everything when PostgreSQL shows changes the last full load has not seen (a lost message).
+        Wall-clock seconds: this guards the transport, not business time, so a replay's fast clock must not
+        turn it into a reload every tenth of a second."""
         while True:
-            await clock.sleep(every_s)
+            await asyncio.sleep(every_s)
             try:
                 fingerprint = tuple(await self._pool.fetchrow(_FINGERPRINT) or ())
                 if fingerprint != self._fingerprint:
