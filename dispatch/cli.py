@@ -33,17 +33,31 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 @contextlib.contextmanager
-def _database(settings: Settings, *, lock: bool) -> Iterator[tuple[str, str]]:
-    """The database and Redis URLs: given ones, or the embedded servers under the data dir."""
+def _database(settings: Settings, *, lock: bool) -> Iterator[tuple[str, str | None]]:
+    """The database and Redis URLs: given ones, or the embedded servers under the data dir.
+
+    The server (`lock=True`) holds the data dir's lock while it runs. A one-off command (`lock=False`) takes
+    it too when it is free, so no server starts underneath; when a server holds it, the command opens only
+    the embedded PostgreSQL (pgserver shares it between processes) and gets no Redis URL: the embedded Redis
+    belongs to the server, and a second handle on it would shut it down when the command ends.
+    """
     from dispatch.embedded import data_dir_lock, start_embedded
 
     needs_embedded = settings.database_url is None or settings.redis_url is None
     with contextlib.ExitStack() as stack:
-        if needs_embedded and lock:
-            stack.enter_context(data_dir_lock(settings.data_dir))
-        services = start_embedded(settings.data_dir, settings.database_url, settings.redis_url)
+        with_redis = True
+        if needs_embedded:
+            try:
+                stack.enter_context(data_dir_lock(settings.data_dir))
+            except StartupError as exc:
+                if lock or exc.code != "data_dir_locked":
+                    raise
+                with_redis = settings.redis_url is not None
+        services = start_embedded(
+            settings.data_dir, settings.database_url, settings.redis_url, with_redis=with_redis
+        )
         stack.callback(services.stop)
-        assert services.database_url is not None and services.redis_url is not None
+        assert services.database_url is not None
         yield services.database_url, services.redis_url
 
 
@@ -58,6 +72,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     setup_logging(settings.log_level, settings.log_format)
     secret = load_or_create_secret(settings.secret, settings.data_dir)
     with _database(settings, lock=True) as (database_url, redis_url):
+        assert redis_url is not None  # the server holds the lock: it always has its Redis
         if settings.demo:
             summary = asyncio.run(load_demo_if_empty(database_url, settings))
             if summary is not None:
@@ -106,6 +121,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     with _database(settings, lock=False) as (database_url, redis_url):
         summary = asyncio.run(load_demo(database_url, settings, redis_url=redis_url))
     print(summary.instructions())
+    if redis_url is None:
+        print("(a server is running on this data dir: it picks the new zones up within 30 seconds)")
     return 0
 
 

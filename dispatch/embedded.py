@@ -91,14 +91,17 @@ def start_redis(data_dir: Path) -> tuple[str, Any]:
     return f"unix://{server.socket_file}", server
 
 
-def start_embedded(data_dir: Path, database_url: str | None, redis_url: str | None) -> EmbeddedServices:
-    """Start whatever is not given by URL. Callers hold `data_dir_lock` around the whole run."""
+def start_embedded(
+    data_dir: Path, database_url: str | None, redis_url: str | None, *, with_redis: bool = True
+) -> EmbeddedServices:
+    """Start whatever is not given by URL (Redis only `with_redis`). Callers hold `data_dir_lock` around the
+    whole run, or know that a server holding it owns the embedded Redis."""
     services = EmbeddedServices(database_url=database_url, redis_url=redis_url)
     try:
         if database_url is None:
             services.database_url, services._pg = start_postgres(data_dir)
             log.info("embedded PostgreSQL started", extra={"data_dir": str(data_dir)})
-        if redis_url is None:
+        if redis_url is None and with_redis:
             services.redis_url, services._redis = start_redis(data_dir)
             log.info("embedded Redis started", extra={"data_dir": str(data_dir)})
     except BaseException:

@@ -119,6 +119,17 @@ def test_serve_restart_keeps_data_and_one_server_per_data_dir(tmp_path: Path) ->
         assert second.returncode != 0
         assert "already running on the data dir" in out
         assert _get(port, "/readyz")[0] == 200
+        # A one-off command meanwhile shares the embedded PostgreSQL and leaves the server's Redis alone.
+        migrate = subprocess.run(
+            [sys.executable, "-m", "dispatch", "migrate", "--data-dir", str(data_dir)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert migrate.returncode == 0, migrate.stdout + migrate.stderr
+        assert "applied 0 migration(s)" in migrate.stdout
+        status, ready = _get(port, "/readyz")
+        assert status == 200, ready
         # On SIGTERM a connected websocket is closed with 1001 (going away).
         close_code = _close_code_on_sigterm(first, port, token)
     finally:
