@@ -110,8 +110,9 @@ def simulate_policy(
     assignments: list[AssignmentRecord] = []
     moves: list[CourierMove] = []
     last_on = max((c.off_time for c in couriers), default=-math.inf)
-    placed = 0
-    now = orders[0].placement_time if orders else 0.0
+    placed, rounds = 0, 0
+    first = orders[0].placement_time if orders else 0.0
+    now = first
     while (placed < len(orders) or jobs) and now < last_on:
         while placed < len(orders) and orders[placed].placement_time <= now:
             o = orders[placed]
@@ -134,7 +135,8 @@ def simulate_policy(
                 )
                 for job_id in a.candidate.job_ids:
                     del jobs[job_id]
-        now += round_minutes
+        rounds += 1
+        now = first + rounds * round_minutes  # no drift from adding up fractions
     for o in orders:
         records.setdefault(o.id, OrderRecord(o.id, o.placement_time, o.ready_time))
     return Trace(assignments, [records[o.id] for o in instance.orders.values()], moves)

@@ -99,7 +99,8 @@ def _replay(tmp_path: Path, services: tuple[str, str], policy: str) -> tuple[dic
 @pytest.mark.parametrize("policy", ["ours", "nearest-idle"])
 def test_end_to_end_replay(tmp_path: Path, services: tuple[str, str], policy: str) -> None:
     metrics, out = _replay(tmp_path, services, policy)
-    assert metrics["orders"]["delivered"] == metrics["orders"]["total"] == 24  # type: ignore[index]
+    delivered = metrics["orders"]["delivered"]  # type: ignore[index]
+    assert delivered == metrics["orders"]["total"] == 24, metrics["replay"]  # type: ignore[index]
     assert metrics["feasibility"]["violations"] == 0, metrics["feasibility"]  # type: ignore[index]
     assert metrics["replay"]["app_errors"] == 0, metrics["replay"]  # type: ignore[index]
     assert metrics["replay"]["policy"] == policy  # type: ignore[index]
