@@ -62,43 +62,51 @@ def issue_token(secret: str, role: Role, subject: str, ttl_s: int, now: datetime
 
 
 # Verified tokens: a signature check costs ~0.4 ms and apps send the same token on every request.
-# Keyed by (secret, token) and still checked for expiry on every use.
-_VERIFIED: dict[tuple[str, str], tuple[Principal, int]] = {}
+# Keyed by (secret, token); the times are still checked on every use.
+_VERIFIED: dict[tuple[str, str], tuple[Principal, float, float | None]] = {}
 _VERIFIED_MAX = 50_000
+ISSUED_AHEAD_LEEWAY_S = 60  # clock skew allowed between the issuer and this server
 
 
 def verify_token(secret: str, token: str, now: datetime) -> Principal:
     known = _VERIFIED.get((secret, token))
-    if known is not None:
-        if known[1] <= now.timestamp():
-            raise Unauthorized("token has expired", code="token_expired")
-        return known[0]
-    principal, exp = _verify(secret, token, now)
-    if len(_VERIFIED) >= _VERIFIED_MAX:
-        _VERIFIED.clear()
-    _VERIFIED[(secret, token)] = (principal, exp)
+    if known is None:
+        known = _verify(secret, token)
+        if len(_VERIFIED) >= _VERIFIED_MAX:
+            _VERIFIED.clear()
+        _VERIFIED[(secret, token)] = known
+    principal, exp, iat = known
+    # On the server's clock, not the wall clock PyJWT would use: a replay or demo day runs it ahead.
+    if exp <= now.timestamp():
+        raise Unauthorized("token has expired", code="token_expired")
+    if iat is not None and iat > now.timestamp() + ISSUED_AHEAD_LEEWAY_S:
+        raise Unauthorized("token is not yet valid: issued in the future", code="invalid_token")
     return principal
 
 
-def _verify(secret: str, token: str, now: datetime) -> tuple[Principal, int]:
+def _verify(secret: str, token: str) -> tuple[Principal, float, float | None]:
+    """Signature and claims; the times are left to the caller."""
     try:
         claims = jwt.decode(
             token,
             secret,
             algorithms=[ALGORITHM],
-            options={"verify_exp": False, "require": ["sub", "role", "exp"]},
+            options={
+                "verify_exp": False,
+                "verify_iat": False,
+                "verify_nbf": False,
+                "require": ["sub", "role", "exp"],
+            },
         )
     except jwt.InvalidSignatureError:
         raise Unauthorized("token signature is not valid", code="invalid_token") from None
     except jwt.PyJWTError as exc:
         raise Unauthorized(f"token is not valid: {exc}", code="invalid_token") from None
-    exp, sub, role = claims.get("exp"), claims.get("sub"), claims.get("role")
+    exp, sub, role, iat = claims.get("exp"), claims.get("sub"), claims.get("role"), claims.get("iat")
     if not isinstance(exp, int) or not isinstance(sub, str) or not sub or not isinstance(role, str):
         raise Unauthorized("token claims are malformed", code="invalid_token")
-    if exp <= now.timestamp():
-        raise Unauthorized("token has expired", code="token_expired")
     try:
-        return Principal(Role(role), sub), exp
+        return Principal(Role(role), sub), exp, iat if isinstance(iat, int | float) else None
     except ValueError:
         raise Unauthorized(f"token role {role!r} is not known", code="invalid_token") from None
 

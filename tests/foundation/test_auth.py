@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import jwt
@@ -38,6 +38,17 @@ def test_expiry_follows_the_injected_clock() -> None:
     with pytest.raises(Unauthorized) as err:
         verify_token(SECRET, token, clock.now())
     assert err.value.code == "token_expired"
+
+
+def test_issue_time_follows_the_injected_clock_too() -> None:
+    """A replay's clock runs ahead of the wall clock: its tokens are valid on it, not ahead of it."""
+    ahead = datetime.now(UTC) + timedelta(days=30)
+    token = issue_token(SECRET, Role.RESIDENT, "res_x", 3600, ahead)
+    assert verify_token(SECRET, token, ahead) == Principal(Role.RESIDENT, "res_x")
+    with pytest.raises(Unauthorized) as err:
+        verify_token(SECRET, token, ahead - timedelta(minutes=5))  # issued beyond the skew allowed
+    assert err.value.code == "invalid_token"
+    verify_token(SECRET, token, ahead - timedelta(seconds=30))  # within it
 
 
 @pytest.mark.parametrize(
