@@ -92,7 +92,11 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     # Spread heartbeats: connections opened together would otherwise ping together, every 20 s.
     heartbeat = HEARTBEAT_S * random.uniform(0.8, 1.2)
     ws = web.WebSocketResponse(heartbeat=heartbeat, max_msg_size=MAX_FRAME_BYTES)
-    await ws.prepare(request)
+    try:
+        await ws.prepare(request)
+    except ConnectionResetError:  # aiohttp's ClientConnectionResetError included
+        log.info("websocket client left during the handshake")
+        return ws
     app = request.app
     who = await _authenticate(request, ws)
     if who is None:
