@@ -183,7 +183,9 @@ async def _load(pool: asyncpg.Pool, settings: Settings) -> DemoSummary:
                 },
             )
     for n in range(12):
-        c = await people.create(pool, "courier", {"name": f"Courier {n + 1}", "capacity": 4}, now)
+        # Room for the largest order the demo day places (3 lines of up to 2): a job no courier can carry
+        # would wait for ever (see the README, Couriers).
+        c = await people.create(pool, "courier", {"name": f"Courier {n + 1}", "capacity": 10}, now)
         summary.couriers.append(c["id"])
     for n in range(20):
         r = await people.create(pool, "resident", {"name": f"Resident {n + 1}"}, now)

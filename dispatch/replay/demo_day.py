@@ -32,6 +32,7 @@ from dispatch.replay.apps import Api, ApiError, CourierApp, DayClock, LatLng, Re
 from geo import TravelModel, destination
 
 TOKEN_TTL_S = 7 * 24 * 3600
+FINISH_MINUTES = 60.0  # after the last order, how long couriers may take to deliver what is left
 
 
 def add_simulate_parser(sub: Any) -> None:
@@ -161,6 +162,12 @@ async def simulate(
         code: str | None = view.get("code")
         return code
 
+    placing_done, all_delivered = asyncio.Event(), asyncio.Event()
+
+    def check_done() -> None:
+        if placing_done.is_set() and len(tally.delivered_at) >= tally.placed:
+            all_delivered.set()
+
     def delivered(order_id: str, minute: float) -> None:
         # An order split over two routes has two drop-offs: it counts once, at its last.
         if order_id in tally.delivered_at:
@@ -169,6 +176,7 @@ async def simulate(
             tally.delivered += 1
         tally.delivered_at[order_id] = minute
         tally.click_to_door.append(minute - tally.placed_at.get(order_id, minute))
+        check_done()
 
     connector = aiohttp.TCPConnector(limit=0)  # every app holds a websocket
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60), connector=connector) as session:
@@ -198,8 +206,9 @@ async def simulate(
                     code_for=code_for,
                     pickup_service=settings.pickup_service_minutes,
                     dropoff_service=settings.dropoff_service_minutes,
-                    ping_every=max(1 / 60, clock.speed / 60),  # once a wall second
-                    linger=0.0,
+                    # Once a wall second, but often enough to stay fresh (DISPATCH_COURIER_STALE_S).
+                    ping_every=min(max(1 / 60, clock.speed / 60), settings.courier_stale_s / 60 / 3),
+                    linger=FINISH_MINUTES,  # on duty until the orders placed are delivered
                     on_delivered=delivered,
                 )
             )
@@ -233,9 +242,11 @@ async def simulate(
                     await place_one()
                 minute += 1.0
                 await day.sleep_until(minute)
-            # Let the couriers finish what they carry, for at most another hour of the clock.
+            # Let the couriers deliver what was ordered, for at most another hour of the clock.
+            placing_done.set()
+            check_done()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), day.wall_seconds(60))
+                await asyncio.wait_for(all_delivered.wait(), day.wall_seconds(FINISH_MINUTES))
         finally:
             for task in tasks:
                 task.cancel()

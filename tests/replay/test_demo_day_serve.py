@@ -1,0 +1,69 @@
+"""`python -m dispatch simulate` against `dispatch serve` with the demo data, both on one scaled clock: orders
+go from placement to delivery through the real API."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from tests.foundation.test_serve import _free_port, _stop, _wait_ready
+
+pytestmark = pytest.mark.slow
+
+
+def test_demo_day_delivers_what_it_places(tmp_path: Path) -> None:
+    data_dir, port = tmp_path / "data", _free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env.update(  # one clock for both processes: a clock minute a wall second
+        DISPATCH_CLOCK_SPEED="60",
+        DISPATCH_CLOCK_START=datetime.now(UTC).isoformat(),
+        DISPATCH_CLOCK_EPOCH=repr(time.time()),
+        DISPATCH_ROUND_S="30",
+        DISPATCH_LOG_LEVEL="WARNING",
+    )
+    server = subprocess.Popen(
+        [sys.executable, "-m", "dispatch", "serve", "--port", str(port), "--data-dir", str(data_dir)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        _wait_ready(server, port, timeout=60)
+        day = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "dispatch",
+                "simulate",
+                "--server",
+                f"http://127.0.0.1:{port}",
+                "--data-dir",
+                str(data_dir),
+                "--minutes",
+                "10",
+                "--orders-per-minute",
+                "2",
+                "--seed",
+                "3",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+    finally:
+        _stop(server)
+    assert day.returncode == 0, day.stdout + day.stderr
+    found = re.search(r"(\d+) orders placed \((\d+) refused\), (\d+) delivered", day.stdout)
+    assert found is not None, day.stdout
+    placed, _, delivered = (int(g) for g in found.groups())
+    assert placed >= 10, day.stdout + day.stderr[-3000:]
+    assert delivered == placed, day.stdout
