@@ -509,8 +509,9 @@ async def _place_orders(state: _Day, progress: Progress) -> None:
                 made = await state.api.call("POST", "/v1/orders", token, body, headers=key)
                 break
             except ApiError as exc:
-                # Seen rarely at high speeds: a 422 for a point well inside the shop's zone (see the
-                # README's replay notes); the resident's app tries again.
+                # Seen rarely at high speeds before the zone index's resync moved to wall time: a 422 for a
+                # point well inside the shop's zone. The resident's app tries again, and metrics.json
+                # counts it (replay.placement_retries).
                 if exc.code in RETRIED_PLACEMENT and attempt + 1 < PLACE_ATTEMPTS:
                     state.placement_retries[oid] = attempt + 1
                     await asyncio.sleep(0.25)
