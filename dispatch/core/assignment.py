@@ -9,13 +9,19 @@ up to `max_bundle_size` orders (and `max_bundle_items` items).
 Score. The minute the candidate's last item reaches its door, starting from where and when the
 courier will be free (after its current route): travel to the first pickup, waiting for
 readiness, service times, travel between stops. Infeasible (None / no edge) when the courier is
-stale or off shift, would carry more than its capacity, would make a pickup after its shift end
-(deliveries may run over), or, with `max_first_wait_minutes`, would idle at the first shop longer
-than that (it is better left free for a later round).
+stale or off shift, would carry more than its capacity, or would make a pickup after its shift end
+(deliveries may run over).
 
-Matching. `linear_sum_assignment` on finish minutes, infeasible pairs priced above any sum of
-feasible ones: this places as many candidates as possible, then minimises the sum of finish
-minutes. Each courier gets at most one new candidate per round.
+Matching. `linear_sum_assignment` on cost = finish minute + `empty_leg_weight` x minutes driven
+empty to the first pickup (so of two couriers that would be there in time, the nearer goes, and
+a courier finishing nearby can beat an idle one across town), infeasible pairs priced above any
+sum of feasible ones: this places as many candidates as possible, then minimises the total cost.
+Each courier gets at most one new candidate per round.
+
+Deferral. With `defer_wait_minutes`, a matched candidate whose courier would wait at its shops
+longer than that is not placed this round: the courier is better left free until it has to set
+off, and the candidate may meet more same-shop orders by then. Work a courier can only reach late
+is placed at once.
 
 Split orders. The joint candidate takes part in the matching. Afterwards, for each split order in
 turn, its per-shop parts are matched among the couriers still free plus the joint's courier; the
