@@ -118,7 +118,6 @@ class RouteOption:
 
     stops: tuple[Stop, ...]
     first_pickup: Point
-    first_ready: float | None
     release: float
     lead: float
     tail: float
@@ -158,7 +157,7 @@ def route_options(
             tails[last] = best_dropoff_order(last, dropoffs, travel, service)
         drops, span = tails[last]
         tail = half_pickup + span if drops else 0.0
-        options.append(RouteOption(order + drops, order[0].location, order[0].ready_at, release, lead, tail))
+        options.append(RouteOption(order + drops, order[0].location, release, lead, tail))
     return tuple(options)
 
 
