@@ -17,6 +17,7 @@ courier -> orders -> jobs locks as every other route change (see routes.py).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import secrets
@@ -181,13 +182,16 @@ def decide(svc: Services, jobs: list[Job], fleet: _Fleet, now: datetime) -> Sequ
     if svc.settings.policy == "nearest-idle":
         baseline = nearest_idle_round(jobs, fleet.couriers, minutes(now), travel_of(svc), params_of(svc))
         return baseline.assignments
-    candidates = route_candidates(jobs, params_of(svc), travel_of(svc))
+    # A bundle no courier of the round could carry would block its orders for ever: cap bundles by the
+    # largest capacity on shift (orders too big for any courier alone still wait: see the README).
+    params = dataclasses.replace(params_of(svc), max_bundle_items=max(c.capacity for c in fleet.couriers))
+    candidates = route_candidates(jobs, params, travel_of(svc))
     return assign_round(
         candidates,
         fleet.couriers,
         minutes(now),
         travel_of(svc),
-        params_of(svc),
+        params,
         nearby=fleet.nearby,
         travel_many=_travel_many(svc),
     ).assignments

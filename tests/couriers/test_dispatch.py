@@ -235,3 +235,19 @@ async def test_cancelled_order_leaves_the_couriers_route_at_the_next_round(
     assert cancelled["data"]["id"] == t.route["id"]
     assert [s["state"] for s in cancelled["data"]["stops"]] == ["cancelled", "cancelled"]
     assert await routes_of(client, auth, t.courier) == []
+
+
+async def test_bundles_never_exceed_what_a_courier_on_shift_can_carry(
+    client: Client, auth: AuthFn, clock: ManualClock
+) -> None:
+    """Three same-shop orders of 2 items for one courier carrying 4: a bundle of all three (6 items) could
+    never be placed and would block them all (it did, round after round); now work goes out."""
+    admin = auth("admin")
+    await add_shop(client, admin, {"bread": 20}, offset_deg=0.002, auto_accept=True, prep_minutes=5)
+    courier = await ready_courier(client, auth, clock, NEAR_SHOP, capacity=4)
+    for _ in range(3):
+        await order(client, auth, await add_resident(client, admin), bread=2)
+    report = await dispatch(client, clock)
+    assert (report.jobs, report.routes) == (3, 1)
+    (route,) = await routes_of(client, auth, courier)
+    assert route["stops"][0]["kind"] == "pickup" and route["stops"][0]["items"] <= 4
