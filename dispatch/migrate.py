@@ -107,10 +107,9 @@ async def migrate_url(url: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
         await conn.close()
 
 
-async def fresh_database(server_url: str, name: str) -> str:
-    """Drop and create database `name` on the server of `server_url`, migrated; returns its URL.
-
-    For benchmarks and replays that want a clean database beside others on one server."""
+async def recreate_database(server_url: str, name: str) -> str:
+    """Drop and create the empty database `name` on the server of `server_url`; returns its URL (the same
+    server URL with that database, for socket and TCP URLs alike)."""
     conn = await asyncpg.connect(server_url)
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -119,6 +118,12 @@ async def fresh_database(server_url: str, name: str) -> str:
         await conn.close()
     base, _, query = server_url.partition("?")
     scheme, _, rest = base.partition("://")
-    url = f"{scheme}://{rest.partition('/')[0]}/{name}" + (f"?{query}" if query else "")
+    return f"{scheme}://{rest.partition('/')[0]}/{name}" + (f"?{query}" if query else "")
+
+
+async def fresh_database(server_url: str, name: str) -> str:
+    """`recreate_database`, migrated: for tests, benchmarks and replays that want a clean database beside
+    others on one server."""
+    url = await recreate_database(server_url, name)
     await migrate_url(url)
     return url

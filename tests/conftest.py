@@ -17,7 +17,7 @@ from dispatch.app import create_app
 from dispatch.auth import Role, issue_token
 from dispatch.clock import ManualClock
 from dispatch.config import Settings
-from dispatch.migrate import migrate_url
+from dispatch.migrate import fresh_database, recreate_database
 
 SECRET = "test-secret-" + "x" * 40
 TEST_DB = "dispatch_test"
@@ -38,30 +38,12 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, st
         embedded.stop()
 
 
-def _with_db(url: str, name: str) -> str:
-    """The same server URL with another database name (works for socket and TCP URLs)."""
-    base, _, query = url.partition("?")
-    scheme, _, rest = base.partition("://")
-    netloc, _, _ = rest.partition("/")
-    return f"{scheme}://{netloc}/{name}" + (f"?{query}" if query else "")
-
-
-async def _recreate_database(server_url: str, name: str) -> str:
-    conn = await asyncpg.connect(server_url)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return _with_db(server_url, name)
-
-
 @pytest.fixture(scope="session")
 def make_database(services: tuple[str, str]) -> Callable[[str], Any]:
     """Create (or recreate) an empty database on the test server; returns its URL."""
 
     async def make(name: str) -> str:
-        return await _recreate_database(services[0], name)
+        return await recreate_database(services[0], name)
 
     return make
 
@@ -70,12 +52,7 @@ def make_database(services: tuple[str, str]) -> Callable[[str], Any]:
 def database_url(services: tuple[str, str]) -> str:
     import asyncio
 
-    async def setup() -> str:
-        url = await _recreate_database(services[0], TEST_DB)
-        await migrate_url(url)
-        return url
-
-    return asyncio.run(setup())
+    return asyncio.run(fresh_database(services[0], TEST_DB))
 
 
 @pytest.fixture(scope="session")
