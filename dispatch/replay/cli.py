@@ -165,9 +165,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 def _cmd_offline(args: argparse.Namespace) -> int:
     from dispatch.config import Settings
-    from dispatch.core.assignment import DispatchParams
     from dispatch.core.routes import ServiceTimes
     from dispatch.replay.offline import simulate_policy
+    from dispatch.services.dispatching import params_from
 
     if not args.round_s > 0:
         raise SystemExit("--round-s must be positive")
@@ -176,12 +176,7 @@ def _cmd_offline(args: argparse.Namespace) -> int:
     for directory in args.instances:
         instance = load_instance(directory)
         p = instance.parameters
-        params = DispatchParams(
-            service=ServiceTimes(p.pickup_service_minutes, p.dropoff_service_minutes),
-            split_slack_minutes=settings.split_slack_minutes,
-            empty_leg_weight=settings.empty_leg_weight,
-            defer_wait_minutes=settings.defer_wait_minutes,
-        )
+        params = params_from(settings, ServiceTimes(p.pickup_service_minutes, p.dropoff_service_minutes))
         results = {
             policy: compute_metrics(
                 instance, simulate_policy(instance, policy, params, round_minutes=args.round_s / 60)

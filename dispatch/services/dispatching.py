@@ -32,6 +32,7 @@ import numpy as np
 from h3.api import basic_int as h3
 from numpy.typing import NDArray
 
+from dispatch.config import Settings
 from dispatch.core.assignment import (
     Assignment,
     Candidate,
@@ -42,7 +43,7 @@ from dispatch.core.assignment import (
     route_candidates,
 )
 from dispatch.core.courier_state import CourierState
-from dispatch.core.routes import Point, StopTiming
+from dispatch.core.routes import Point, ServiceTimes, StopTiming
 from dispatch.db import Conn
 from dispatch.errors import DispatchError
 from dispatch.ids import new_id
@@ -106,9 +107,13 @@ def _travel_many(svc: Services) -> Callable[[NDArray[np.float64], Point], NDArra
 
 
 def params_of(svc: Services) -> DispatchParams:
-    settings = svc.settings
+    return params_from(svc.settings, service_times(svc))
+
+
+def params_from(settings: Settings, service: ServiceTimes) -> DispatchParams:
+    """The round's parameters from the DISPATCH_* settings (also what `replay offline` runs with)."""
     return DispatchParams(
-        service=service_times(svc),
+        service=service,
         split_slack_minutes=settings.split_slack_minutes,
         empty_leg_weight=settings.empty_leg_weight,
         defer_wait_minutes=settings.defer_wait_minutes,
