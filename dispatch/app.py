@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from importlib.metadata import version
 from typing import Any
 
+import asyncpg
 from aiohttp import web
-from redis.asyncio import Redis
 
 from dispatch.api import admin, health, orders, ws
 from dispatch.api import couriers as courier_api  # couriers (issue 5)
@@ -22,29 +22,38 @@ from dispatch.api.keys import (
     FANOUT,
     HUB,
     METRICS,
+    ON_DATABASE,
+    ON_FATAL,
     POOL,
     REDIS,
     REDIS_URL,
     SECRET,
     SERVICES,
     SETTINGS,
+    START_IN_BACKGROUND,
+    STARTUP,
     WEBSOCKETS,
     ZONES,
 )
 from dispatch.api.metrics import Metrics
-from dispatch.api.middleware import errors, observe
+from dispatch.api.middleware import errors, observe, until_ready
 from dispatch.api.routing import RouteTable, openapi_document
 from dispatch.clock import Clock, SystemClock
 from dispatch.config import Settings
 from dispatch.db import create_pool
+from dispatch.errors import DispatchError, StartupError
+from dispatch.logs import Throttle
 from dispatch.migrate import migrate
 from dispatch.outbox import events_after
+from dispatch.redis_link import open_redis
 from dispatch.services import zones
 from dispatch.services.context import Services
 from dispatch.services.dispatching import run_dispatch  # couriers (issue 5)
 from dispatch.services.locations import LiveLocations  # couriers (issue 5)
 from dispatch.services.timers import run_timers
 from dispatch.services.zone_directory import ZoneDirectory
+from dispatch.startup import Deadline, StartupState, wait_for
+from dispatch.translate import translate
 from websocket.fanout import Fanout
 from websocket.hub import Hub
 
@@ -60,27 +69,68 @@ ROUTE_TABLES: list[RouteTable] = [
 ]
 
 
-async def _postgres(app: web.Application) -> AsyncIterator[None]:
+async def _node(app: web.Application) -> AsyncIterator[None]:
+    """Everything the node owns, started in order by `_start` and closed in reverse."""
+    async with contextlib.AsyncExitStack() as stack:
+        starting = asyncio.create_task(_start(app, stack), name="startup")
+        if not app[START_IN_BACKGROUND]:
+            await starting  # library use and tests: serve only once ready, raising what failed
+        yield
+        if not starting.done():
+            starting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await starting
+
+
+async def _start(app: web.Application, stack: contextlib.AsyncExitStack) -> None:
+    settings, state = app[SETTINGS], app[STARTUP]
+    deadline = Deadline(settings.startup_timeout_s)
+    try:
+        await _start_steps(app, stack, deadline, state)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        if not app[START_IN_BACKGROUND]:
+            raise
+        error = exc if isinstance(exc, DispatchError) else StartupError(f"{type(exc).__name__}: {exc}")
+        state.failed = error.message
+        if not isinstance(exc, DispatchError):
+            log.exception("start-up failed")
+        log.error("start-up failed: %s", error.message)
+        app[ON_FATAL](error.message)
+        return
+    state.waiting_for = None
+    state.ready.set()
+    log.info("ready", extra={"port": settings.port})
+
+
+async def _start_steps(
+    app: web.Application, stack: contextlib.AsyncExitStack, deadline: Deadline, state: StartupState
+) -> None:
     settings = app[SETTINGS]
-    pool = await create_pool(app[DATABASE_URL], settings.db_pool_min, settings.db_pool_max)
-    async with pool.acquire() as conn:
-        await migrate(conn)
+
+    async def open_pool() -> asyncpg.Pool:
+        return await create_pool(app[DATABASE_URL], settings.db_pool_min, settings.db_pool_max)
+
+    pool = await wait_for("PostgreSQL", open_pool, deadline, state)
+    stack.push_async_callback(pool.close)
+
+    async def apply_migrations() -> None:
+        async with pool.acquire() as conn:
+            await migrate(conn)
+
+    await wait_for("PostgreSQL", apply_migrations, deadline, state)
     app[POOL] = pool
-    yield
-    await pool.close()
+    on_database = app[ON_DATABASE]
+    if on_database is not None:
+        await wait_for("PostgreSQL", lambda: on_database(app[DATABASE_URL]), deadline, state)
 
-
-async def _redis(app: web.Application) -> AsyncIterator[None]:
-    client = Redis.from_url(app[REDIS_URL], health_check_interval=15)
+    client = open_redis(app[REDIS_URL])
+    stack.push_async_callback(client.aclose)
+    await wait_for("Redis", client.ping, deadline, state)
     app[REDIS] = client
-    yield
-    await client.aclose()
 
-
-async def _realtime(app: web.Application) -> AsyncIterator[None]:
-    """The node's Redis subscriber and its websocket hub, fed from the outbox in PostgreSQL."""
-    pool = app[POOL]
-
+    # The node's Redis subscriber and its websocket hub, fed from the outbox in PostgreSQL.
     async def fetch_after(recipient: str, after_seq: int, limit: int) -> list[dict[str, Any]]:
         return [e.to_message() for e in await events_after(pool, recipient, after_seq, limit)]
 
@@ -88,46 +138,65 @@ async def _realtime(app: web.Application) -> AsyncIterator[None]:
         value = await pool.fetchval("SELECT last_seq FROM recipient_seqs WHERE recipient = $1", recipient)
         return int(value or 0)
 
-    fanout = Fanout(app[REDIS])
-    app[FANOUT] = fanout
-    app[HUB] = Hub(app[REDIS], fanout, fetch_after, latest_seq)
-    await fanout.start()
-    yield
-    await fanout.stop()
+    async def latest_seqs(recipients: Sequence[str]) -> dict[str, int]:
+        rows = await pool.fetch(
+            "SELECT recipient, last_seq FROM recipient_seqs WHERE recipient = ANY ($1::text[])", recipients
+        )
+        return {r["recipient"]: r["last_seq"] for r in rows}
 
+    fanout = Fanout(client)
+    hub = Hub(client, fanout, fetch_after, latest_seq, latest_seqs)
+    await wait_for("Redis", fanout.start, deadline, state)
+    stack.push_async_callback(fanout.stop)
+    app[FANOUT], app[HUB] = fanout, hub
 
-async def _zones(app: web.Application) -> AsyncIterator[None]:
-    directory = ZoneDirectory(app[POOL], app[SETTINGS].h3_resolution)
-    await directory.load_all()
+    directory = ZoneDirectory(pool, settings.h3_resolution)
+    await wait_for("PostgreSQL", directory.load_all, deadline, state)
     # Compile every cell's lookup now, before serving, so the first orders are not the slow ones.
     directory.index.warm()
     app[ZONES] = directory
-    await app[FANOUT].subscribe(zones.CHANNEL, directory.on_message)
-    resync = asyncio.create_task(directory.resync_forever(), name="zone-resync")
-    yield
-    resync.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await resync
+    await fanout.subscribe(zones.CHANNEL, directory.on_message)
+    _background(stack, directory.resync_forever(), "zone-resync")
 
-
-async def _services(app: web.Application) -> AsyncIterator[None]:
-    """The service context, and this node's share of the timers (offer deadlines)."""
-    svc = Services(app[POOL], app[CLOCK], app[SETTINGS], app[ZONES], app[HUB])
+    clock = app[CLOCK]
+    live = LiveLocations(client, settings.courier_max_speed_m_s, clock)
+    await wait_for("Redis", live.start, deadline, state)
+    stack.push_async_callback(live.stop)
+    fanout.on_reconnect.append(live.redis_returned)
+    svc = Services(pool, clock, settings, directory, hub, live)
     app[SERVICES] = svc
-    # --- couriers (issue 5): live locations in Redis, and the dispatch loop next to the timers ---
-    live = LiveLocations(app[REDIS], app[SETTINGS].courier_max_speed_m_s)
-    await live.start()
-    app[courier_api.LIVE] = live
-    loops = []
-    if app[SETTINGS].run_timers:
-        loops.append(asyncio.create_task(run_timers(svc), name="timers"))
-        loops.append(asyncio.create_task(run_dispatch(svc, live), name="dispatch"))
-    yield
-    for task in loops:
+    _background(stack, sweep_forever(hub, settings.catchup_s), "outbox-sweep")
+    if settings.run_timers:
+        _background(stack, run_timers(svc), "timers")
+        _background(stack, run_dispatch(svc, live), "dispatch")
+
+
+def _background(stack: contextlib.AsyncExitStack, work: Coroutine[Any, Any, None], name: str) -> None:
+    task = asyncio.create_task(work, name=name)
+
+    async def stop() -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    await live.stop()
+
+    stack.push_async_callback(stop)
+
+
+async def sweep_forever(hub: Hub, interval_s: float) -> None:
+    """Backfill local connections that fell behind the outbox (a publish lost anywhere)."""
+    failures = Throttle(30.0)
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            behind = await hub.sweep()
+        except Exception as exc:
+            if translate(exc) is None:
+                log.exception("outbox sweep failed")
+            elif failures.ready():
+                log.warning("outbox sweep skipped: %s", exc)
+            continue
+        if behind:
+            log.info("outbox sweep caught up %d connection(s)", behind)
 
 
 async def _openapi(request: web.Request) -> web.Response:
@@ -141,9 +210,15 @@ def create_app(
     database_url: str,
     redis_url: str,
     clock: Clock | None = None,
+    start_in_background: bool = False,
+    on_database: Callable[[str], Awaitable[None]] | None = None,
+    on_fatal: Callable[[str], None] | None = None,
 ) -> web.Application:
+    """The node. With `start_in_background` (as `dispatch serve` runs it) the HTTP server answers at once
+    and dependencies are awaited behind it (see `dispatch.startup`); `on_fatal` is told if start-up gives
+    up. Otherwise the app is served only once ready. `on_database` runs once PostgreSQL is migrated."""
     app = web.Application(
-        middlewares=[observe, errors],
+        middlewares=[observe, errors, until_ready],
         client_max_size=settings.max_body_bytes,
         # aiohttp rounds timeouts above this to whole seconds, which makes heartbeats fire in bursts.
         handler_args={"timeout_ceil_threshold": 3600},
@@ -155,11 +230,11 @@ def create_app(
     app[REDIS_URL] = redis_url
     app[METRICS] = Metrics()
     app[WEBSOCKETS] = set[web.WebSocketResponse]()
-    app.cleanup_ctx.append(_postgres)
-    app.cleanup_ctx.append(_redis)
-    app.cleanup_ctx.append(_realtime)
-    app.cleanup_ctx.append(_zones)
-    app.cleanup_ctx.append(_services)
+    app[STARTUP] = StartupState()
+    app[START_IN_BACKGROUND] = start_in_background
+    app[ON_DATABASE] = on_database
+    app[ON_FATAL] = on_fatal or (lambda message: None)
+    app.cleanup_ctx.append(_node)
     app.on_shutdown.append(ws.close_all)
     for table in ROUTE_TABLES:
         table.install(app)

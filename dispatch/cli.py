@@ -62,6 +62,8 @@ def _database(settings: Settings, *, lock: bool) -> Iterator[tuple[str, str | No
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    import signal
+
     import uvloop
     from aiohttp import web
 
@@ -71,14 +73,32 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     setup_logging(settings.log_level, settings.log_format)
     secret = load_or_create_secret(settings.secret, settings.data_dir)
-    with _database(settings, lock=True) as (database_url, redis_url):
-        assert redis_url is not None  # the server holds the lock: it always has its Redis
+    fatal: list[str] = []
+
+    async def on_database(database_url: str) -> None:
         if settings.demo:
-            summary = asyncio.run(load_demo_if_empty(database_url, settings))
+            summary = await load_demo_if_empty(database_url, settings)
             if summary is not None:
                 print(summary.instructions(), flush=True)
+
+    def on_fatal(message: str) -> None:
+        # Start-up gave up (a dependency never came): stop the way SIGTERM does, then say why and exit 2.
+        fatal.append(message)
+        signal.raise_signal(signal.SIGTERM)
+
+    with _database(settings, lock=True) as (database_url, redis_url):
+        assert redis_url is not None  # the server holds the lock: it always has its Redis
         clock = clock_from_settings(settings.clock_speed, settings.clock_start, settings.clock_epoch)
-        app = create_app(settings, secret=secret, database_url=database_url, redis_url=redis_url, clock=clock)
+        app = create_app(
+            settings,
+            secret=secret,
+            database_url=database_url,
+            redis_url=redis_url,
+            clock=clock,
+            start_in_background=True,
+            on_database=on_database,
+            on_fatal=on_fatal,
+        )
         print(f"dispatch server on http://{settings.host}:{settings.port}", flush=True)
         web.run_app(
             app,
@@ -89,6 +109,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print=None,
             access_log=None,
         )
+    if fatal:
+        raise StartupError(fatal[0])
     return 0
 
 

@@ -88,6 +88,10 @@ class Settings:
     db_pool_min: int = 2
     db_pool_max: int = 10
     shutdown_grace_s: float = 10.0
+    # How long `serve` waits for PostgreSQL and Redis at start-up before giving up.
+    startup_timeout_s: float = 60.0
+    # Every this many seconds each node compares its connections with the outbox and backfills any gap.
+    catchup_s: float = 2.0
     token_ttl_s: int = 24 * 3600
     h3_resolution: int = 9
     zone_max_area_km2: float = 50.0
@@ -141,6 +145,8 @@ class Settings:
             db_pool_min=_int(env, "DISPATCH_DB_POOL_MIN", defaults.db_pool_min, 1),
             db_pool_max=_int(env, "DISPATCH_DB_POOL_MAX", defaults.db_pool_max, 1),
             shutdown_grace_s=_float(env, "DISPATCH_SHUTDOWN_GRACE", defaults.shutdown_grace_s),
+            startup_timeout_s=_float(env, "DISPATCH_STARTUP_TIMEOUT", defaults.startup_timeout_s, 1.0),
+            catchup_s=_float(env, "DISPATCH_CATCHUP_S", defaults.catchup_s, 0.1),
             token_ttl_s=_int(env, "DISPATCH_TOKEN_TTL", defaults.token_ttl_s, 1),
             h3_resolution=_int(env, "DISPATCH_H3_RESOLUTION", defaults.h3_resolution, 0),
             zone_max_area_km2=_float(env, "DISPATCH_ZONE_MAX_AREA_KM2", defaults.zone_max_area_km2),

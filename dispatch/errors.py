@@ -14,15 +14,29 @@ class DispatchError(Exception):
     status = 500
     code = "internal"
 
-    def __init__(self, message: str, *, code: str | None = None, details: Any = None) -> None:
+    # Seconds after which a retry may succeed (429, 503): the `Retry-After` header over HTTP, and
+    # `retry_after` in the error object on both transports. None: retrying will not help by itself.
+    retry_after: int | None = None
+
+    def __init__(
+        self, message: str, *, code: str | None = None, details: Any = None, retry_after: int | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:
             self.code = code
         self.details = details
+        if retry_after is not None:
+            self.retry_after = retry_after
+
+    def error_object(self) -> dict[str, Any]:
+        out = {"code": self.code, "message": self.message, "details": self.details}
+        if self.retry_after is not None:
+            out["retry_after"] = self.retry_after
+        return out
 
     def to_body(self) -> dict[str, Any]:
-        return {"error": {"code": self.code, "message": self.message, "details": self.details}}
+        return {"error": self.error_object()}
 
 
 class BadRequest(DispatchError):
@@ -70,11 +84,16 @@ class ValidationFailed(DispatchError):
 class RateLimited(DispatchError):
     status = 429
     code = "rate_limited"
+    retry_after = 1
 
 
 class ServiceUnavailable(DispatchError):
+    """503: PostgreSQL or Redis cannot be reached (or the node is still starting). Nothing was changed,
+    or (`code` "outcome_unknown") the change may have committed: retry with the same Idempotency-Key."""
+
     status = 503
     code = "unavailable"
+    retry_after = 1
 
 
 class StartupError(DispatchError):

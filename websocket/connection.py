@@ -16,7 +16,8 @@ from aiohttp import WSCloseCode, web
 
 log = logging.getLogger(__name__)
 
-SLOW_CLIENT = WSCloseCode.TRY_AGAIN_LATER  # 1013
+TRY_AGAIN_LATER = WSCloseCode.TRY_AGAIN_LATER  # 1013
+SLOW_CLIENT = TRY_AGAIN_LATER
 SEND_TIMEOUT_S = 10.0
 
 

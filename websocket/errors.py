@@ -6,14 +6,20 @@ from typing import Any
 
 
 class RealtimeError(Exception):
-    code = "realtime_error"
+    """`msg_id` is the id of the client message it answers, when the message got far enough to have one."""
 
-    def __init__(self, message: str, *, code: str | None = None, details: Any = None) -> None:
+    code = "realtime_error"
+    retry_after: int | None = None
+
+    def __init__(
+        self, message: str, *, code: str | None = None, details: Any = None, msg_id: str | int | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:
             self.code = code
         self.details = details
+        self.msg_id = msg_id
 
 
 class ProtocolError(RealtimeError):
@@ -24,3 +30,4 @@ class ProtocolError(RealtimeError):
 
 class RateLimited(RealtimeError):
     code = "rate_limited"
+    retry_after = 1

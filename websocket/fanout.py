@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 
 Listener = Callable[[str, bytes], Awaitable[None]]
 CONTROL_CHANNEL = "dispatch:control"
+MAX_BACKOFF_S = 0.5
 
 
 class Fanout:
@@ -75,7 +76,8 @@ class Fanout:
         while True:
             if not self.connected.is_set():
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                # Capped low: clients are caught up when the subscriber is back, so it must notice soon.
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
                 await self._resubscribe()
                 continue
             try:

@@ -1,9 +1,14 @@
 """The connection hub of one node: local connections by recipient, fed from Redis and PostgreSQL.
 
 Delivery per connection is exactly once, in order, without gaps: a live event whose seq is not the next one
-expected triggers a backfill from PostgreSQL (the outbox) first; an event already delivered is dropped. So a
-message lost on Redis (a node died between commit and publish, Redis was down) is recovered at the next event
-or the next resume, and duplicates never reach the client.
+expected triggers a backfill from PostgreSQL (the outbox) first; an event already delivered is dropped.
+
+A message lost on Redis never leaves a connected client silent:
+- a publish that fails is delivered at once to this node's own connections of its recipients;
+- when the node's Redis subscriber reconnects, every local connection is caught up from PostgreSQL;
+- `sweep` (every few seconds) compares what each local connection has been sent with the latest seq in
+  PostgreSQL and backfills the difference, which covers the rest: another node that could not publish, a
+  node that died between commit and publish.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ BACKFILL_PAGE = 500
 FetchAfter = Callable[[str, int, int], Awaitable[Sequence[dict[str, Any]]]]
 # recipient -> the latest seq written for it (0 if none)
 LatestSeq = Callable[[str], Awaitable[int]]
+# recipients -> the latest seq written for each (absent: none)
+LatestSeqs = Callable[[Sequence[str]], Awaitable[dict[str, int]]]
 
 
 def channel_of(recipient: str) -> str:
@@ -43,11 +50,20 @@ def live_channel_of(recipient: str) -> str:
 
 
 class Hub:
-    def __init__(self, redis: Redis, fanout: Fanout, fetch_after: FetchAfter, latest_seq: LatestSeq) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        fanout: Fanout,
+        fetch_after: FetchAfter,
+        latest_seq: LatestSeq,
+        latest_seqs: LatestSeqs,
+    ) -> None:
         self._redis = redis
         self._fanout = fanout
         self._fetch_after = fetch_after
         self._latest_seq = latest_seq
+        self._latest_seqs = latest_seqs
+        self.publish_failures = 0
         self._local: dict[str, set[Connection]] = defaultdict(set)
         fanout.route_prefix(CHANNEL_PREFIX, self._on_message)
         fanout.route_prefix(LIVE_PREFIX, self._on_live)
@@ -62,14 +78,21 @@ class Hub:
         return sum(len(c) for c in self._local.values())
 
     async def register(self, conn: Connection) -> int:
-        """Add a connection; it receives events written after this point. Returns that seq."""
-        first = not self._local.get(conn.recipient)
-        self._local[conn.recipient].add(conn)
-        if first:
-            await self._fanout.subscribe(channel_of(conn.recipient))
-            await self._fanout.subscribe(live_channel_of(conn.recipient))
+        """Add a connection; it receives events written after this point. Returns that seq.
+
+        The connection's delivery lock is held until its starting seq is known, so neither a live event
+        nor a sweep can send it anything from before (its seq is 0 until then)."""
         async with conn.delivery:
-            conn.last_seq = await self._latest_seq(conn.recipient)
+            first = not self._local.get(conn.recipient)
+            self._local[conn.recipient].add(conn)
+            try:
+                if first:
+                    await self._fanout.subscribe(channel_of(conn.recipient))
+                    await self._fanout.subscribe(live_channel_of(conn.recipient))
+                conn.last_seq = await self._latest_seq(conn.recipient)
+            except BaseException:
+                await self.unregister(conn)
+                raise
         return conn.last_seq
 
     async def unregister(self, conn: Connection) -> None:
@@ -90,8 +113,15 @@ class Hub:
             return conn.last_seq
 
     async def publish(self, events: Sequence[tuple[str, dict[str, Any]]]) -> bool:
-        """Fast path after commit. Failure is logged, not raised: the outbox already holds the events."""
-        return await self._publish(CHANNEL_PREFIX, events, "event(s); clients will resume")
+        """Fast path after commit. Failure is logged, not raised: the outbox already holds the events, this
+        node delivers them to its own connections now, and other nodes' sweeps find them."""
+        if await self._publish(CHANNEL_PREFIX, events, "event(s); delivering locally, others sweep"):
+            return True
+        self.publish_failures += 1
+        for recipient, message in events:
+            for conn in list(self._local.get(recipient, ())):
+                await self._deliver(conn, message["seq"], orjson.dumps(message))
+        return False
 
     async def publish_live(self, messages: Sequence[tuple[str, dict[str, Any]]]) -> bool:
         """Volatile messages (no seq, not stored): lost ones are simply superseded by the next."""
@@ -119,6 +149,26 @@ class Hub:
         for conn in self.connections():
             async with conn.delivery:
                 await self._backfill(conn, upto=None)
+
+    async def sweep(self) -> int:
+        """Backfill every local connection that is behind the outbox; returns how many were behind.
+
+        One query for all local recipients. An event committed elsewhere and not yet published may be
+        found here first; its live copy is then dropped as a duplicate, as with any backfill."""
+        recipients = list(self._local)
+        if not recipients:
+            return 0
+        latest = await self._latest_seqs(recipients)
+        behind = [
+            conn
+            for recipient in recipients
+            for conn in list(self._local.get(recipient, ()))
+            if latest.get(recipient, 0) > conn.last_seq
+        ]
+        for conn in behind:
+            async with conn.delivery:
+                await self._backfill(conn, upto=None)
+        return len(behind)
 
     async def _on_message(self, channel: str, data: bytes) -> None:
         recipient = channel[len(CHANNEL_PREFIX) :]

@@ -55,9 +55,7 @@ def parse_client_message(raw: str | bytes, max_bytes: int = MAX_MESSAGE_BYTES) -
     kind = data.get("type")
     if not isinstance(kind, str) or not _TYPE.match(kind) or len(kind) > 64:
         raise ProtocolError(
-            "message needs a string 'type' such as 'resume' or 'job.accept'",
-            code="bad_type",
-            details={"id": msg_id},
+            "message needs a string 'type' such as 'resume' or 'job.accept'", code="bad_type", msg_id=msg_id
         )
     body = {k: v for k, v in data.items() if k not in ("type", "id")}
     return ClientMessage(kind, msg_id, body)
@@ -67,13 +65,13 @@ def reply_ok(msg_id: str | int | None, data: Any = None) -> dict[str, Any]:
     return {"type": "reply", "id": msg_id, "ok": True, "data": data}
 
 
-def reply_error(msg_id: str | int | None, code: str, message: str, details: Any = None) -> dict[str, Any]:
-    return {
-        "type": "reply",
-        "id": msg_id,
-        "ok": False,
-        "error": {"code": code, "message": message, "details": details},
-    }
+def reply_error(
+    msg_id: str | int | None, code: str, message: str, details: Any = None, retry_after: int | None = None
+) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": code, "message": message, "details": details}
+    if retry_after is not None:
+        error["retry_after"] = retry_after
+    return {"type": "reply", "id": msg_id, "ok": False, "error": error}
 
 
 def after_seq_of(body: dict[str, Any]) -> int:
@@ -92,7 +90,8 @@ class RateLimiter:
     _tokens: float = field(default=-1.0)
     _last: float = field(default=math.nan)
 
-    def check(self, now: float) -> None:
+    def check(self, now: float, msg_id: str | int | None = None) -> None:
+        """Take a token for a message that arrived at `now`, or raise RateLimited (echoing `msg_id`)."""
         if self._tokens < 0:
             self._tokens, self._last = self.burst, now
         self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
@@ -101,5 +100,6 @@ class RateLimiter:
             raise RateLimited(
                 f"more than {self.rate:g} messages per second; slow down",
                 details={"rate": self.rate, "burst": self.burst},
+                msg_id=msg_id,
             )
         self._tokens -= 1

@@ -18,10 +18,8 @@ from dispatch.errors import Forbidden, NotFound
 from dispatch.ids import is_valid_id
 from dispatch.services import couriers, route_offers
 from dispatch.services import routes as route_service
-from dispatch.services.locations import LiveLocations
 
 routes = RouteTable("couriers")
-LIVE = web.AppKey("live_locations", LiveLocations)
 COURIER = ("courier",)
 
 
@@ -182,7 +180,7 @@ async def location(request: web.Request) -> web.Response:
     app = request.app
     return json_response(
         await couriers.record_location(
-            app[SERVICES], app[LIVE], courier_id, body.lat, body.lng, body.accuracy, body.at
+            app[SERVICES], app[SERVICES].live, courier_id, body.lat, body.lng, body.accuracy, body.at
         )
     )
 
@@ -198,13 +196,13 @@ async def courier_status(request: web.Request) -> web.Response:
     who = principal(request, Role.COURIER, Role.ADMIN)
     courier_id = path_id(request, "courier_id", "cou")
     require_subject(who, Role.COURIER, courier_id)
-    return json_response(await couriers.status(request.app[SERVICES], request.app[LIVE], courier_id))
+    return json_response(await couriers.status(request.app[SERVICES], request.app[SERVICES].live, courier_id))
 
 
 @routes.route("GET", "/v1/fleet", summary="Couriers on shift: positions, staleness", roles=("admin",))
 async def fleet(request: web.Request) -> web.Response:
     principal(request, Role.ADMIN)
-    return json_response({"items": await couriers.fleet(request.app[SERVICES], request.app[LIVE])})
+    return json_response({"items": await couriers.fleet(request.app[SERVICES], request.app[SERVICES].live)})
 
 
 # --- routes and stops ------------------------------------------------------------------------------------
@@ -221,7 +219,7 @@ async def accept_route(request: web.Request) -> web.Response:
     who = principal(request, Role.COURIER)
     route_id = path_id(request, "route_id", "rte")
     app = request.app
-    return json_response(await route_offers.accept(app[SERVICES], app[LIVE], who.subject, route_id))
+    return json_response(await route_offers.accept(app[SERVICES], app[SERVICES].live, who.subject, route_id))
 
 
 @routes.route(
@@ -237,7 +235,9 @@ async def decline_route(request: web.Request) -> web.Response:
     route_id = path_id(request, "route_id", "rte")
     body = await _optional_body(request, DeclineIn)
     app = request.app
-    declined = await route_offers.decline(app[SERVICES], app[LIVE], who.subject, route_id, body.reason)
+    declined = await route_offers.decline(
+        app[SERVICES], app[SERVICES].live, who.subject, route_id, body.reason
+    )
     return json_response(declined)
 
 
@@ -252,7 +252,7 @@ async def stop_arrived(request: web.Request) -> web.Response:
     who = principal(request, Role.COURIER)
     stop_id = path_id(request, "stop_id", "stp")
     app = request.app
-    return json_response(await route_service.arrive(app[SERVICES], app[LIVE], who.subject, stop_id))
+    return json_response(await route_service.arrive(app[SERVICES], app[SERVICES].live, who.subject, stop_id))
 
 
 @routes.route(
@@ -270,7 +270,7 @@ async def stop_completed(request: web.Request) -> web.Response:
     body = await _optional_body(request, CompleteIn)
     app = request.app
     return json_response(
-        await route_service.complete(app[SERVICES], app[LIVE], who.subject, stop_id, body.code)
+        await route_service.complete(app[SERVICES], app[SERVICES].live, who.subject, stop_id, body.code)
     )
 
 
@@ -299,7 +299,9 @@ async def handover(request: web.Request) -> web.Response:
     who = principal(request, Role.SHOP)
     job_id = path_id(request, "job_id", "job")
     app = request.app
-    return json_response(await route_service.hand_over(app[SERVICES], app[LIVE], who.subject, job_id))
+    return json_response(
+        await route_service.hand_over(app[SERVICES], app[SERVICES].live, who.subject, job_id)
+    )
 
 
 # --- the resident's delivery -------------------------------------------------------------------------------
@@ -348,7 +350,7 @@ async def courier_location(request: web.Request) -> web.Response:
     order_id = path_id(request, "order_id", "ord")
     owner = None if who.is_admin else who.subject
     return json_response(
-        await couriers.courier_location(request.app[SERVICES], request.app[LIVE], order_id, owner)
+        await couriers.courier_location(request.app[SERVICES], request.app[SERVICES].live, order_id, owner)
     )
 
 
@@ -375,7 +377,7 @@ async def ws_location(app: web.Application, who: Principal, body: dict[str, Any]
     cmd = validate(LocationCommand, body)
     courier_id = _own(who, cmd.courier_id)
     return await couriers.record_location(
-        app[SERVICES], app[LIVE], courier_id, cmd.lat, cmd.lng, cmd.accuracy, cmd.at
+        app[SERVICES], app[SERVICES].live, courier_id, cmd.lat, cmd.lng, cmd.accuracy, cmd.at
     )
 
 
@@ -383,7 +385,9 @@ async def ws_location(app: web.Application, who: Principal, body: dict[str, Any]
 async def ws_route_accept(app: web.Application, who: Principal, body: dict[str, Any]) -> Any:
     require_role(who, Role.COURIER)
     cmd = validate(RouteCommand, body)
-    return await route_offers.accept(app[SERVICES], app[LIVE], who.subject, _ref(cmd.route_id, "rte"))
+    return await route_offers.accept(
+        app[SERVICES], app[SERVICES].live, who.subject, _ref(cmd.route_id, "rte")
+    )
 
 
 @command("route.decline")
@@ -391,14 +395,16 @@ async def ws_route_decline(app: web.Application, who: Principal, body: dict[str,
     require_role(who, Role.COURIER)
     cmd = validate(RouteCommand, body)
     route_id = _ref(cmd.route_id, "rte")
-    return await route_offers.decline(app[SERVICES], app[LIVE], who.subject, route_id, cmd.reason)
+    return await route_offers.decline(app[SERVICES], app[SERVICES].live, who.subject, route_id, cmd.reason)
 
 
 @command("stop.arrived")
 async def ws_stop_arrived(app: web.Application, who: Principal, body: dict[str, Any]) -> Any:
     require_role(who, Role.COURIER)
     cmd = validate(StopCommand, body)
-    return await route_service.arrive(app[SERVICES], app[LIVE], who.subject, _ref(cmd.stop_id, "stp"))
+    return await route_service.arrive(
+        app[SERVICES], app[SERVICES].live, who.subject, _ref(cmd.stop_id, "stp")
+    )
 
 
 @command("stop.completed")
@@ -406,11 +412,13 @@ async def ws_stop_completed(app: web.Application, who: Principal, body: dict[str
     require_role(who, Role.COURIER)
     cmd = validate(StopCommand, body)
     stop_id = _ref(cmd.stop_id, "stp")
-    return await route_service.complete(app[SERVICES], app[LIVE], who.subject, stop_id, cmd.code)
+    return await route_service.complete(app[SERVICES], app[SERVICES].live, who.subject, stop_id, cmd.code)
 
 
 @command("job.handover")
 async def ws_handover(app: web.Application, who: Principal, body: dict[str, Any]) -> Any:
     require_role(who, Role.SHOP)
     cmd = validate(JobCommand, body)
-    return await route_service.hand_over(app[SERVICES], app[LIVE], who.subject, _ref(cmd.job_id, "job"))
+    return await route_service.hand_over(
+        app[SERVICES], app[SERVICES].live, who.subject, _ref(cmd.job_id, "job")
+    )

@@ -7,7 +7,7 @@ import asyncio
 from aiohttp import web
 
 from dispatch.api.json import json_response
-from dispatch.api.keys import METRICS, POOL, REDIS, WEBSOCKETS
+from dispatch.api.keys import METRICS, POOL, REDIS, STARTUP, WEBSOCKETS
 from dispatch.api.routing import RouteTable
 from dispatch.errors import ServiceUnavailable
 
@@ -22,6 +22,11 @@ async def healthz(request: web.Request) -> web.Response:
 
 @routes.route("GET", "/readyz", summary="PostgreSQL and Redis are reachable", statuses=(503,))
 async def readyz(request: web.Request) -> web.Response:
+    state = request.app[STARTUP]
+    if not state.ready.is_set():
+        raise ServiceUnavailable(
+            f"not ready: {state.describe()}", code="not_ready", details={"startup": state.describe()}
+        )
     problems: dict[str, str] = {}
     try:
         async with asyncio.timeout(READY_TIMEOUT_S):
@@ -45,8 +50,9 @@ async def readyz(request: web.Request) -> web.Response:
 @routes.route("GET", "/metrics", summary="Prometheus metrics (text format)")
 async def metrics(request: web.Request) -> web.Response:
     m = request.app[METRICS]
-    pool = request.app[POOL]
-    m.pool_size.set(pool.get_size())
-    m.pool_idle.set(pool.get_idle_size())
+    pool = request.app.get(POOL)
+    if pool is not None:
+        m.pool_size.set(pool.get_size())
+        m.pool_idle.set(pool.get_idle_size())
     m.websockets.set(len(request.app[WEBSOCKETS]))
     return web.Response(body=m.render(), content_type="text/plain", charset="utf-8")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import asyncpg
@@ -12,6 +13,7 @@ from dispatch.clock import Clock
 from dispatch.config import Settings
 from dispatch.services.context import Services
 from dispatch.services.zone_directory import ZoneDirectory
+from dispatch.startup import StartupState
 from websocket.fanout import Fanout
 from websocket.hub import Hub
 
@@ -31,3 +33,7 @@ HUB = web.AppKey("hub", Hub)
 ZONES = web.AppKey("zones", ZoneDirectory)
 SERVICES = web.AppKey("services", Services)
 FANOUT = web.AppKey("fanout", Fanout)
+STARTUP = web.AppKey("startup", StartupState)
+START_IN_BACKGROUND = web.AppKey("start_in_background", bool)
+ON_DATABASE: web.AppKey[Callable[[str], Awaitable[None]] | None] = web.AppKey("on_database")
+ON_FATAL: web.AppKey[Callable[[str], None]] = web.AppKey("on_fatal")

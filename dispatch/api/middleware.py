@@ -10,17 +10,21 @@ import time
 from aiohttp import web
 
 from dispatch.api.json import json_response
-from dispatch.api.keys import METRICS
+from dispatch.api.keys import METRICS, STARTUP
 from dispatch.api.routing import Handler
 from dispatch.errors import (
     DispatchError,
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
+    ServiceUnavailable,
 )
-from dispatch.logs import request_id
+from dispatch.logs import Throttle, request_id
+from dispatch.translate import translate
 
 log = logging.getLogger("dispatch.http")
+# During an outage every request fails the same way: say so once a second, not once a request.
+_outage_log = Throttle(1.0)
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
@@ -84,14 +88,34 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         if exc.status < 400:
             raise
         return _render(_translate_http(exc))
-    except Exception:
-        # A bug: log it with its traceback, but never show it to the client.
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return _render(DispatchError("internal error; it has been logged"))
+    except Exception as exc:
+        translated = translate(exc)
+        if translated is None:
+            # A bug: log it with its traceback, but never show it to the client.
+            log.exception("unhandled error on %s %s", request.method, request.path)
+            return _render(DispatchError("internal error; it has been logged"))
+        if isinstance(translated, ServiceUnavailable) and _outage_log.ready():
+            log.warning("%s %s: %s", request.method, request.path, translated.details or translated.message)
+        return _render(translated)
 
 
 def _render(exc: DispatchError) -> web.Response:
     headers = {}
     if isinstance(exc, MethodNotAllowed) and isinstance(exc.details, dict):
         headers["Allow"] = ", ".join(exc.details.get("allowed", []))
+    if exc.retry_after is not None:
+        headers["Retry-After"] = str(exc.retry_after)
     return json_response(exc.to_body(), status=exc.status, headers=headers or None)
+
+
+# Served while the node waits for its dependencies: they need neither PostgreSQL nor Redis.
+WITHOUT_DEPENDENCIES = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
+
+
+@web.middleware
+async def until_ready(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Before start-up has reached PostgreSQL and Redis, everything but the operations endpoints is a 503."""
+    state = request.app[STARTUP]
+    if state.ready.is_set() or request.path in WITHOUT_DEPENDENCIES:
+        return await handler(request)
+    raise ServiceUnavailable(f"the server is {state.describe()}", details={"starting": True}, retry_after=2)

@@ -19,8 +19,10 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from dispatch.api.keys import CLOCK, HUB, SECRET, WEBSOCKETS
 from dispatch.api.routing import RouteTable
 from dispatch.auth import Principal, bearer_token, verify_token
-from dispatch.errors import DispatchError
-from websocket.connection import Connection
+from dispatch.errors import DispatchError, ServiceUnavailable
+from dispatch.logs import Throttle
+from dispatch.translate import translate
+from websocket.connection import TRY_AGAIN_LATER, Connection
 from websocket.errors import ProtocolError, RealtimeError
 from websocket.protocol import (
     ClientMessage,
@@ -38,6 +40,8 @@ AUTH_TIMEOUT_S = 5.0
 HEARTBEAT_S = 20.0
 MAX_FRAME_BYTES = 1 << 20  # frames above this are refused by aiohttp (close 1009)
 RATE_PER_S, BURST = 20.0, 40.0
+COMMAND_QUEUE = 256  # commands received and waiting for their turn, per connection
+_outage_log = Throttle(1.0)
 POLICY_VIOLATION = WSCloseCode.POLICY_VIOLATION
 
 Command = Callable[[web.Application, Principal, dict[str, Any]], Awaitable[Any]]
@@ -68,7 +72,7 @@ async def _authenticate(request: web.Request, ws: web.WebSocketResponse) -> Prin
                 try:
                     parsed = parse_client_message(msg.data)
                 except ProtocolError as exc:
-                    await ws.send_json(reply_error(None, exc.code, exc.message, exc.details))
+                    await ws.send_json(reply_error(exc.msg_id, exc.code, exc.message, exc.details))
                     continue
                 token = parsed.body.get("token")
                 if parsed.type != "auth" or not isinstance(token, str):
@@ -106,29 +110,73 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     conn = Connection(ws, who.subject)
     conn.start()
     app[WEBSOCKETS].add(ws)
+    commands: asyncio.Queue[ClientMessage] = asyncio.Queue(COMMAND_QUEUE)
+    worker = asyncio.create_task(_run_commands(app, conn, who, commands), name=f"ws-commands-{who.subject}")
     try:
-        last_seq = await hub.register(conn)
+        try:
+            last_seq = await hub.register(conn)
+        except Exception as exc:
+            error = translate(exc)
+            if not isinstance(error, ServiceUnavailable):
+                raise
+            # Without PostgreSQL the connection cannot know where the client's stream stands.
+            conn.send(reply_error(None, error.code, error.message, error.details, error.retry_after))
+            await conn.close(TRY_AGAIN_LATER, b"unavailable; reconnect and resume")
+            return ws
         conn.send({"type": "hello", "role": who.role.value, "subject": who.subject, "last_seq": last_seq})
         limiter = RateLimiter(RATE_PER_S, BURST)
         async for msg in ws:
             if msg.type == WSMsgType.TEXT:
-                await _handle(app, conn, who, limiter, msg.data)
+                _receive(conn, limiter, commands, msg.data)
             elif msg.type == WSMsgType.BINARY:
                 conn.send(reply_error(None, "binary_not_supported", "send JSON text frames"))
     finally:
+        worker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker
         app[WEBSOCKETS].discard(ws)
         await hub.unregister(conn)
         await conn.stop_writer()
     return ws
 
 
-async def _handle(
-    app: web.Application, conn: Connection, who: Principal, limiter: RateLimiter, raw: str
+def _receive(
+    conn: Connection, limiter: RateLimiter, commands: asyncio.Queue[ClientMessage], raw: str
 ) -> None:
-    msg: ClientMessage | None = None
+    """Parse and rate-limit a message as it arrives, and queue it for this connection's command worker.
+
+    Counting on arrival, not when a command has run, means a server slowed down by a dependency never
+    turns a client that keeps to the rate into a rate-limited one."""
     try:
-        limiter.check(time.monotonic())
         msg = parse_client_message(raw)
+        limiter.check(time.monotonic(), msg.id)
+    except RealtimeError as exc:
+        conn.send(reply_error(exc.msg_id, exc.code, exc.message, exc.details, exc.retry_after))
+        return
+    try:
+        commands.put_nowait(msg)
+    except asyncio.QueueFull:
+        conn.send(
+            reply_error(
+                msg.id,
+                "overloaded",
+                f"{COMMAND_QUEUE} commands are waiting on this connection; retry shortly",
+                retry_after=1,
+            )
+        )
+
+
+async def _run_commands(
+    app: web.Application, conn: Connection, who: Principal, commands: asyncio.Queue[ClientMessage]
+) -> None:
+    """Run a connection's commands one at a time, in the order they arrived."""
+    while True:
+        msg = await commands.get()
+        await _handle(app, conn, who, msg)
+
+
+async def _handle(app: web.Application, conn: Connection, who: Principal, msg: ClientMessage) -> None:
+    try:
         if msg.type == "resume":
             last = await app[HUB].resume(conn, after_seq_of(msg.body))
             conn.send(reply_ok(msg.id, {"last_seq": last}))
@@ -139,11 +187,16 @@ async def _handle(
             conn.send(reply_ok(msg.id, result))
         else:
             raise ProtocolError(f"unknown message type {msg.type!r}", code="unknown_type")
-    except (RealtimeError, DispatchError) as exc:
-        conn.send(reply_error(msg.id if msg else None, exc.code, exc.message, exc.details))
-    except Exception:
-        log.exception("websocket command failed")
-        conn.send(reply_error(msg.id if msg else None, "internal", "internal error; it has been logged"))
+    except RealtimeError as exc:
+        conn.send(reply_error(msg.id, exc.code, exc.message, exc.details, exc.retry_after))
+    except Exception as exc:
+        error = translate(exc)
+        if error is None:
+            log.exception("websocket command %s failed", msg.type)
+            error = DispatchError("internal error; it has been logged")
+        elif isinstance(error, ServiceUnavailable) and _outage_log.ready():
+            log.warning("websocket %s: %s", msg.type, error.details or error.message)
+        conn.send(reply_error(msg.id, error.code, error.message, error.details, error.retry_after))
 
 
 async def close_all(app: web.Application) -> None:

@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -195,18 +196,23 @@ async def _round_phase(
     async def no_seq(recipient: str) -> int:
         return 0
 
+    async def no_seqs(recipients: Sequence[str]) -> dict[str, int]:
+        return {}
+
     # Every job placed in the round (none held for later): the most the round can have to write.
     settings = Settings(defer_wait_minutes=math.inf)
     pool = await create_pool(database_url, 2, 4)
     redis = Redis.from_url(redis_url)
-    live = LiveLocations(redis, settings.courier_max_speed_m_s)
+    clock = SystemClock()
+    live = LiveLocations(redis, settings.courier_max_speed_m_s, clock)
     await live.start()
     svc = Services(
         pool,
-        SystemClock(),
+        clock,
         settings,
         ZoneDirectory(pool, 9),
-        Hub(redis, Fanout(redis), nothing_after, no_seq),
+        Hub(redis, Fanout(redis), nothing_after, no_seq, no_seqs),
+        live,
     )
     rng = np.random.default_rng(seed)
     try:
@@ -404,6 +410,7 @@ async def _seed_live(
     """Couriers on shift, each of the first `followers` carrying one resident's order (picked up)."""
     from redis.asyncio import Redis
 
+    from dispatch.clock import SystemClock
     from dispatch.db import create_pool
     from dispatch.services.locations import Grant, LiveLocations
 
@@ -465,7 +472,7 @@ async def _seed_live(
     finally:
         await pool.close()
     redis = Redis.from_url(redis_url)
-    live = LiveLocations(redis, 40.0)
+    live = LiveLocations(redis, 40.0, SystemClock())
     try:
         await live.start()
         await live.grant(

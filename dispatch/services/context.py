@@ -10,6 +10,7 @@ import asyncpg
 from dispatch.clock import Clock
 from dispatch.config import Settings
 from dispatch.outbox import Event
+from dispatch.services.locations import LiveLocations
 from dispatch.services.zone_directory import ZoneDirectory
 from geo import TravelModel
 from websocket.hub import Hub
@@ -22,6 +23,7 @@ class Services:
     settings: Settings
     zones: ZoneDirectory
     hub: Hub
+    live: LiveLocations
     travel: TravelModel = field(init=False)
 
     def __post_init__(self) -> None:

@@ -3,18 +3,22 @@ see of a courier (its status, and for a resident only while it brings their orde
 
 from __future__ import annotations
 
+import logging
 import secrets
 from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
 
-from dispatch.db import Conn
+from dispatch.db import Conn, retried, transaction
 from dispatch.errors import Conflict, Forbidden, NotFound, ValidationFailed, field_error
 from dispatch.outbox import NewEvent, append_events
 from dispatch.services import routes
 from dispatch.services.context import Services
 from dispatch.services.locations import LiveLocations, Ping
+from dispatch.translate import translate
+
+log = logging.getLogger(__name__)
 
 ETA_CHECK_S = 10.0  # a courier's ETAs are re-checked against its pings at most this often (per node)
 MAX_SHIFT = timedelta(hours=24)
@@ -50,10 +54,11 @@ def shift_json(row: asyncpg.Record) -> dict[str, Any]:
 # --- shifts --------------------------------------------------------------------------------------------
 
 
+@retried
 async def start_shift(svc: Services, courier_id: str) -> dict[str, Any]:
     """On shift now; a planned shift covering now lends its end (no pickup after it)."""
     now = svc.clock.now()
-    async with svc.pool.acquire() as conn, conn.transaction():
+    async with transaction(svc.pool) as conn:
         courier = await routes.lock_courier(conn, courier_id)
         if not courier["active"]:
             raise Conflict("this courier is deactivated", code="courier_inactive")
@@ -74,10 +79,11 @@ async def start_shift(svc: Services, courier_id: str) -> dict[str, Any]:
     return courier_json(row)
 
 
+@retried
 async def end_shift(svc: Services, courier_id: str) -> dict[str, Any]:
     """Off shift: no new work. Work not yet picked up is given back at the next dispatch round."""
     now = svc.clock.now()
-    async with svc.pool.acquire() as conn, conn.transaction():
+    async with transaction(svc.pool) as conn:
         courier = await routes.lock_courier(conn, courier_id)
         if not courier["on_shift"]:
             raise Conflict("not on shift", code="not_on_shift")
@@ -108,6 +114,7 @@ async def _set_shift(
     return row
 
 
+@retried
 async def plan_shift(svc: Services, courier_id: str, start: datetime, end: datetime) -> dict[str, Any]:
     now = svc.clock.now()
     errors = []
@@ -121,7 +128,7 @@ async def plan_shift(svc: Services, courier_id: str, start: datetime, end: datet
         errors.append(field_error(["start"], "at most 30 days ahead", "shift_too_far"))
     if errors:
         raise ValidationFailed(f"{len(errors)} field(s) are not valid", details=errors)
-    async with svc.pool.acquire() as conn, conn.transaction():
+    async with transaction(svc.pool) as conn:
         await routes.lock_courier(conn, courier_id)
         overlap = await conn.fetchval(
             """SELECT id FROM shifts WHERE courier_id = $1 AND state IN ('planned', 'started')
@@ -146,6 +153,7 @@ async def plan_shift(svc: Services, courier_id: str, start: datetime, end: datet
     return shift_json(row)
 
 
+@retried
 async def list_shifts(svc: Services, courier_id: str) -> list[dict[str, Any]]:
     rows = await svc.pool.fetch(
         "SELECT * FROM shifts WHERE courier_id = $1 ORDER BY start_at DESC LIMIT 100", courier_id
@@ -163,7 +171,7 @@ async def fire_due_shifts(svc: Services, limit: int = 100) -> int:
             due = await svc.pool.fetchrow(due_sql, now)
             if due is None:
                 break
-            async with svc.pool.acquire() as conn, conn.transaction():
+            async with transaction(svc.pool) as conn:
                 await routes.lock_courier(conn, due["courier_id"])
                 shift = await conn.fetchrow(claim_sql, due["id"], now)
                 if shift is None:
@@ -228,10 +236,18 @@ async def record_location(
         and outcome.status == "stored"
         and routes.etas_moved(outcome.plan, (lat, lng), now, routes.travel_of(svc), routes.service_times(svc))
     ):
-        await routes.push_etas(svc, live, courier_id, (lat, lng))
+        try:
+            await routes.push_etas(svc, live, courier_id, (lat, lng))
+        except Exception as exc:
+            if translate(exc) is None:
+                raise
+            # The ping itself is stored; the ETAs are pushed again at the next check.
+            live.eta_checked.pop(courier_id, None)
+            log.warning("could not push ETAs for %s: %s", courier_id, exc)
     return {"status": outcome.status, "flagged": outcome.status == "flagged"}
 
 
+@retried
 async def status(svc: Services, live: LiveLocations, courier_id: str) -> dict[str, Any]:
     row = await svc.pool.fetchrow("SELECT * FROM couriers WHERE id = $1", courier_id)
     if row is None:
@@ -251,6 +267,7 @@ async def status(svc: Services, live: LiveLocations, courier_id: str) -> dict[st
     }
 
 
+@retried
 async def fleet(svc: Services, live: LiveLocations) -> list[dict[str, Any]]:
     """Admin: couriers on shift, where they are, and whether they are stale (not assignable)."""
     rows = await svc.pool.fetch("SELECT * FROM couriers WHERE on_shift ORDER BY id LIMIT 10000")
@@ -279,6 +296,7 @@ async def _resident_order(svc: Services, order_id: str, resident_id: str | None)
     return order
 
 
+@retried
 async def courier_location(
     svc: Services, live: LiveLocations, order_id: str, resident_id: str | None
 ) -> dict[str, Any]:
@@ -317,6 +335,7 @@ async def courier_location(
     return {"order_id": order_id, "couriers": shown}
 
 
+@retried
 async def delivery(svc: Services, order_id: str, resident_id: str | None) -> dict[str, Any]:
     """The resident's view of the delivery: the code to give the courier (made on first asking if the first
     dispatch has not made it yet), whether the courier at the door is proof enough, the drop-offs' ETAs."""
@@ -356,6 +375,7 @@ async def delivery(svc: Services, order_id: str, resident_id: str | None) -> dic
     }
 
 
+@retried
 async def set_delivery_options(
     svc: Services, order_id: str, resident_id: str | None, allow_proximity: bool
 ) -> dict[str, Any]:

@@ -15,18 +15,17 @@ import asyncpg
 from dispatch.core import jobs as rules
 from dispatch.core.errors import CoreValidationError, TransitionError
 from dispatch.core.matching import OrderTiming, RequestedItem, rematch
-from dispatch.db import Conn
+from dispatch.db import Conn, retried, transaction
 from dispatch.errors import Conflict, NotFound, ValidationFailed, field_error
 from dispatch.outbox import Event, NewEvent, append_events
 from dispatch.services.candidates import load_candidates, nearby_shop_ids
 from dispatch.services.context import Services
-from dispatch.services.offers import StockRace, create_jobs
+from dispatch.services.offers import StockRace, adjust_stock, create_jobs, stock_of
 from dispatch.services.records import (
     core_job,
     job_json,
     lock_order_of_job,
     order_json,
-    release_stock,
     replace_job,
     save_order_state,
     shop_job_json,
@@ -71,9 +70,10 @@ async def _apply(conn: Conn, decision: rules.JobTransition, **columns: Any) -> a
     return row
 
 
+@retried
 async def accept(svc: Services, job_id: str, shop_id: str, prep_minutes: int) -> dict[str, Any]:
     now = svc.clock.now()
-    async with svc.pool.acquire() as conn, conn.transaction():
+    async with transaction(svc.pool) as conn:
         order, job, jobs = await _lock(conn, job_id)
         try:
             decision = rules.accept(core_job(job), shop_id, now, prep_minutes)
@@ -87,9 +87,10 @@ async def accept(svc: Services, job_id: str, shop_id: str, prep_minutes: int) ->
     return job_json(job)
 
 
+@retried
 async def mark_ready(svc: Services, job_id: str, shop_id: str) -> dict[str, Any]:
     now = svc.clock.now()
-    async with svc.pool.acquire() as conn, conn.transaction():
+    async with transaction(svc.pool) as conn:
         order, job, jobs = await _lock(conn, job_id)
         try:
             decision = rules.mark_ready(core_job(job), shop_id, now)
@@ -101,11 +102,12 @@ async def mark_ready(svc: Services, job_id: str, shop_id: str) -> dict[str, Any]
     return job_json(job)
 
 
+@retried
 async def reject(svc: Services, job_id: str, shop_id: str, reason: str) -> dict[str, Any]:
     for _ in range(RETRIES):
         now = svc.clock.now()
         try:
-            async with svc.pool.acquire() as conn, conn.transaction():
+            async with transaction(svc.pool) as conn:
                 order, job, jobs = await _lock(conn, job_id)
                 try:
                     decision = rules.reject(core_job(job), shop_id, now, reason)
@@ -127,7 +129,7 @@ async def expire_due(svc: Services, limit: int = 100) -> int:
     while fired < limit:
         now = svc.clock.now()
         try:
-            async with svc.pool.acquire() as conn, conn.transaction():
+            async with transaction(svc.pool) as conn:
                 claimed = await conn.fetchrow(
                     """SELECT j.id FROM jobs j JOIN orders o ON o.id = j.order_id
                        WHERE j.state = 'offered' AND j.deadline_at <= $1
@@ -162,7 +164,9 @@ async def _reoffer(
     an order once, and an order has at most one job per shop. Lines no shop can take make the refused job
     `unfulfilled`, and the resident is told which items will not come."""
     shop_event = "job.rejected" if job["state"] == "rejected" else "job.expired"
-    await release_stock(conn, job["shop_id"], job["lines"])
+    # Given back in the same statement that reserves the next shops' stock (never before the match: the
+    # refuser is excluded from it, so its stock cannot change the outcome).
+    released = stock_of(job["shop_id"], job["lines"])
     involved = {j["shop_id"] for j in jobs}
     lines = [
         RequestedItem(line["sku"], line["qty"], job["shop_id"] if line.get("pinned") else None)
@@ -187,10 +191,12 @@ async def _reoffer(
     new_events: list[NewEvent] = [NewEvent(job["shop_id"], shop_event, shop_job_json(job, order))]
     if outcome.jobs:
         new_jobs, offer_events = await create_jobs(
-            conn, order, outcome.jobs, shops, set(), now, svc.settings.offer_timeout_s
+            conn, order, outcome.jobs, shops, set(), now, svc.settings.offer_timeout_s, release=released
         )
         new_events += offer_events
         jobs = jobs + new_jobs
+    else:
+        await adjust_stock(conn, release=released)
     if outcome.unplaced:
         decision = rules.mark_unfulfilled(core_job(job), now)
         unplaced = [{"sku": u.sku, "qty": u.qty_requested, "shop_id": u.shop_id} for u in outcome.unplaced]
@@ -225,6 +231,7 @@ async def _job_changed(
     return await append_events(conn, new_events, now)
 
 
+@retried
 async def get_job(svc: Services, job_id: str, shop_id: str | None) -> dict[str, Any]:
     job = await svc.pool.fetchrow("SELECT * FROM jobs WHERE id = $1", job_id)
     if job is None or (shop_id is not None and job["shop_id"] != shop_id):
@@ -234,6 +241,7 @@ async def get_job(svc: Services, job_id: str, shop_id: str | None) -> dict[str, 
     return shop_job_json(job, order)
 
 
+@retried
 async def shop_jobs(svc: Services, shop_id: str, state: str | None, limit: int) -> list[dict[str, Any]]:
     rows = await svc.pool.fetch(
         """SELECT j.*, o.fulfilment, o.slot_start, o.slot_end, o.note FROM jobs j

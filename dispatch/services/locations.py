@@ -7,6 +7,12 @@ Keys (all expire; PostgreSQL stays the truth for everything that matters):
   courier:aud:{id}    hash: stop id -> "recipient|json fields": who sees this courier now, and for which stop
   share:ended:{stop}  tombstone: sharing for that stop is over, so a late grant cannot reopen it
   courier:plan:{id}   JSON: remaining stops with their ETAs (a pre-filter; PostgreSQL decides)
+  dispatch:live:since the server-clock millisecond from which this Redis's live state can be trusted
+
+Losing Redis (a restart, a failover, an outage) loses positions or stops couriers from pinging: that says
+nothing about the couriers. So `since` is set when a node first finds it missing (Redis came back empty) and
+moved to "now" whenever a node sees Redis return after failing; a courier is stale only when silent for
+`DISPATCH_COURIER_STALE_S` after both its last ping and `since`.
 
 A ping is one Lua script: compare with the previous fix, flag an implausible jump, store, and publish the
 position on the live channel of everyone in the audience (at most once a second). Scripts of concurrent
@@ -18,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,6 +35,7 @@ from h3.api import basic_int as h3
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, RedisError
 
+from dispatch.clock import Clock
 from dispatch.errors import ServiceUnavailable
 from websocket.hub import live_channel_of
 
@@ -123,17 +131,29 @@ end
 return granted
 """
 
-# KEYS: location keys. One packed string back (';' between couriers, ',' between fields): thousands of
-# positions cost one reply to parse instead of ten per courier.
+# KEYS: location keys. ARGV: now (ms). One packed string back: `since`, then ';' between couriers and ','
+# between fields: thousands of positions cost one reply to parse instead of ten per courier.
 POSITIONS_SCRIPT = """
-local out = {}
+local since = redis.call('GET', 'dispatch:live:since')
+if not since then
+  since = ARGV[1]
+  redis.call('SET', 'dispatch:live:since', since)
+end
+local out = {since}
 for i, key in ipairs(KEYS) do
   local v = redis.call('HMGET', key, 'lat', 'lng', 'acc', 'at', 'cell', 'flagged',
                        'tlat', 'tlng', 'tacc', 'tat')
   for j = 1, 10 do if not v[j] then v[j] = '' end end
-  out[i] = table.concat(v, ',')
+  out[i + 1] = table.concat(v, ',')
 end
 return table.concat(out, ';')
+"""
+
+# ARGV: now (ms). Live state is trusted from now on, unless it already was from later.
+SINCE_SCRIPT = """
+local since = tonumber(redis.call('GET', 'dispatch:live:since') or '-1')
+if since < tonumber(ARGV[1]) then redis.call('SET', 'dispatch:live:since', ARGV[1]) end
+return 1
 """
 
 # KEYS: plan keys. ARGV: ttl, then one value per key.
@@ -212,6 +232,21 @@ class Position:
         }
 
 
+class Positions(dict[str, Position]):
+    """Couriers' positions by id, and `since` (epoch seconds on the server clock): the moment from which
+    Redis's live state is whole. A courier with no ping since then may simply not have been able to."""
+
+    def __init__(self, since: float) -> None:
+        super().__init__()
+        self.since = since
+
+    def silent(self, courier_id: str, now: datetime, stale_s: float) -> bool:
+        """No word from the courier for `stale_s`, counting from its last ping or `since`, the later."""
+        position = self.get(courier_id)
+        last = max(self.since, position.latest.at if position is not None else -math.inf)
+        return now.timestamp() - last > stale_s
+
+
 @dataclass(frozen=True, slots=True)
 class Grant:
     """`recipient` sees the courier's position because of `stop_id`; `fields` say which stop or order."""
@@ -235,9 +270,11 @@ def _position(packed: str) -> Position | None:
 class LiveLocations:
     """The node's access to couriers' live state. `start` before use (the app's cleanup context does)."""
 
-    def __init__(self, redis: Redis, max_speed_m_s: float) -> None:
+    def __init__(self, redis: Redis, max_speed_m_s: float, clock: Clock) -> None:
         self.redis = redis
         self.max_speed_m_s = max_speed_m_s
+        self.clock = clock
+        self._failed = False  # a Redis call failed; the next success moves `since` on
         self.eta_checked: dict[str, float] = {}  # courier -> clock seconds of its last ETA check here
         self._queue: list[tuple[str, asyncio.Future[PingOutcome]]] = []
         self._wake = asyncio.Event()
@@ -259,19 +296,39 @@ class LiveLocations:
         self._queue.clear()
 
     async def _load_scripts(self) -> None:
-        for script in (PINGS_SCRIPT, GRANT_SCRIPT, POSITIONS_SCRIPT, SET_PLANS_SCRIPT):
+        for script in (PINGS_SCRIPT, GRANT_SCRIPT, POSITIONS_SCRIPT, SET_PLANS_SCRIPT, SINCE_SCRIPT):
             self._sha[script] = await self.redis.script_load(script)
 
-    async def _run(self, script: str, calls: list[_Call]) -> list[Any]:
+    def _now_ms(self) -> str:
+        return str(round(self.clock.now().timestamp() * 1000))
+
+    async def redis_returned(self) -> None:
+        """Redis is reachable again after failing: whatever it holds, pings may have been lost meanwhile."""
+        try:
+            _raised(await self._run(SINCE_SCRIPT, [([], [self._now_ms()])], mark=False))
+        except (RedisError, OSError) as exc:
+            log.warning("could not mark live state as restarted: %s", exc)
+            self._failed = True
+            return
+        log.info("Redis is back: courier staleness is judged afresh from now")
+
+    async def _run(self, script: str, calls: list[_Call], *, mark: bool = True) -> list[Any]:
         """One pipeline of script calls (keys, args); reloads the scripts once if Redis lost them."""
-        for attempt in (1, 2):
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for keys, args in calls:
-                    pipe.evalsha(self._sha[script], len(keys), *keys, *args)
-                results: list[Any] = await pipe.execute(raise_on_error=False)
-            if attempt == 2 or not any(isinstance(r, NoScriptError) for r in results):
-                break
-            await self._load_scripts()  # Redis restarted: its scripts are gone
+        try:
+            for attempt in (1, 2):
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for keys, args in calls:
+                        pipe.evalsha(self._sha[script], len(keys), *keys, *args)
+                    results: list[Any] = await pipe.execute(raise_on_error=False)
+                if attempt == 2 or not any(isinstance(r, NoScriptError) for r in results):
+                    break
+                await self._load_scripts()  # Redis restarted: its scripts are gone
+        except (RedisError, OSError):
+            self._failed = True
+            raise
+        if mark and self._failed:
+            self._failed = False
+            await self.redis_returned()
         return results
 
     # --- pings ---------------------------------------------------------------------------------------
@@ -335,15 +392,19 @@ class LiveLocations:
     async def position(self, courier_id: str) -> Position | None:
         return (await self.positions([courier_id])).get(courier_id)
 
-    async def positions(self, courier_ids: Iterable[str]) -> dict[str, Position]:
+    async def positions(self, courier_ids: Iterable[str]) -> Positions:
         ids = list(courier_ids)
-        calls: list[_Call] = [([loc_key(c) for c in chunk], []) for chunk in _chunks(ids, SCRIPT_CHUNK)]
+        now = self._now_ms()
+        chunks = _chunks(ids, SCRIPT_CHUNK) or [[]]  # one call even for none: it reads `since`
+        calls: list[_Call] = [([loc_key(c) for c in chunk], [now]) for chunk in chunks]
         try:
-            replies = await self._run(POSITIONS_SCRIPT, calls)
-            packed = [p for reply in _raised(replies) for p in reply.decode().split(";")]
+            replies = [
+                reply.decode().split(";") for reply in _raised(await self._run(POSITIONS_SCRIPT, calls))
+            ]
         except (RedisError, OSError) as exc:
             raise ServiceUnavailable(f"live locations are unavailable: {exc}") from exc
-        found = {}
+        found = Positions(since=max(int(reply[0]) for reply in replies) / 1000)
+        packed = [p for reply in replies for p in reply[1:]]
         for courier_id, values in zip(ids, packed, strict=True):
             position = _position(values)
             if position is not None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,22 +22,48 @@ class StockRace(Exception):
     """Stock changed between reading it and reserving it; the transaction is retried."""
 
 
-async def reserve_stock(conn: Conn, planned: Sequence[PlannedJob]) -> None:
-    wanted: Counter[tuple[str, str]] = Counter()
-    for job in planned:
-        for line in job.lines:
-            wanted[(job.shop_id, line.sku)] += line.qty
-    keys = list(wanted)
-    reserved = await conn.fetch(
-        """UPDATE catalogue_items c SET stock = c.stock - t.qty
-           FROM unnest($1::text[], $2::text[], $3::int[]) AS t(shop_id, sku, qty)
-           WHERE c.shop_id = t.shop_id AND c.sku = t.sku AND c.stock >= t.qty
-           RETURNING c.shop_id""",
+StockKey = tuple[str, str]  # (shop id, sku)
+
+
+def stock_of(shop_id: str, lines: Iterable[Mapping[str, Any]]) -> Counter[StockKey]:
+    """The quantities a job's lines hold of its shop's stock."""
+    held: Counter[StockKey] = Counter()
+    for line in lines:
+        held[(shop_id, line["sku"])] += int(line["qty"])
+    return held
+
+
+async def adjust_stock(
+    conn: Conn, *, reserve: Mapping[StockKey, int] = {}, release: Mapping[StockKey, int] = {}
+) -> None:
+    """Give back `release` and take `reserve` in one statement, every row locked in (shop, sku) order first
+    (the subquery's ORDER BY ... FOR UPDATE), so transactions touching the same lines in any order never
+    deadlock. Raises StockRace when a reservation lacks stock; the caller's transaction is rolled back."""
+    delta: Counter[StockKey] = Counter()
+    for key, qty in release.items():
+        delta[key] += qty
+    for key, qty in reserve.items():
+        delta[key] -= qty
+    keys = sorted(k for k, v in delta.items() if v)
+    if not keys:
+        return
+    changed = await conn.fetch(
+        """UPDATE catalogue_items c SET stock = c.stock + l.delta
+           FROM (SELECT i.shop_id, i.sku, t.delta
+                 FROM catalogue_items i
+                 JOIN unnest($1::text[], $2::text[], $3::int[]) AS t(shop_id, sku, delta)
+                   ON i.shop_id = t.shop_id AND i.sku = t.sku
+                 ORDER BY i.shop_id, i.sku
+                 FOR UPDATE OF i) AS l
+           WHERE c.shop_id = l.shop_id AND c.sku = l.sku AND c.stock + l.delta >= 0
+           RETURNING c.shop_id, c.sku""",
         [k[0] for k in keys],
         [k[1] for k in keys],
-        [wanted[k] for k in keys],
+        [delta[k] for k in keys],
     )
-    if len(reserved) != len(keys):
+    done = {(r["shop_id"], r["sku"]) for r in changed}
+    # A line released to an item since deleted from the catalogue has nowhere to go: that is fine.
+    if any(delta[k] < 0 and k not in done for k in keys):
         raise StockRace()
 
 
@@ -49,10 +75,16 @@ async def create_jobs(
     pinned: Collection[tuple[str, str]],
     now: datetime,
     offer_timeout_s: float,
+    release: Mapping[StockKey, int] = {},
 ) -> tuple[list[asyncpg.Record], list[NewEvent]]:
-    """Reserve stock for `planned` and insert one job per shop: offered, or accepted at once for shops
-    that auto-accept. Raises StockRace when the stock moved (the caller retries the transaction)."""
-    await reserve_stock(conn, planned)
+    """Reserve stock for `planned` (giving back `release` in the same locked statement) and insert one job
+    per shop: offered, or accepted at once for shops that auto-accept. Raises StockRace when the stock
+    moved (the caller retries the transaction)."""
+    wanted: Counter[StockKey] = Counter()
+    for job in planned:
+        for line in job.lines:
+            wanted[(job.shop_id, line.sku)] += line.qty
+    await adjust_stock(conn, reserve=wanted, release=release)
     ids: list[str] = []
     shop_ids: list[str] = []
     states: list[str] = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -12,19 +13,18 @@ import orjson
 
 from dispatch.core import jobs as job_rules
 from dispatch.core.matching import OrderTiming, RequestedItem, Unavailable, plan_order
-from dispatch.db import Conn
+from dispatch.db import Conn, retried, transaction
 from dispatch.errors import Conflict, NotFound, ValidationFailed
 from dispatch.ids import new_id
 from dispatch.outbox import Event, NewEvent, append_events
 from dispatch.services.candidates import load_candidates, nearby_shop_ids
 from dispatch.services.context import Services
-from dispatch.services.offers import StockRace, create_jobs, pinned_pairs
+from dispatch.services.offers import StockKey, StockRace, adjust_stock, create_jobs, pinned_pairs, stock_of
 from dispatch.services.records import (
     core_job,
     order_jobs,
     order_json,
     refresh_order,
-    release_stock,
     shop_job_json,
 )
 
@@ -50,6 +50,7 @@ def request_hash(body: Any) -> str:
     return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
+@retried
 async def place_order(
     svc: Services, req: OrderRequest, idempotency: tuple[str, str] | None
 ) -> tuple[int, dict[str, Any]]:
@@ -68,7 +69,7 @@ async def _place_once(
     svc: Services, req: OrderRequest, idempotency: tuple[str, str] | None
 ) -> tuple[int, dict[str, Any], list[Event]]:
     now = svc.clock.now()
-    async with svc.pool.acquire() as conn, conn.transaction():
+    async with transaction(svc.pool) as conn:
         if idempotency is not None:
             previous = await _claim_key(conn, req.resident_id, idempotency, now)
             if previous is not None:
@@ -219,6 +220,7 @@ async def _unavailable(conn: Conn, req: OrderRequest, plan: Unavailable) -> Vali
     )
 
 
+@retried
 async def get_order(svc: Services, order_id: str, resident_id: str | None) -> dict[str, Any]:
     """`resident_id` None: an admin. Another resident's order is a 404, revealing nothing."""
     order = await svc.pool.fetchrow("SELECT * FROM orders WHERE id = $1", order_id)
@@ -227,6 +229,7 @@ async def get_order(svc: Services, order_id: str, resident_id: str | None) -> di
     return order_json(order, await order_jobs(svc.pool, order_id))
 
 
+@retried
 async def list_orders(svc: Services, resident_id: str, state: str | None, limit: int) -> list[dict[str, Any]]:
     orders = await svc.pool.fetch(
         """SELECT * FROM orders WHERE resident_id = $1 AND ($2::text IS NULL OR state = $2)
@@ -246,9 +249,10 @@ async def list_orders(svc: Services, resident_id: str, state: str | None, limit:
     return [order_json(o, by_order.get(o["id"], [])) for o in orders]
 
 
+@retried
 async def cancel_order(svc: Services, order_id: str, resident_id: str | None) -> dict[str, Any]:
     now = svc.clock.now()
-    async with svc.pool.acquire() as conn, conn.transaction():
+    async with transaction(svc.pool) as conn:
         order = await conn.fetchrow("SELECT * FROM orders WHERE id = $1 FOR UPDATE", order_id)
         if order is None or (resident_id is not None and order["resident_id"] != resident_id):
             raise NotFound(f"no order {order_id}", code="order_not_found")
@@ -267,6 +271,7 @@ async def cancel_order(svc: Services, order_id: str, resident_id: str | None) ->
         if not decisions:
             raise Conflict("nothing left to cancel", code="nothing_to_cancel")
         new_events: list[NewEvent] = []
+        released: Counter[StockKey] = Counter()
         for job, decision in decisions:
             row = await conn.fetchrow(
                 """UPDATE jobs SET state = $2, closed_at = $3, updated_at = $3
@@ -277,8 +282,9 @@ async def cancel_order(svc: Services, order_id: str, resident_id: str | None) ->
                 [s.value for s in decision.from_states],
             )
             assert row is not None  # we hold the row lock
-            await release_stock(conn, job["shop_id"], job["lines"])
+            released += stock_of(job["shop_id"], job["lines"])
             new_events.append(NewEvent(job["shop_id"], "job.cancelled", shop_job_json(row, order)))
+        await adjust_stock(conn, release=released)
         order, jobs = await refresh_order(conn, order, now)
         body = order_json(order, jobs)
         new_events.append(NewEvent(order["resident_id"], "order.updated", body))

@@ -7,7 +7,7 @@ from typing import Any
 
 import asyncpg
 
-from dispatch.db import translated_errors
+from dispatch.db import retried, translated_errors
 from dispatch.errors import NotFound
 from dispatch.ids import new_id
 
@@ -26,6 +26,7 @@ def _render(row: asyncpg.Record) -> dict[str, Any]:
     return out
 
 
+@retried
 async def create(pool: asyncpg.Pool, kind: str, fields: dict[str, Any], now: datetime) -> dict[str, Any]:
     table, prefix = _TABLES[kind]
     cols = [c for c in _COLUMNS[kind] if c in fields]
@@ -41,6 +42,7 @@ async def create(pool: asyncpg.Pool, kind: str, fields: dict[str, Any], now: dat
     return _render(row)
 
 
+@retried
 async def update(
     pool: asyncpg.Pool, kind: str, entity_id: str, fields: dict[str, Any], now: datetime
 ) -> dict[str, Any]:
@@ -55,6 +57,7 @@ async def update(
     return _render(row)
 
 
+@retried
 async def get(pool: asyncpg.Pool, kind: str, entity_id: str) -> dict[str, Any]:
     table, _ = _TABLES[kind]
     row = await pool.fetchrow(f"SELECT * FROM {table} WHERE id = $1", entity_id)

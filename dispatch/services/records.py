@@ -97,18 +97,6 @@ async def refresh_order(conn: Conn, order: asyncpg.Record, now: datetime) -> tup
     return updated, jobs
 
 
-async def release_stock(conn: Conn, shop_id: str, lines: list[dict[str, Any]]) -> None:
-    """Give a job's reserved stock back to its shop."""
-    await conn.execute(
-        """UPDATE catalogue_items c SET stock = c.stock + t.qty
-           FROM unnest($2::text[], $3::int[]) AS t(sku, qty)
-           WHERE c.shop_id = $1 AND c.sku = t.sku""",
-        shop_id,
-        [line["sku"] for line in lines],
-        [line["qty"] for line in lines],
-    )
-
-
 def order_state_of(jobs: list[asyncpg.Record], fulfilment: str) -> tuple[str, int]:
     """The order's (state, total cents) from its jobs' rows."""
     state = derive_order_state([JobState(j["state"]) for j in jobs], Fulfilment(fulfilment))

@@ -14,11 +14,11 @@ from typing import Any
 
 import asyncpg
 
-from dispatch.db import Conn
+from dispatch.db import Conn, retried, transaction
 from dispatch.errors import Conflict, Forbidden, NotFound
 from dispatch.outbox import NewEvent
 from dispatch.services.context import Services
-from dispatch.services.locations import LiveLocations, Position
+from dispatch.services.locations import LiveLocations
 from dispatch.services.records import order_jobs, order_json
 from dispatch.services.routes import (
     CourierChange,
@@ -49,10 +49,11 @@ def _closed(route: asyncpg.Record | None) -> Conflict:
     return Conflict(f"the route is {state}", code=f"route_{state}")
 
 
+@retried
 async def accept(svc: Services, live: LiveLocations, courier_id: str, route_id: str) -> dict[str, Any]:
     now = svc.clock.now()
     position = await live.position(courier_id)
-    async with svc.pool.acquire() as conn, conn.transaction():
+    async with transaction(svc.pool) as conn:
         await _own_route(conn, courier_id, route_id)
         route = await conn.fetchrow(
             """UPDATE routes SET state = 'active', accepted_at = $2, updated_at = $2
@@ -67,8 +68,9 @@ async def accept(svc: Services, live: LiveLocations, courier_id: str, route_id: 
         change.announce.add(route_id)
         await delivery_codes(conn, await _route_orders(conn, route_id))
         events = await change.finish(trusted_point(position, now, svc.settings.courier_stale_s))
+        body = (await routes_json(conn, [route_id]))[route_id]
     await change.published(events)
-    return (await routes_json(svc.pool, [route_id]))[route_id]
+    return body
 
 
 async def _route_orders(conn: Conn, route_id: str) -> list[str]:
@@ -79,11 +81,12 @@ async def _route_orders(conn: Conn, route_id: str) -> list[str]:
     return [r["order_id"] for r in rows]
 
 
+@retried
 async def decline(
     svc: Services, live: LiveLocations, courier_id: str, route_id: str, reason: str | None
 ) -> dict[str, Any]:
     now = svc.clock.now()
-    async with svc.pool.acquire() as conn, conn.transaction():
+    async with transaction(svc.pool) as conn:
         await _own_route(conn, courier_id, route_id)
         route = await conn.fetchrow(
             """UPDATE routes SET state = 'declined', closed_at = $2, updated_at = $2, reason = $3
@@ -100,8 +103,9 @@ async def decline(
         change = CourierChange(conn, svc, live, courier_id, now)
         await give_back(change, route, refuse=True, why="declined")
         events = await change.finish(None)
+        body = (await routes_json(conn, [route_id]))[route_id]
     await change.published(events)
-    return (await routes_json(svc.pool, [route_id]))[route_id]
+    return body
 
 
 async def expire_offers(svc: Services, live: LiveLocations, limit: int = 100) -> int:
@@ -117,7 +121,7 @@ async def expire_offers(svc: Services, live: LiveLocations, limit: int = 100) ->
         )
         if due is None:
             return fired
-        async with svc.pool.acquire() as conn, conn.transaction():
+        async with transaction(svc.pool) as conn:
             await lock_courier(conn, due["courier_id"])
             route = await conn.fetchrow(
                 """UPDATE routes SET state = 'expired', closed_at = $2, updated_at = $2,
@@ -216,20 +220,16 @@ async def release_stranded(svc: Services, live: LiveLocations, now: datetime) ->
         why = None
         if r["unpicked"] and not r["working"]:
             why = "off_shift"
-        elif r["unpicked"] and _stale(positions.get(r["id"]), now, svc.settings.courier_stale_s):
+        elif r["unpicked"] and positions.silent(r["id"], now, svc.settings.courier_stale_s):
             why = "courier_stale"
         if why is not None or r["dead_stops"]:
             released += await _tidy(svc, live, r["id"], why, now)
     return released
 
 
-def _stale(position: Position | None, now: datetime, stale_s: float) -> bool:
-    return position is None or position.stale(now, stale_s)
-
-
 async def _tidy(svc: Services, live: LiveLocations, courier_id: str, why: str | None, now: datetime) -> int:
     released = 0
-    async with svc.pool.acquire() as conn, conn.transaction():
+    async with transaction(svc.pool) as conn:
         await lock_courier(conn, courier_id)
         change = CourierChange(conn, svc, live, courier_id, now)
         dead = await conn.fetch(

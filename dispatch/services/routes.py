@@ -24,7 +24,7 @@ import orjson
 from dispatch.core import jobs as job_rules
 from dispatch.core.errors import TransitionError
 from dispatch.core.routes import Point, ServiceTimes, Stop, StopTiming, Travel, eta_changes, simulate
-from dispatch.db import Conn
+from dispatch.db import Conn, retried, transaction
 from dispatch.errors import Conflict, DispatchError, Forbidden, NotFound
 from dispatch.outbox import Event, NewEvent, append_events
 from dispatch.services.context import Services
@@ -349,9 +349,10 @@ async def _locked_stop(change: CourierChange, stop_id: str, *, as_shop: bool = F
     return stop
 
 
+@retried
 async def arrive(svc: Services, live: LiveLocations, courier_id: str, stop_id: str) -> dict[str, Any]:
     now = svc.clock.now()
-    async with svc.pool.acquire() as conn, conn.transaction():
+    async with transaction(svc.pool) as conn:
         change = CourierChange(conn, svc, live, courier_id, now)
         stop = await _locked_stop(change, stop_id)
         if stop["state"] == "arrived":
@@ -359,10 +360,12 @@ async def arrive(svc: Services, live: LiveLocations, courier_id: str, stop_id: s
         await conn.execute("UPDATE stops SET state = 'arrived', arrived_at = $2 WHERE id = $1", stop_id, now)
         change.touched.add(stop["route_id"])
         events = await change.finish((stop["lat"], stop["lng"]))
+        route = (await routes_json(conn, [stop["route_id"]]))[stop["route_id"]]
     await change.published(events)
-    return (await routes_json(svc.pool, [stop["route_id"]]))[stop["route_id"]]
+    return route
 
 
+@retried
 async def complete(
     svc: Services, live: LiveLocations, courier_id: str, stop_id: str, code: str | None
 ) -> dict[str, Any]:
@@ -370,7 +373,7 @@ async def complete(
     now = svc.clock.now()
     position = await live.position(courier_id)
     refusal: DispatchError | None = None
-    async with svc.pool.acquire() as conn, conn.transaction():
+    async with transaction(svc.pool) as conn:
         change = CourierChange(conn, svc, live, courier_id, now)
         stop = await _locked_stop(change, stop_id)
         if stop["kind"] == "pickup":
@@ -378,10 +381,11 @@ async def complete(
         else:
             refusal = await _deliver(change, stop, code, position)
         events = [] if refusal else await change.finish((stop["lat"], stop["lng"]))
+        route = (await routes_json(conn, [stop["route_id"]]))[stop["route_id"]]
     if refusal is not None:
         raise refusal  # after commit: the wrong-code count must stick
     await change.published(events)
-    return (await routes_json(svc.pool, [stop["route_id"]]))[stop["route_id"]]
+    return route
 
 
 async def lock_jobs(
@@ -517,6 +521,7 @@ def _proof(
     return "proximity"
 
 
+@retried
 async def hand_over(svc: Services, live: LiveLocations, shop_id: str, job_id: str) -> dict[str, Any]:
     """The shop confirms the goods left: to the resident (pickup orders), or to the courier."""
     job = await svc.pool.fetchrow(
@@ -531,7 +536,7 @@ async def hand_over(svc: Services, live: LiveLocations, shop_id: str, job_id: st
     if job["courier_id"] is None:
         raise Conflict("no courier has this job yet", code="no_courier_yet")
     now = svc.clock.now()
-    async with svc.pool.acquire() as conn, conn.transaction():
+    async with transaction(svc.pool) as conn:
         change = CourierChange(conn, svc, live, job["courier_id"], now)
         stop_id = await conn.fetchval(
             "SELECT id FROM stops WHERE route_id = $1 AND kind = 'pickup' AND $2 = ANY (job_ids)",
@@ -541,9 +546,9 @@ async def hand_over(svc: Services, live: LiveLocations, shop_id: str, job_id: st
         stop = await _locked_stop(change, stop_id, as_shop=True)
         await _pick_up(change, stop, {job_id}, "shop")
         events = await change.finish(None)
+        row = await conn.fetchrow("SELECT * FROM jobs WHERE id = $1", job_id)
+        order = await conn.fetchrow("SELECT * FROM orders WHERE id = $1", job["order_id"])
     await change.published(events)
-    row = await svc.pool.fetchrow("SELECT * FROM jobs WHERE id = $1", job_id)
-    order = await svc.pool.fetchrow("SELECT * FROM orders WHERE id = $1", job["order_id"])
     assert row is not None and order is not None
     return shop_job_json(row, order)
 
@@ -551,7 +556,7 @@ async def hand_over(svc: Services, live: LiveLocations, shop_id: str, job_id: st
 async def _collected(svc: Services, job_id: str) -> dict[str, Any]:
     """A pickup order: the resident collected the goods (picked up counts as delivered)."""
     now = svc.clock.now()
-    async with svc.pool.acquire() as conn, conn.transaction():
+    async with transaction(svc.pool) as conn:
         orders, (job,) = await lock_jobs(conn, [job_id])
         try:
             decision = job_rules.mark_picked_up(core_job(job), now)
@@ -571,6 +576,7 @@ async def _collected(svc: Services, job_id: str) -> dict[str, Any]:
     return shop_job_json(row, order)
 
 
+@retried
 async def unlock(svc: Services, stop_id: str) -> dict[str, Any]:
     """Admin: a locked drop-off may be tried again (after checking with the resident)."""
     route_id = await svc.pool.fetchval(
@@ -584,7 +590,7 @@ async def unlock(svc: Services, stop_id: str) -> dict[str, Any]:
 async def push_etas(svc: Services, live: LiveLocations, courier_id: str, start: Point) -> None:
     """The ping path saw ETAs move: recompute them in PostgreSQL (which decides) and tell who needs it."""
     now = svc.clock.now()
-    async with svc.pool.acquire() as conn, conn.transaction():
+    async with transaction(svc.pool) as conn:
         await lock_courier(conn, courier_id)
         change = CourierChange(conn, svc, live, courier_id, now)
         events = await change.finish(start)

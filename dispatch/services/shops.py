@@ -7,7 +7,7 @@ from typing import Any
 
 import asyncpg
 
-from dispatch.db import Conn, translated_errors
+from dispatch.db import Conn, retried, transaction, translated_errors
 from dispatch.errors import NotFound
 from dispatch.ids import new_id
 from dispatch.services import zones
@@ -33,13 +33,14 @@ def render_shop(row: asyncpg.Record | dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+@retried
 async def create(
     pool: asyncpg.Pool, fields: dict[str, Any], zone: zones.PreparedZone, now: datetime
 ) -> dict[str, Any]:
     shop_id = new_id("shop")
     cols = [c for c in SHOP_COLUMNS if c in fields]
     placeholders = "".join(f", ${i + 5}" for i in range(len(cols)))
-    async with translated_errors(), pool.acquire() as conn, conn.transaction():
+    async with translated_errors(), transaction(pool) as conn:
         row = await conn.fetchrow(
             f"INSERT INTO shops (id, zone, created_at, updated_at{''.join(', ' + c for c in cols)}) "
             f"VALUES ($1, $2, $3, $4{placeholders}) RETURNING *",
@@ -54,6 +55,7 @@ async def create(
     return render_shop(row)
 
 
+@retried
 async def update(pool: asyncpg.Pool, shop_id: str, fields: dict[str, Any], now: datetime) -> dict[str, Any]:
     cols = [c for c in SHOP_COLUMNS if c in fields]
     sets = "".join(f", {c} = ${i + 3}" for i, c in enumerate(cols))
@@ -69,6 +71,7 @@ async def update(pool: asyncpg.Pool, shop_id: str, fields: dict[str, Any], now: 
     return render_shop(row)
 
 
+@retried
 async def get(pool: asyncpg.Pool | Conn, shop_id: str) -> dict[str, Any]:
     row = await pool.fetchrow("SELECT * FROM shops WHERE id = $1", shop_id)
     if row is None:
@@ -76,8 +79,9 @@ async def get(pool: asyncpg.Pool | Conn, shop_id: str) -> dict[str, Any]:
     return render_shop(row)
 
 
+@retried
 async def upsert_item(pool: asyncpg.Pool, shop_id: str, sku: str, fields: dict[str, Any]) -> dict[str, Any]:
-    async with translated_errors(), pool.acquire() as conn, conn.transaction():
+    async with translated_errors(), transaction(pool) as conn:
         if await conn.fetchval("SELECT 1 FROM shops WHERE id = $1 FOR SHARE", shop_id) is None:
             raise NotFound(f"no shop with id {shop_id}", code="shop_not_found")
         row = await conn.fetchrow(
@@ -96,6 +100,7 @@ async def upsert_item(pool: asyncpg.Pool, shop_id: str, sku: str, fields: dict[s
     return dict(row)
 
 
+@retried
 async def catalogue(pool: asyncpg.Pool, shop_id: str) -> list[dict[str, Any]]:
     async with pool.acquire() as conn:
         await get(conn, shop_id)
@@ -103,15 +108,17 @@ async def catalogue(pool: asyncpg.Pool, shop_id: str) -> list[dict[str, Any]]:
     return [dict(r) for r in rows]
 
 
+@retried
 async def list_shops(pool: asyncpg.Pool, limit: int, offset: int) -> list[dict[str, Any]]:
     rows = await pool.fetch("SELECT * FROM shops ORDER BY created_at, id LIMIT $1 OFFSET $2", limit, offset)
     return [render_shop(r) for r in rows]
 
 
+@retried
 async def set_zone(
     pool: asyncpg.Pool, shop_id: str, zone: zones.PreparedZone, now: datetime
 ) -> dict[str, Any]:
-    async with translated_errors(), pool.acquire() as conn, conn.transaction():
+    async with translated_errors(), transaction(pool) as conn:
         found = await conn.fetchval(
             "UPDATE shops SET updated_at = $2 WHERE id = $1 RETURNING id", shop_id, now
         )
@@ -121,6 +128,7 @@ async def set_zone(
     return {"shop_id": shop_id, "zone": zone.geojson, "cells": zone.cell_count}
 
 
+@retried
 async def get_zone(pool: asyncpg.Pool, shop_id: str) -> dict[str, Any]:
     row = await pool.fetchrow(
         """SELECT s.id, s.zone, c.resolution,

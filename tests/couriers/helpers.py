@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from dispatch.api.couriers import LIVE
 from dispatch.api.keys import SERVICES
 from dispatch.clock import ManualClock
 from dispatch.services.dispatching import RoundReport, run_round
@@ -57,7 +56,7 @@ async def ready_courier(
 async def dispatch(client: Client, clock: ManualClock) -> RoundReport:
     """Run a round now (the round timer is due every DISPATCH_ROUND_S of the manual clock)."""
     clock.advance(5)
-    report = await run_round(client.app[SERVICES], client.app[LIVE])
+    report = await run_round(client.app[SERVICES], client.app[SERVICES].live)
     assert report is not None
     return report
 

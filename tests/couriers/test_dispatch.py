@@ -8,7 +8,6 @@ from typing import Any
 
 import asyncpg
 
-from dispatch.api.couriers import LIVE
 from dispatch.api.keys import SERVICES
 from dispatch.clock import ManualClock
 from dispatch.services.couriers import fire_due_shifts
@@ -208,7 +207,7 @@ async def test_off_shift_courier_gives_back_what_it_has_not_picked_up(
 async def test_a_round_runs_once_however_often_it_is_asked(
     client: Client, auth: AuthFn, clock: ManualClock, db: asyncpg.Connection
 ) -> None:
-    svc, live = client.app[SERVICES], client.app[LIVE]
+    svc, live = client.app[SERVICES], client.app[SERVICES].live
     clock.advance(5)
     first = await run_round(svc, live)
     assert first is not None
