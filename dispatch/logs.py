@@ -35,6 +35,20 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
+class OneLineRetries(logging.Filter):
+    """A library's warnings about retrying a dependency (asyncpg refilling its pool during an outage) come
+    with a traceback each time; an operator needs the reason on one line, not a traceback a second."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None and record.levelno < logging.ERROR:
+            exc = record.exc_info[1]
+            record.msg = f"{record.getMessage()}: {type(exc).__name__}: {exc}"
+            record.args = ()
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
 def setup_logging(level: str = "INFO", fmt: str = "auto") -> None:
     handler = logging.StreamHandler(sys.stdout)
     use_json = fmt == "json" or (fmt == "auto" and not sys.stdout.isatty())
@@ -47,6 +61,9 @@ def setup_logging(level: str = "INFO", fmt: str = "auto") -> None:
     root.setLevel(level)
     # aiohttp's own access log duplicates ours.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    quiet = logging.getLogger("asyncpg.pool")
+    if not any(isinstance(f, OneLineRetries) for f in quiet.filters):
+        quiet.addFilter(OneLineRetries())
 
 
 class Throttle:

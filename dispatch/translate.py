@@ -6,7 +6,7 @@ dispatcher) and the transaction retry use.
 | asyncpg deadlock (40P01), serialization (40001)      | rolled back; may be run again | retried, then 503   |
 | OSError, TimeoutError; asyncpg connection (08xxx),   | PostgreSQL or Redis cannot be | 503 `unavailable`   |
 | shutdown (57P0x), too many connections, read-only,   | reached right now             | with Retry-After    |
-| closed connection; redis ConnectionError, Timeout... |                               |                     |
+| closed or broken connection; redis ConnectionError...|                               |                     |
 | asyncpg unique / foreign key / check violation       | a constraint caught bad input | 409 / 422           |
 | core TransitionError / CoreValidationError           | the state or input forbids it | 409 / 422 with path |
 | anything else                                        | a bug                         | None: logged, 500   |
@@ -48,6 +48,11 @@ def is_rolled_back(exc: BaseException) -> bool:
 def is_unreachable(exc: BaseException) -> bool:
     """PostgreSQL or Redis could not be reached, or the link to it broke."""
     if isinstance(exc, (OSError, TimeoutError, *_PG_UNREACHABLE, *_REDIS_UNREACHABLE)):
+        return True
+    # A pooled connection that PostgreSQL dropped while it sat idle can be handed out before asyncpg has seen
+    # the socket close: its first query then fails with InternalClientError ("cannot switch to state ...").
+    # The pool discards it when it comes back (its reset fails), so a retry gets a fresh connection.
+    if isinstance(exc, asyncpg.InternalClientError):
         return True
     # asyncpg raises a plain InterfaceError for "connection is closed"; its subclasses (DataError for a bad
     # argument, ...) are programming errors.

@@ -92,7 +92,8 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
+def settings(tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
+    """The test server's settings; a test changes some by `parametrize("settings", [{..}], indirect=True)`."""
     # Timers are fired explicitly by the tests (expire_due) so that they run deterministically. Rounds place
     # work as soon as it is accepted (tests/couriers/test_deferral.py covers holding it until it is due).
     return Settings(
@@ -102,6 +103,7 @@ def settings(tmp_path: Path) -> Settings:
         max_body_bytes=64 * 1024,
         run_timers=False,
         defer_wait_minutes=math.inf,
+        **getattr(request, "param", {}),
     )
 
 

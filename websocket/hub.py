@@ -77,11 +77,13 @@ class Hub:
     def __len__(self) -> int:
         return sum(len(c) for c in self._local.values())
 
-    async def register(self, conn: Connection) -> int:
-        """Add a connection; it receives events written after this point. Returns that seq.
+    async def register(self, conn: Connection, after_seq: int | None = None) -> int:
+        """Add a connection and return the latest seq of its recipient.
 
-        The connection's delivery lock is held until its starting seq is known, so neither a live event
-        nor a sweep can send it anything from before (its seq is 0 until then)."""
+        Without `after_seq` the connection receives events written after that point; with it, everything
+        after `after_seq` (a client resuming as it connects: call `catch_up` once hello is sent, or let the
+        first live event's gap bring the backfill). The delivery lock is held until the starting seq is
+        set, so neither a live event nor a sweep can send anything before it."""
         async with conn.delivery:
             first = not self._local.get(conn.recipient)
             self._local[conn.recipient].add(conn)
@@ -89,11 +91,18 @@ class Hub:
                 if first:
                     await self._fanout.subscribe(channel_of(conn.recipient))
                     await self._fanout.subscribe(live_channel_of(conn.recipient))
-                conn.last_seq = await self._latest_seq(conn.recipient)
+                latest = await self._latest_seq(conn.recipient)
             except BaseException:
                 await self.unregister(conn)
                 raise
-        return conn.last_seq
+            conn.last_seq = latest if after_seq is None else min(after_seq, latest)
+        return latest
+
+    async def catch_up(self, conn: Connection) -> int:
+        """Send the connection everything after what it has been sent; returns its last seq."""
+        async with conn.delivery:
+            await self._backfill(conn, upto=None)
+            return conn.last_seq
 
     async def unregister(self, conn: Connection) -> None:
         conns = self._local.get(conn.recipient)
@@ -120,7 +129,7 @@ class Hub:
         self.publish_failures += 1
         for recipient, message in events:
             for conn in list(self._local.get(recipient, ())):
-                await self._deliver(conn, message["seq"], orjson.dumps(message))
+                await self._deliver_or_leave(conn, message["seq"], orjson.dumps(message))
         return False
 
     async def publish_live(self, messages: Sequence[tuple[str, dict[str, Any]]]) -> bool:
@@ -178,7 +187,15 @@ class Hub:
         message = orjson.loads(data)
         seq = message["seq"]
         for conn in list(conns):
+            await self._deliver_or_leave(conn, seq, data)
+
+    async def _deliver_or_leave(self, conn: Connection, seq: int, data: bytes) -> None:
+        """Deliver; if the backfill it needs cannot reach PostgreSQL, leave it to the next event or sweep."""
+        try:
             await self._deliver(conn, seq, data)
+        except Exception as exc:
+            log.warning("could not deliver seq %d to %s yet (%s); the sweep will", seq, conn.recipient, exc)
+            log.debug("delivery failure", exc_info=True)
 
     async def _deliver(self, conn: Connection, seq: int, data: bytes) -> None:
         async with conn.delivery:

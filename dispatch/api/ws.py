@@ -58,17 +58,31 @@ def command(name: str) -> Callable[[Command], Command]:
     return register
 
 
-async def _authenticate(request: web.Request, ws: web.WebSocketResponse) -> Principal | None:
+def _after_seq(value: object, where: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, str) and value.isdigit() and len(value) < 19:
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ProtocolError(f"{where} after_seq must be a non-negative integer", code="bad_after_seq")
+    return value
+
+
+async def _authenticate(
+    request: web.Request, ws: web.WebSocketResponse
+) -> tuple[Principal | None, int | None]:
+    """Who the client is, and the seq it resumes after (`?after_seq=` or the auth message's `after_seq`)."""
     app = request.app
     header = request.headers.get("Authorization")
     try:
+        after_seq = _after_seq(request.query.get("after_seq"), "the query's")
         if header:
-            return verify_token(app[SECRET], bearer_token(header), app[CLOCK].now())
+            return verify_token(app[SECRET], bearer_token(header), app[CLOCK].now()), after_seq
         async with asyncio.timeout(AUTH_TIMEOUT_S):
             while True:
                 msg = await ws.receive()
                 if msg.type != WSMsgType.TEXT:
-                    return None
+                    return None, None
                 try:
                     parsed = parse_client_message(msg.data)
                 except ProtocolError as exc:
@@ -80,15 +94,20 @@ async def _authenticate(request: web.Request, ws: web.WebSocketResponse) -> Prin
                         reply_error(parsed.id, "auth_required", "send {type: auth, token} first")
                     )
                     continue
+                try:
+                    resume = _after_seq(parsed.body.get("after_seq"), "auth's")
+                except ProtocolError as exc:
+                    await ws.send_json(reply_error(parsed.id, exc.code, exc.message))
+                    continue
                 who = verify_token(app[SECRET], token, app[CLOCK].now())
                 await ws.send_json(reply_ok(parsed.id, {"role": who.role.value, "subject": who.subject}))
-                return who
+                return who, resume if resume is not None else after_seq
     except TimeoutError:
         await ws.send_json(reply_error(None, "auth_timeout", f"no auth within {AUTH_TIMEOUT_S:g} s"))
-        return None
-    except DispatchError as exc:
+        return None, None
+    except (DispatchError, ProtocolError) as exc:
         await ws.send_json(reply_error(None, exc.code, exc.message))
-        return None
+        return None, None
 
 
 @routes.route("GET", "/v1/ws", summary="Realtime websocket (see the protocol in the README)")
@@ -102,7 +121,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         log.info("websocket client left during the handshake")
         return ws
     app = request.app
-    who = await _authenticate(request, ws)
+    who, after_seq = await _authenticate(request, ws)
     if who is None:
         await ws.close(code=POLICY_VIOLATION, message=b"unauthorized")
         return ws
@@ -114,7 +133,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     worker = asyncio.create_task(_run_commands(app, conn, who, commands), name=f"ws-commands-{who.subject}")
     try:
         try:
-            last_seq = await hub.register(conn)
+            last_seq = await hub.register(conn, after_seq)
         except Exception as exc:
             error = translate(exc)
             if not isinstance(error, ServiceUnavailable):
@@ -123,7 +142,12 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
             conn.send(reply_error(None, error.code, error.message, error.details, error.retry_after))
             await conn.close(TRY_AGAIN_LATER, b"unavailable; reconnect and resume")
             return ws
-        conn.send({"type": "hello", "role": who.role.value, "subject": who.subject, "last_seq": last_seq})
+        hello = {"type": "hello", "role": who.role.value, "subject": who.subject, "last_seq": last_seq}
+        if after_seq is not None:
+            hello["after_seq"] = conn.last_seq
+        conn.send(hello)
+        if after_seq is not None:
+            await hub.catch_up(conn)
         limiter = RateLimiter(RATE_PER_S, BURST)
         async for msg in ws:
             if msg.type == WSMsgType.TEXT:

@@ -13,6 +13,6 @@ def add_bench_parser(sub: Any) -> None:
 
 
 def _registrations() -> list[Any]:
-    from dispatch.bench import couriers, geo, orders
+    from dispatch.bench import couriers, faults, geo, orders
 
-    return [geo.register, orders.register, couriers.register]
+    return [geo.register, orders.register, couriers.register, faults.register]

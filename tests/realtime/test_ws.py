@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestClient
 from dispatch.api.keys import HUB
 from dispatch.clock import ManualClock
 from dispatch.outbox import NewEvent, append_events
+from tests.orders.helpers import add_resident, add_shop, place
 
 Client = TestClient[Any, Any]
 RES = "res_aaaaaaaaaaaaaaaa"
@@ -101,6 +102,39 @@ async def test_rate_limit(client: Client, auth: Callable[..., dict[str, str]]) -
         limited = [r for r in replies if not r["ok"]]
         assert limited
         assert all(r["error"]["code"] == "rate_limited" for r in limited)
+        assert all(r["error"]["retry_after"] >= 1 for r in limited)
+        # Every reply, refused or not, names the message it answers.
+        assert sorted(r["id"] for r in replies) == list(range(60))
+
+
+async def test_a_client_under_the_rate_is_not_limited_while_the_server_is_slow(
+    client: Client, db: asyncpg.Connection, auth: Callable[..., dict[str, str]]
+) -> None:
+    """Messages are counted as they arrive: while a command waits on PostgreSQL, a client sending at 15 a
+    second (the limit is 20) queues up, and none of it is refused when the server catches up."""
+    admin = auth("admin")
+    await add_shop(client, admin, {"milk": 5})
+    resident = await add_resident(client, admin)
+    status, order = await place(client, auth("resident", resident), [{"sku": "milk", "qty": 1}])
+    assert status == 201
+    async with client.ws_connect("/v1/ws", headers=auth("resident", resident)) as ws:
+        await _recv(ws)
+        async with db.transaction():
+            # The order's row is held: the cancel below waits, and the pings queue behind it.
+            await db.execute("SELECT 1 FROM orders WHERE id = $1 FOR UPDATE", order["id"])
+            await ws.send_json({"type": "order.cancel", "id": "cancel", "order_id": order["id"]})
+            for i in range(60):
+                await ws.send_json({"type": "ping", "id": i})
+                await asyncio.sleep(1 / 15)
+        by_id: dict[Any, dict[str, Any]] = {}
+        while len(by_id) < 61:
+            message = await _recv(ws)  # the cancel's events come too
+            if message["type"] == "reply":
+                by_id[message["id"]] = message
+    assert by_id["cancel"]["ok"], by_id["cancel"]
+    refused = [r for r in by_id.values() if not r["ok"]]
+    assert not refused, refused
+    assert sorted(i for i in by_id if i != "cancel") == list(range(60))
 
 
 async def test_live_events_and_resume_exactly_once_in_order(
@@ -179,3 +213,39 @@ async def test_slow_client_is_cut_off_with_1013(
         while msg.type == WSMsgType.TEXT:
             msg = await ws.receive(timeout=5)
         assert ws.close_code == 1013
+
+
+async def test_resume_as_it_connects_gets_everything_after_in_order_once(
+    client: Client, db: asyncpg.Connection, clock: ManualClock, auth: Callable[..., dict[str, str]]
+) -> None:
+    await _publish(client, await _write(db, clock, RES, 8))
+    async with client.ws_connect("/v1/ws?after_seq=3", headers=auth("resident", RES)) as ws:
+        hello = await _recv(ws)
+        assert hello["last_seq"] == 8 and hello["after_seq"] == 3
+        # A live event racing the backfill changes nothing: one copy each, in order.
+        await _publish(client, await _write(db, clock, RES, 1))
+        assert [(await _recv(ws))["seq"] for _ in range(6)] == [4, 5, 6, 7, 8, 9]
+        await ws.send_json({"type": "ping", "id": "p"})
+        assert (await _recv(ws))["id"] == "p"  # nothing else was queued before the reply
+
+
+async def test_resume_point_in_the_auth_message(
+    client: Client, db: asyncpg.Connection, clock: ManualClock, token: Callable[..., str]
+) -> None:
+    await _publish(client, await _write(db, clock, RES, 4))
+    async with client.ws_connect("/v1/ws") as ws:
+        await ws.send_json({"type": "auth", "token": token("resident", RES), "after_seq": 2, "id": "a"})
+        assert (await _recv(ws))["ok"]
+        assert (await _recv(ws))["after_seq"] == 2
+        assert [(await _recv(ws))["seq"] for _ in range(2)] == [3, 4]
+
+
+@pytest.mark.parametrize("settings", [{"catchup_s": 0.1}], indirect=True)
+async def test_an_event_never_published_reaches_an_idle_client_by_the_sweep(
+    client: Client, db: asyncpg.Connection, clock: ManualClock, auth: Callable[..., dict[str, str]]
+) -> None:
+    """No later event comes to reveal the gap: the node's sweep finds it in the outbox on its own."""
+    async with client.ws_connect("/v1/ws", headers=auth("resident", RES)) as ws:
+        await _recv(ws)
+        await _write(db, clock, RES, 2)  # committed; its publish was lost (a node died, Redis blinked)
+        assert [(await _recv(ws))["seq"] for _ in range(2)] == [1, 2]

