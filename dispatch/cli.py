@@ -1,4 +1,9 @@
-"""`python -m dispatch` (also installed as `dispatch`): serve, migrate, token, demo, bench, replay."""
+"""`python -m dispatch` (also installed as `dispatch`): serve, migrate, token, demo, config, bench, replay,
+simulate.
+
+Commands are built lazily: `dispatch token` imports neither the benchmarks nor the replay (numpy, scipy,
+matplotlib), so the everyday commands start in a fraction of a second.
+"""
 
 from __future__ import annotations
 
@@ -7,33 +12,33 @@ import asyncio
 import contextlib
 import logging
 import sys
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
-from dispatch.auth import Role, issue_token, load_or_create_secret
-from dispatch.clock import SystemClock, clock_from_settings
-from dispatch.config import Settings
+from dispatch.config import Settings, env_name, fields
 from dispatch.errors import DispatchError, StartupError
-from dispatch.logs import setup_logging
 
 log = logging.getLogger("dispatch")
 
+# The `serve` options that override settings, by field name.
+_OVERRIDES = ("host", "port", "data_dir", "demo")
+
 
 def _settings(args: argparse.Namespace) -> Settings:
-    settings = Settings.from_env()
-    changes: dict[str, object] = {}
-    for name in ("host", "port"):
-        if getattr(args, name, None) is not None:
-            changes[name] = getattr(args, name)
-    if getattr(args, "data_dir", None) is not None:
-        changes["data_dir"] = Path(args.data_dir)
-    if getattr(args, "demo", None) is not None:
-        changes["demo"] = args.demo
-    return settings.with_(**changes) if changes else settings
+    overrides = {n: getattr(args, n) for n in _OVERRIDES if getattr(args, n, None) is not None}
+    return Settings.from_env(**overrides)
+
+
+def _setting_help(name: str) -> str:
+    """A setting's help for its command-line option: what it is, its variable and its default."""
+    info = fields()[name]
+    from dispatch.settings_report import default_text
+
+    return f"{info.description} (env {env_name(info)}; default {default_text(info)})"
 
 
 @contextlib.contextmanager
-def _database(settings: Settings, *, lock: bool) -> Iterator[tuple[str, str | None]]:
+def _database(settings: Settings, *, lock: bool, redis: bool = True) -> Iterator[tuple[str, str | None]]:
     """The database and Redis URLs: given ones, or the embedded servers under the data dir.
 
     The server (`lock=True`) holds the data dir's lock while it runs. A one-off command (`lock=False`) takes
@@ -43,9 +48,9 @@ def _database(settings: Settings, *, lock: bool) -> Iterator[tuple[str, str | No
     """
     from dispatch.embedded import data_dir_lock, start_embedded
 
-    needs_embedded = settings.database_url is None or settings.redis_url is None
+    needs_embedded = settings.database_url is None or (redis and settings.redis_url is None)
     with contextlib.ExitStack() as stack:
-        with_redis = True
+        with_redis = redis
         if needs_embedded:
             try:
                 stack.enter_context(data_dir_lock(settings.data_dir))
@@ -68,7 +73,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from dispatch.app import create_app
+    from dispatch.auth import load_or_create_secret
+    from dispatch.clock import clock_from_settings
     from dispatch.demo import load_demo_if_empty
+    from dispatch.logs import setup_logging
 
     settings = _settings(args)
     setup_logging(settings.log_level, settings.log_format)
@@ -79,7 +87,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if settings.demo:
             summary = await load_demo_if_empty(database_url, settings)
             if summary is not None:
-                print(summary.instructions(), flush=True)
+                print(summary.instructions(token_command(settings)), flush=True)
+                if settings.secret:
+                    print("(run it with the same DISPATCH_SECRET in its environment)", flush=True)
 
     def on_fatal(message: str) -> None:
         # Start-up gave up (a dependency never came): stop the way SIGTERM does, then say why and exit 2.
@@ -115,17 +125,35 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
+    from dispatch.logs import setup_logging
     from dispatch.migrate import migrate_url
+    from dispatch.translate import is_unreachable
 
     settings = _settings(args)
     setup_logging(settings.log_level, "text")
-    with _database(settings, lock=False) as (database_url, _):
-        applied = asyncio.run(migrate_url(database_url))
+    with _database(settings, lock=False, redis=False) as (database_url, _):
+        try:
+            applied = asyncio.run(migrate_url(database_url))
+        except Exception as exc:
+            if not is_unreachable(exc):
+                raise
+            raise StartupError(f"cannot reach PostgreSQL ({_where(database_url)}): {exc}") from None
     print(f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else ""))
     return 0
 
 
+def _where(url: str) -> str:
+    """A database URL without its credentials, to name it in a message."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return f"{parts.hostname or 'local socket'}:{parts.port or 5432}{parts.path}"
+
+
 def cmd_token(args: argparse.Namespace) -> int:
+    from dispatch.auth import Role, issue_token, load_or_create_secret
+    from dispatch.clock import SystemClock
+
     settings = _settings(args)
     secret = load_or_create_secret(settings.secret, settings.data_dir)
     ttl = args.ttl if args.ttl is not None else settings.token_ttl_s
@@ -135,67 +163,162 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def token_command(settings: Settings) -> str:
+    """How to get a token from this server's secret, as a command that works from here."""
+    import shlex
+
+    words = [sys.executable, "-m", "dispatch", "token"]
+    if settings.data_dir != Settings().data_dir:
+        words += ["--data-dir", str(settings.data_dir)]
+    return shlex.join(words)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from dispatch.demo import load_demo
+    from dispatch.logs import setup_logging
 
     settings = _settings(args)
     setup_logging(settings.log_level, "text")
     with _database(settings, lock=False) as (database_url, redis_url):
         summary = asyncio.run(load_demo(database_url, settings, redis_url=redis_url))
-    print(summary.instructions())
+    print(summary.instructions(token_command(settings)))
     if redis_url is None:
         print("(a server is running on this data dir: it picks the new zones up within 30 seconds)")
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dispatch", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+def cmd_config(args: argparse.Namespace) -> int:
+    from dispatch.settings_report import markdown_table, report
 
-    serve = sub.add_parser("serve", help="run the server (embedded PostgreSQL/Redis by default)")
-    serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
-    serve.add_argument("--data-dir", help="where embedded data, the secret and the lock live")
-    serve.add_argument(
-        "--demo",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="load the demo neighbourhood into an empty database (default: on)",
-    )
-    serve.set_defaults(func=cmd_serve)
+    if args.markdown:
+        print(markdown_table())
+        return 0
+    import os
 
-    mig = sub.add_parser("migrate", help="apply pending migrations")
-    mig.add_argument("--data-dir")
-    mig.set_defaults(func=cmd_migrate)
+    settings = _settings(args)
+    overrides = {n for n in _OVERRIDES if getattr(args, n, None) is not None}
+    rows = report(settings, os.environ, overrides)
+    if args.json:
+        import orjson
 
-    tok = sub.add_parser("token", help="print a signed token")
-    tok.add_argument("--role", required=True, choices=[r.value for r in Role])
-    tok.add_argument("--subject", required=True, help="the shop, courier or resident id")
-    tok.add_argument("--ttl", type=int, help="lifetime in seconds (default DISPATCH_TOKEN_TTL)")
-    tok.add_argument("--data-dir")
-    tok.set_defaults(func=cmd_token)
+        print(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
+        return 0
+    width = max(len(r["variable"]) for r in rows)
+    for r in rows:
+        print(f"{r['variable']:<{width}}  {r['value']}  [{r['source']}]")
+    return 0
 
-    demo = sub.add_parser("demo", help="load the demo neighbourhood into the database")
-    demo.add_argument("--data-dir")
-    demo.set_defaults(func=cmd_demo)
 
-    from dispatch.bench.cli import add_bench_parser
+# --- the command line ------------------------------------------------------------------------------------
 
-    add_bench_parser(sub)
 
-    from dispatch.replay.cli import add_replay_parser
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=32, width=110)
 
-    add_replay_parser(sub)
 
-    from dispatch.replay.demo_day import add_simulate_parser
+def _data_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", metavar="DIR", help=_setting_help("data_dir"))
 
-    add_simulate_parser(sub)
+
+def _serve_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", help=_setting_help("host"))
+    p.add_argument("--port", type=int, help=_setting_help("port"))
+    _data_dir(p)
+    p.add_argument("--demo", action=argparse.BooleanOptionalAction, default=None, help=_setting_help("demo"))
+    p.set_defaults(func=cmd_serve)
+
+
+def _migrate_arguments(p: argparse.ArgumentParser) -> None:
+    _data_dir(p)
+    p.set_defaults(func=cmd_migrate)
+
+
+def _token_arguments(p: argparse.ArgumentParser) -> None:
+    roles = ("resident", "shop", "courier", "admin")
+    p.add_argument("--role", required=True, choices=roles, help="who the token speaks for")
+    p.add_argument("--subject", required=True, help="the shop, courier or resident id (admin: any name)")
+    p.add_argument("--ttl", type=int, help=f"lifetime in seconds (default: {_setting_help('token_ttl_s')})")
+    _data_dir(p)
+    p.set_defaults(func=cmd_token)
+
+
+def _demo_arguments(p: argparse.ArgumentParser) -> None:
+    _data_dir(p)
+    p.set_defaults(func=cmd_demo)
+
+
+def _config_arguments(p: argparse.ArgumentParser) -> None:
+    _data_dir(p)
+    p.add_argument("--json", action="store_true", help="print the settings as JSON")
+    p.add_argument("--markdown", action="store_true", help="print the README's table of every setting")
+    p.set_defaults(func=cmd_config)
+
+
+def _bench_arguments(p: argparse.ArgumentParser) -> None:
+    from dispatch.bench.cli import add_bench_arguments
+
+    add_bench_arguments(p)
+
+
+def _simulate_arguments(p: argparse.ArgumentParser) -> None:
+    from dispatch.replay.demo_day import add_simulate_arguments
+
+    add_simulate_arguments(p)
+
+
+def _replay(argv: list[str]) -> int:
+    from dispatch.replay.cli import replay_main
+
+    return replay_main(argv)
+
+
+@dataclass(frozen=True)
+class Command:
+    help: str
+    arguments: Callable[[argparse.ArgumentParser], None] | None = None
+    # A command with a command line of its own (it parses its arguments itself).
+    own: Callable[[list[str]], int] | None = None
+
+
+COMMANDS: dict[str, Command] = {
+    "serve": Command(
+        "run the server (embedded PostgreSQL and Redis unless their URLs are set)", _serve_arguments
+    ),
+    "migrate": Command("apply pending migrations to the database", _migrate_arguments),
+    "token": Command("print a signed token for a role and a subject", _token_arguments),
+    "demo": Command("load the demo neighbourhood into the database", _demo_arguments),
+    "config": Command("print every setting's effective value and where it came from", _config_arguments),
+    "bench": Command("run a benchmark and print its figures", _bench_arguments),
+    "replay": Command(
+        "replay a delivery day through the real server; compare; offline; generate", own=_replay
+    ),
+    "simulate": Command(
+        "a demo day: simulated shops, couriers and residents on a running server", _simulate_arguments
+    ),
+}
+
+
+def build_parser(chosen: str | None = None) -> argparse.ArgumentParser:
+    """The command line; only `chosen`'s own options are built (and its modules imported)."""
+    parser = argparse.ArgumentParser(prog="dispatch", description=__doc__, formatter_class=_Formatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, command in COMMANDS.items():
+        p = sub.add_parser(name, help=command.help, description=command.help, formatter_class=_Formatter)
+        if name == chosen and command.arguments is not None:
+            command.arguments(p)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    chosen = argv[0] if argv and argv[0] in COMMANDS else None
     try:
+        if chosen is not None and COMMANDS[chosen].own is not None:
+            own = COMMANDS[chosen].own
+            assert own is not None
+            return own(argv[1:])
+        args = build_parser(chosen).parse_args(argv)
         code: int = args.func(args)
         return code
     except DispatchError as exc:
@@ -203,3 +326,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        from dispatch.translate import is_unreachable
+
+        if not is_unreachable(exc):
+            raise
+        print(f"dispatch: error: cannot reach a dependency: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2

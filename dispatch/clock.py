@@ -90,3 +90,25 @@ def clock_from_settings(speed: float, start: datetime | None, epoch: float | Non
     if speed == 1.0 and start is None:
         return SystemClock()
     return ScaledClock(start or datetime.now(UTC), speed, epoch)
+
+
+def describe(clock: Clock) -> dict[str, object]:
+    """The clock as another process needs it to run in step (`GET /v1/clock`): a scaled clock's start,
+    speed and epoch, or speed 1 for wall time. `now` is what it reads."""
+    now = clock.now()
+    if isinstance(clock, ScaledClock):
+        return {
+            "now": now.isoformat(),
+            "speed": clock.speed,
+            "start": clock.start.isoformat(),
+            "epoch": clock.epoch,
+        }
+    return {"now": now.isoformat(), "speed": 1.0, "start": None, "epoch": None}
+
+
+def from_description(described: dict[str, object]) -> Clock:
+    """A clock in step with the one `describe` described (a scaled one, or the system clock)."""
+    start, speed, epoch = described.get("start"), described.get("speed"), described.get("epoch")
+    if isinstance(start, str) and isinstance(speed, (int, float)) and isinstance(epoch, (int, float)):
+        return ScaledClock(datetime.fromisoformat(start), float(speed), float(epoch))
+    return SystemClock()

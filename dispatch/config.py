@@ -1,189 +1,336 @@
-"""Settings, read once from the environment (every variable is documented in the README)."""
+"""Settings: one definition per setting (its environment variable, type, bounds, default and help), from which
+the environment is read, `dispatch config` reports the effective values and the README's table is produced
+(`dispatch config --markdown`; a test keeps the README equal to it).
+
+`Settings(...)` is the defaults plus what is passed (tests, benchmarks); `Settings.from_env()` reads the
+environment (the CLI), and a bad value is one `StartupError` naming the variable.
+"""
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
-from datetime import datetime
 from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import AwareDatetime, Field, JsonValue, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from dispatch.errors import StartupError
 
-
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise StartupError(f"{name} must be an integer, got {raw!r}") from None
-    if value < minimum:
-        raise StartupError(f"{name} must be at least {minimum}, got {value}")
-    return value
-
-
-def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise StartupError(f"{name} must be a number, got {raw!r}") from None
-    if not value >= minimum:  # also rejects NaN
-        raise StartupError(f"{name} must be at least {minimum}, got {raw}")
-    return value
-
-
-def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    if raw.lower() in ("1", "true", "yes", "on"):
-        return True
-    if raw.lower() in ("0", "false", "no", "off"):
-        return False
-    raise StartupError(f"{name} must be true or false, got {raw!r}")
-
-
-def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    if raw not in choices:
-        raise StartupError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
-    return raw
-
-
-def _datetime(env: Mapping[str, str], name: str) -> datetime | None:
-    raw = env.get(name)
-    if not raw:
-        return None
-    try:
-        value = datetime.fromisoformat(raw)
-    except ValueError:
-        raise StartupError(f"{name} must be an ISO 8601 time, got {raw!r}") from None
-    if value.utcoffset() is None:
-        raise StartupError(f"{name} needs a UTC offset, got {raw!r}")
-    return value
-
-
 POLICIES = ("ours", "nearest-idle")
+SECRETS = frozenset({"secret"})  # masked by `dispatch config`; URLs are shown without their passwords
+Level = Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"]
 
 
-@dataclass(frozen=True)
-class Settings:
-    host: str = "127.0.0.1"
-    port: int = 8080
-    data_dir: Path = field(default_factory=lambda: Path(".dispatch"))
-    database_url: str | None = None
-    redis_url: str | None = None
-    secret: str | None = None
-    demo: bool = True
-    log_level: str = "INFO"
-    log_format: str = "auto"  # auto: JSON lines unless stdout is a terminal
-    max_body_bytes: int = 1 << 20
-    db_pool_min: int = 2
-    db_pool_max: int = 10
-    shutdown_grace_s: float = 10.0
-    # How long `serve` waits for PostgreSQL and Redis at start-up before giving up.
-    startup_timeout_s: float = 60.0
-    # Every this many seconds each node compares its connections with the outbox and backfills any gap.
-    catchup_s: float = 2.0
-    token_ttl_s: int = 24 * 3600
-    h3_resolution: int = 9
-    zone_max_area_km2: float = 50.0
-    zone_max_vertices: int = 2000
-    speed_m_per_min: float = 250.0
-    detour_factor: float = 1.3
-    offer_timeout_s: float = 45.0
-    timer_poll_s: float = 0.5
-    run_timers: bool = True
-    clock_speed: float = 1.0
-    clock_start: datetime | None = None
-    clock_epoch: float | None = None
-    pickup_walk_m: float = 1500.0
-    max_order_lines: int = 50
-    max_line_qty: int = 99
-    max_candidate_shops: int = 30
-    # --- couriers (issue 5) ---
-    courier_stale_s: float = 30.0
-    dispatch_round_s: float = 5.0
-    courier_auto_accept: bool = True
-    route_offer_s: float = 30.0
-    proximity_m: float = 30.0
-    location_skew_s: float = 5.0
-    courier_max_speed_m_s: float = 40.0
-    split_slack_minutes: float = 10.0
-    # Matching cost = delivery minute + this x minutes driven empty to the first shop (see README, Replay).
-    empty_leg_weight: float = 0.5
-    # Work whose best courier would wait longer than this at the shops is held for a later round.
-    defer_wait_minutes: float = 0.0
-    pickup_service_minutes: float = 4.0
-    dropoff_service_minutes: float = 4.0
-    # --- replay (issue 6) ---
-    policy: str = "ours"  # the dispatch policy: "ours" (bundling, optimal matching) or "nearest-idle"
-    travel_round_up: bool = False  # travel minutes rounded up to whole minutes (as the replay's instances)
+def setting(
+    default: Any,
+    env: str,
+    help: str,
+    *,
+    flag: str | None = None,
+    shown: str | None = None,
+    internal: bool = False,
+    **bounds: Any,
+) -> Any:
+    """A setting read from `env`. `flag`: the `serve` option that overrides it; `shown`: the default as the
+    README says it (when the value itself would mislead, e.g. a relative path); `internal`: for tests and
+    tools, left out of the README."""
+    extra: dict[str, JsonValue] = {"flag": flag, "shown": shown, "internal": internal}
+    return Field(default, validation_alias=env, description=help, json_schema_extra=extra, **bounds)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(frozen=True, validate_by_name=True, extra="forbid")
+
+    # --- the server ---
+    host: str = setting("127.0.0.1", "DISPATCH_HOST", "address to listen on", flag="--host", min_length=1)
+    port: int = setting(8080, "DISPATCH_PORT", "port to listen on", flag="--port", ge=0, le=65535)
+    data_dir: Path = setting(
+        Path(".dispatch"),
+        "DISPATCH_DATA_DIR",
+        "embedded PostgreSQL and Redis data, the generated secret, the lock",
+        flag="--data-dir",
+        shown="./.dispatch",
+    )
+    database_url: str | None = setting(
+        None,
+        "DATABASE_URL",
+        "PostgreSQL URL; when set, no embedded PostgreSQL is started",
+        shown="(embedded)",
+    )
+    redis_url: str | None = setting(
+        None,
+        "REDIS_URL",
+        "Redis URL (`redis://host:6379/0`, `unix:///path`); when set, no embedded Redis",
+        shown="(embedded)",
+    )
+    secret: str | None = setting(
+        None,
+        "DISPATCH_SECRET",
+        "HS256 token signing secret (32+ bytes). **Set it when running several servers.**",
+        shown="generated once into `DATA_DIR/secret`",
+    )
+    demo: bool = setting(
+        True, "DISPATCH_DEMO", "load the demo neighbourhood into an empty database", flag="--demo/--no-demo"
+    )
+    log_level: Level = setting(
+        "INFO", "DISPATCH_LOG_LEVEL", "log level: DEBUG, INFO, WARNING, ERROR, CRITICAL"
+    )
+    log_format: Literal["auto", "json", "text"] = setting(
+        "auto", "DISPATCH_LOG_FORMAT", "`json` lines, `text`, or `auto` (JSON unless stdout is a terminal)"
+    )
+    max_body_bytes: int = setting(
+        1 << 20, "DISPATCH_MAX_BODY_BYTES", "request body limit (413 above it)", ge=1024
+    )
+    db_pool_min: int = setting(
+        2, "DISPATCH_DB_POOL_MIN", "PostgreSQL connections kept open per process", ge=1
+    )
+    db_pool_max: int = setting(10, "DISPATCH_DB_POOL_MAX", "most PostgreSQL connections per process", ge=1)
+    shutdown_grace_s: float = setting(
+        10.0, "DISPATCH_SHUTDOWN_GRACE", "seconds to finish in-flight requests on SIGTERM", ge=0
+    )
+    startup_timeout_s: float = setting(
+        60.0,
+        "DISPATCH_STARTUP_TIMEOUT",
+        "seconds `serve` waits for PostgreSQL and Redis at start-up before giving up",
+        ge=1,
+    )
+    catchup_s: float = setting(
+        2.0,
+        "DISPATCH_CATCHUP_S",
+        "seconds between a node's comparisons of its websocket connections with the outbox",
+        ge=0.1,
+    )
+    token_ttl_s: int = setting(
+        24 * 3600, "DISPATCH_TOKEN_TTL", "default lifetime (s) of tokens printed by `dispatch token`", ge=1
+    )
+    run_timers: bool = setting(
+        True, "DISPATCH_RUN_TIMERS", "this node takes its share of timers and dispatch rounds", internal=True
+    )
+    # --- zones and travel ---
+    h3_resolution: int = setting(9, "DISPATCH_H3_RESOLUTION", "H3 resolution of zone covers", ge=0, le=15)
+    zone_max_area_km2: float = setting(
+        50.0, "DISPATCH_ZONE_MAX_AREA_KM2", "largest accepted delivery zone (km²)", gt=0
+    )
+    zone_max_vertices: int = setting(
+        2000, "DISPATCH_ZONE_MAX_VERTICES", "most vertices in a delivery zone", ge=4
+    )
+    speed_m_per_min: float = setting(
+        250.0, "DISPATCH_SPEED_M_PER_MIN", "travel model: metres a minute (haversine × detour ÷ speed)", ge=1
+    )
+    detour_factor: float = setting(
+        1.3, "DISPATCH_DETOUR_FACTOR", "travel model: streets over straight-line distance", ge=1
+    )
+    travel_round_up: bool = setting(
+        False,
+        "DISPATCH_TRAVEL_ROUND_UP",
+        "round travel minutes up to whole minutes (replays of instance files)",
+    )
+    # --- orders and offers ---
+    offer_timeout_s: float = setting(
+        45.0, "DISPATCH_OFFER_TIMEOUT", "seconds a shop has to answer an offered job", ge=1
+    )
+    timer_poll_s: float = setting(
+        0.5, "DISPATCH_TIMER_POLL", "seconds between a node's looks for due timers (offer deadlines)", ge=0.01
+    )
+    pickup_walk_m: float = setting(
+        1500.0, "DISPATCH_PICKUP_WALK_M", "for pick-up orders, how far a shop may be from the resident", ge=0
+    )
+    max_order_lines: int = setting(50, "DISPATCH_MAX_ORDER_LINES", "most lines in one order", ge=1)
+    max_line_qty: int = setting(99, "DISPATCH_MAX_LINE_QTY", "largest quantity of one line", ge=1)
+    max_candidate_shops: int = setting(
+        30,
+        "DISPATCH_MAX_CANDIDATE_SHOPS",
+        "an order looks at the nearest this many shops that deliver there (plus shops it pins items to)",
+        ge=1,
+    )
+    # --- couriers and dispatch ---
+    courier_stale_s: float = setting(
+        30.0,
+        "DISPATCH_COURIER_STALE_S",
+        "a courier without a location ping for this long is stale: not assignable, its unpicked work is "
+        "reassigned",
+        ge=1,
+    )
+    dispatch_round_s: float = setting(
+        5.0,
+        "DISPATCH_ROUND_S",
+        "seconds between dispatch rounds (each round runs on exactly one node)",
+        ge=0.05,
+    )
+    courier_auto_accept: bool = setting(
+        True, "DISPATCH_COURIER_AUTO_ACCEPT", "couriers accept routes at once (else they are offered)"
+    )
+    route_offer_s: float = setting(
+        30.0, "DISPATCH_ROUTE_OFFER_S", "seconds a courier has to answer an offered route", ge=1
+    )
+    pickup_service_minutes: float = setting(
+        4.0, "DISPATCH_PICKUP_SERVICE_MIN", "service minutes at a shop, in ETAs and scoring", ge=0
+    )
+    dropoff_service_minutes: float = setting(
+        4.0, "DISPATCH_DROPOFF_SERVICE_MIN", "service minutes at the door, in ETAs and scoring", ge=0
+    )
+    split_slack_minutes: float = setting(
+        10.0,
+        "DISPATCH_SPLIT_SLACK_MIN",
+        "a split order goes on two routes only if that delivers more than this much sooner",
+        ge=0,
+    )
+    empty_leg_weight: float = setting(
+        0.5,
+        "DISPATCH_EMPTY_LEG_WEIGHT",
+        "the round minimises delivery minute + this × minutes a courier drives empty to the first shop",
+        ge=0,
+    )
+    defer_wait_minutes: float = setting(
+        0.0,
+        "DISPATCH_DEFER_WAIT_MIN",
+        "work whose best courier would wait longer than this at the shops is held for a later round (`inf`: "
+        "place work as soon as it is accepted)",
+        ge=0,
+        allow_inf_nan=True,
+    )
+    proximity_m: float = setting(
+        30.0,
+        "DISPATCH_PROXIMITY_M",
+        "how near the door a courier must be to complete a drop-off without the code (when the order allows "
+        "it)",
+        ge=1,
+    )
+    location_skew_s: float = setting(
+        5.0, "DISPATCH_LOCATION_SKEW_S", "pings from the future beyond this many seconds are refused", ge=0
+    )
+    courier_max_speed_m_s: float = setting(
+        40.0,
+        "DISPATCH_COURIER_MAX_SPEED_M_S",
+        "location jumps faster than this (m/s) are flagged and not trusted",
+        ge=1,
+    )
+    policy: Literal["ours", "nearest-idle"] = setting(
+        "ours",
+        "DISPATCH_POLICY",
+        "courier assignment policy: `ours` (batching, bundling, optimal matching) or `nearest-idle` "
+        "(baseline)",
+    )
+    # --- the clock (replays) ---
+    clock_speed: float = setting(
+        1.0, "DISPATCH_CLOCK_SPEED", "run the server's clock this many times faster than wall time", gt=0
+    )
+    clock_start: AwareDatetime | None = setting(
+        None,
+        "DISPATCH_CLOCK_START",
+        "what the scaled clock reads at `DISPATCH_CLOCK_EPOCH` (ISO 8601)",
+        shown="now",
+    )
+    clock_epoch: float | None = setting(
+        None, "DISPATCH_CLOCK_EPOCH", "the Unix time at which the scaled clock reads its start", shown="now"
+    )
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if env is None else env
-        defaults = cls()
-        return cls(
-            host=env.get("DISPATCH_HOST") or defaults.host,
-            port=_int(env, "DISPATCH_PORT", defaults.port, 0),
-            data_dir=Path(env.get("DISPATCH_DATA_DIR") or defaults.data_dir),
-            database_url=env.get("DATABASE_URL") or None,
-            redis_url=env.get("REDIS_URL") or None,
-            secret=env.get("DISPATCH_SECRET") or None,
-            demo=_bool(env, "DISPATCH_DEMO", defaults.demo),
-            log_level=(env.get("DISPATCH_LOG_LEVEL") or defaults.log_level).upper(),
-            log_format=env.get("DISPATCH_LOG_FORMAT") or defaults.log_format,
-            max_body_bytes=_int(env, "DISPATCH_MAX_BODY_BYTES", defaults.max_body_bytes, 1024),
-            db_pool_min=_int(env, "DISPATCH_DB_POOL_MIN", defaults.db_pool_min, 1),
-            db_pool_max=_int(env, "DISPATCH_DB_POOL_MAX", defaults.db_pool_max, 1),
-            shutdown_grace_s=_float(env, "DISPATCH_SHUTDOWN_GRACE", defaults.shutdown_grace_s),
-            startup_timeout_s=_float(env, "DISPATCH_STARTUP_TIMEOUT", defaults.startup_timeout_s, 1.0),
-            catchup_s=_float(env, "DISPATCH_CATCHUP_S", defaults.catchup_s, 0.1),
-            token_ttl_s=_int(env, "DISPATCH_TOKEN_TTL", defaults.token_ttl_s, 1),
-            h3_resolution=_int(env, "DISPATCH_H3_RESOLUTION", defaults.h3_resolution, 0),
-            zone_max_area_km2=_float(env, "DISPATCH_ZONE_MAX_AREA_KM2", defaults.zone_max_area_km2),
-            zone_max_vertices=_int(env, "DISPATCH_ZONE_MAX_VERTICES", defaults.zone_max_vertices, 4),
-            speed_m_per_min=_float(env, "DISPATCH_SPEED_M_PER_MIN", defaults.speed_m_per_min, 1.0),
-            detour_factor=_float(env, "DISPATCH_DETOUR_FACTOR", defaults.detour_factor, 1.0),
-            offer_timeout_s=_float(env, "DISPATCH_OFFER_TIMEOUT", defaults.offer_timeout_s, 1.0),
-            timer_poll_s=_float(env, "DISPATCH_TIMER_POLL", defaults.timer_poll_s, 0.01),
-            pickup_walk_m=_float(env, "DISPATCH_PICKUP_WALK_M", defaults.pickup_walk_m, 0.0),
-            max_order_lines=_int(env, "DISPATCH_MAX_ORDER_LINES", defaults.max_order_lines, 1),
-            max_line_qty=_int(env, "DISPATCH_MAX_LINE_QTY", defaults.max_line_qty, 1),
-            max_candidate_shops=_int(env, "DISPATCH_MAX_CANDIDATE_SHOPS", defaults.max_candidate_shops, 1),
-            clock_speed=_float(env, "DISPATCH_CLOCK_SPEED", defaults.clock_speed, 1e-6),
-            clock_start=_datetime(env, "DISPATCH_CLOCK_START"),
-            clock_epoch=_float(env, "DISPATCH_CLOCK_EPOCH", 0.0) or None,
-            # --- couriers (issue 5) ---
-            courier_stale_s=_float(env, "DISPATCH_COURIER_STALE_S", defaults.courier_stale_s, 1.0),
-            dispatch_round_s=_float(env, "DISPATCH_ROUND_S", defaults.dispatch_round_s, 0.05),
-            courier_auto_accept=_bool(env, "DISPATCH_COURIER_AUTO_ACCEPT", defaults.courier_auto_accept),
-            route_offer_s=_float(env, "DISPATCH_ROUTE_OFFER_S", defaults.route_offer_s, 1.0),
-            proximity_m=_float(env, "DISPATCH_PROXIMITY_M", defaults.proximity_m, 1.0),
-            location_skew_s=_float(env, "DISPATCH_LOCATION_SKEW_S", defaults.location_skew_s),
-            courier_max_speed_m_s=_float(
-                env, "DISPATCH_COURIER_MAX_SPEED_M_S", defaults.courier_max_speed_m_s, 1.0
-            ),
-            split_slack_minutes=_float(env, "DISPATCH_SPLIT_SLACK_MIN", defaults.split_slack_minutes),
-            empty_leg_weight=_float(env, "DISPATCH_EMPTY_LEG_WEIGHT", defaults.empty_leg_weight),
-            defer_wait_minutes=_float(env, "DISPATCH_DEFER_WAIT_MIN", defaults.defer_wait_minutes),
-            pickup_service_minutes=_float(
-                env, "DISPATCH_PICKUP_SERVICE_MIN", defaults.pickup_service_minutes
-            ),
-            dropoff_service_minutes=_float(
-                env, "DISPATCH_DROPOFF_SERVICE_MIN", defaults.dropoff_service_minutes
-            ),
-            policy=_choice(env, "DISPATCH_POLICY", defaults.policy, POLICIES),
-            travel_round_up=_bool(env, "DISPATCH_TRAVEL_ROUND_UP", defaults.travel_round_up),
-        )
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)  # the environment only through from_env, explicitly
 
-    def with_(self, **changes: object) -> Settings:
-        return replace(self, **changes)  # type: ignore[arg-type]
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator(
+        "max_body_bytes",
+        "shutdown_grace_s",
+        "offer_timeout_s",
+        "timer_poll_s",
+        "courier_stale_s",
+        mode="after",
+    )
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError("must be a finite number")
+        return value
+
+    @field_validator("clock_epoch")
+    @classmethod
+    def _epoch(cls, value: float | None) -> float | None:
+        return value or None  # 0 means "not set"
+
+    @field_validator("secret")
+    @classmethod
+    def _long_secret(cls, value: str | None) -> str | None:
+        if value is not None and len(value.encode()) < 32:
+            raise ValueError(
+                "must be at least 32 bytes (python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+            )
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in ("postgresql", "postgres"):
+            raise ValueError(
+                "must be a postgresql:// URL, e.g. postgresql://user:password@host:5432/dispatch"
+            )
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL, e.g. redis://localhost:6379/0")
+        return value
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """The environment (and the CLI's `overrides`, by field name) over the defaults."""
+        values: dict[str, Any] = {**environment_values(env), **overrides}
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            raise StartupError(_one_line(exc), code="bad_setting") from None
+
+    def with_(self, **changes: Any) -> Settings:
+        return self.model_copy(update=changes)
+
+
+def environment_values(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The settings' variables set (non-empty) in `env`, by variable name, read as pydantic-settings reads."""
+    source = EnvSettingsSource(Settings, case_sensitive=True)
+    source.env_vars = {k: v for k, v in (os.environ if env is None else env).items() if v != ""}
+    return {k: v for k, v in source().items() if isinstance(v, str)}
+
+
+def _one_line(exc: ValidationError) -> str:
+    """Every problem, naming its variable; the value is shown unless it may hold a secret."""
+    secret_names = {env_name(f) for n, f in fields().items() if n in SECRETS} | {"DATABASE_URL", "REDIS_URL"}
+    problems = []
+    for error in exc.errors():
+        name = ".".join(str(p) for p in error["loc"])
+        got = error.get("input")
+        shown = "" if isinstance(got, dict) or name in secret_names else f" (got {got!r})"
+        message = error["msg"].removeprefix("Value error, ")
+        problems.append(f"{name}: {message}{shown}")
+    return "; ".join(problems)
+
+
+def fields() -> dict[str, FieldInfo]:
+    return dict(Settings.model_fields)
+
+
+def env_name(info: FieldInfo) -> str:
+    assert isinstance(info.validation_alias, str)
+    return info.validation_alias
+
+
+def extra(info: FieldInfo) -> dict[str, Any]:
+    return info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}

@@ -86,10 +86,10 @@ class DemoSummary:
     residents: list[str] = field(default_factory=list)
     already_loaded: bool = False
 
-    def instructions(self) -> str:
+    def instructions(self, cmd: str = "dispatch token") -> str:
+        """How to get a token for each demo role, with `cmd` the token command that works here."""
         if self.already_loaded:
             return "demo data: already present (the database was not empty)"
-        cmd = "python -m dispatch token"
         lines = [
             f"demo data loaded: {len(self.shops)} shops, {len(self.couriers)} couriers, "
             f"{len(self.residents)} residents around {CENTRE[0]}, {CENTRE[1]}",

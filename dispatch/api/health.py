@@ -7,8 +7,9 @@ import asyncio
 from aiohttp import web
 
 from dispatch.api.json import json_response
-from dispatch.api.keys import METRICS, POOL, REDIS, STARTUP, WEBSOCKETS
+from dispatch.api.keys import CLOCK, METRICS, POOL, REDIS, STARTUP, WEBSOCKETS
 from dispatch.api.routing import RouteTable
+from dispatch.clock import describe
 from dispatch.errors import ServiceUnavailable
 
 routes = RouteTable("operations")
@@ -56,3 +57,10 @@ async def metrics(request: web.Request) -> web.Response:
         m.pool_idle.set(pool.get_idle_size())
     m.websockets.set(len(request.app[WEBSOCKETS]))
     return web.Response(body=m.render(), content_type="text/plain", charset="utf-8")
+
+
+@routes.route(
+    "GET", "/v1/clock", summary="The server's clock: now, and its speed, start and epoch when scaled"
+)
+async def clock(request: web.Request) -> web.Response:
+    return json_response(describe(request.app[CLOCK]))

@@ -109,7 +109,7 @@ def _render(exc: DispatchError) -> web.Response:
 
 
 # Served while the node waits for its dependencies: they need neither PostgreSQL nor Redis.
-WITHOUT_DEPENDENCIES = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
+WITHOUT_DEPENDENCIES = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/v1/clock"})
 
 
 @web.middleware

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
 
-def add_bench_parser(sub: Any) -> None:
-    bench = sub.add_parser("bench", help="run a benchmark and print its figures")
-    kinds = bench.add_subparsers(dest="bench", required=True)
+def add_bench_arguments(bench: argparse.ArgumentParser) -> None:
+    kinds = bench.add_subparsers(dest="bench", required=True, metavar="BENCHMARK")
     for register in _registrations():
         register(kinds)
 

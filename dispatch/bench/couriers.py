@@ -50,16 +50,18 @@ def register(kinds: Any) -> None:
     p = kinds.add_parser(
         "couriers", help="courier pings to followers over websockets, and the dispatch round"
     )
-    p.add_argument("--couriers", type=_positive, default=5000)
+    p.add_argument("--couriers", type=_positive, default=5000, help="couriers pinging once a second (5000)")
     p.add_argument("--followers", type=int, default=None, help="residents following a courier (default: all)")
     p.add_argument("--duration", type=_positive, default=60, help="measured seconds")
-    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=5, help="seconds of pings before measuring (5)")
     p.add_argument(
         "--servers", type=_positive, default=1, help="server processes sharing PostgreSQL and Redis"
     )
-    p.add_argument("--round-jobs", type=_positive, default=1000)
-    p.add_argument("--round-couriers", type=_positive, default=2000)
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--round-jobs", type=_positive, default=1000, help="jobs in the measured round (1000)")
+    p.add_argument(
+        "--round-couriers", type=_positive, default=2000, help="couriers in the measured round (2000)"
+    )
+    p.add_argument("--seed", type=int, default=1, help="random seed (1)")
     p.add_argument("--json", action="store_true", help="print one JSON object only")
     p.set_defaults(func=cmd_bench_couriers)
 

@@ -33,7 +33,7 @@ LOAD_RUNS = 3
 
 def register(kinds: Any) -> None:
     p = kinds.add_parser("geo", help="which shops deliver here: ZoneIndex vs Redis, PostGIS, brute force")
-    p.add_argument("--shops", type=_positive, default=5000)
+    p.add_argument("--shops", type=_positive, default=5000, help="shops with zones in the city (5000)")
     p.add_argument("--queries", type=_positive, default=100_000, help="random points to look up")
     p.add_argument(
         "--sample",
@@ -42,7 +42,7 @@ def register(kinds: Any) -> None:
         help="points answered by Redis, PostGIS and brute force (the first ones); default 5000",
     )
     p.add_argument("--postgis-url", help="a PostGIS-enabled database (a scratch table is made and dropped)")
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--seed", type=int, default=1, help="random seed (1)")
     p.add_argument("--json", action="store_true", help="print one JSON object only")
     p.set_defaults(func=cmd_bench_geo)
 

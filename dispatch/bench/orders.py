@@ -42,11 +42,11 @@ def register(kinds: Any) -> None:
     p = kinds.add_parser("orders", help="orders/s and offer latency through the real server")
     p.add_argument("--rate", type=float, default=1000.0, help="orders per second to offer (open loop)")
     p.add_argument("--duration", type=float, default=30.0, help="seconds of load")
-    p.add_argument("--shops", type=int, default=500)
+    p.add_argument("--shops", type=int, default=500, help="shops, each on a websocket (500)")
     p.add_argument("--residents", type=int, default=500, help="residents placing orders, each on a websocket")
     p.add_argument("--pool", type=int, default=10, help="the server's PostgreSQL pool size")
     p.add_argument("--profile", help="write the server's cProfile stats to this file")
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--seed", type=int, default=1, help="random seed (1)")
     p.add_argument("--json", action="store_true", help="print one JSON object only")
     p.set_defaults(func=cmd_bench_orders)
 

@@ -26,16 +26,26 @@ from dispatch.replay.metrics import compute_metrics, format_comparison
 # --- command line --------------------------------------------------------------------------------------
 
 
-def add_replay_parser(sub: Any) -> None:
-    replay = sub.add_parser(
-        "replay",
-        help="replay a delivery day (instance format) through the real server; compare; offline; generate",
-        description="replay INSTANCE_DIR [options] | replay compare INSTANCE_DIR [options] | "
-        "replay offline INSTANCE_DIR... | replay generate OUT_DIR [--orders N] [--seed S]",
-        add_help=False,
-    )
-    replay.add_argument("rest", nargs=argparse.REMAINDER)
-    replay.set_defaults(func=cmd_replay)
+USAGE = """usage: dispatch replay INSTANCE_DIR [options]             a day through the real server
+       dispatch replay compare INSTANCE_DIR [options]     both policies, side by side
+       dispatch replay offline INSTANCE_DIR... [options]  the dispatch core alone, seconds a day
+       dispatch replay generate OUT_DIR [options]         write a generated day
+       dispatch replay [compare|offline|generate] --help  the options of each"""
+
+
+def replay_main(argv: list[str]) -> int:
+    """`dispatch replay ...`: its own command line (the first word chooses the form)."""
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    if argv[0] == "generate":
+        return _cmd_generate(_generate_parser().parse_args(argv[1:]))
+    if argv[0] == "compare":
+        return _cmd_compare(_compare_parser().parse_args(argv[1:]))
+    if argv[0] == "offline":
+        return _cmd_offline(_offline_parser().parse_args(argv[1:]))
+    return _cmd_run(_run_parser().parse_args(argv))
 
 
 def _origin(text: str) -> LatLng:
@@ -60,7 +70,9 @@ def _run_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--server", help="a running server's URL (see --print-env); default: start one")
     p.add_argument("--out", type=Path, help="output directory (default replay-out/<instance>-<policy>)")
-    p.add_argument("--policy", choices=("ours", "nearest-idle"), default="ours")
+    p.add_argument(
+        "--policy", choices=("ours", "nearest-idle"), default="ours", help="dispatch policy (ours)"
+    )
     p.add_argument("--print-env", action="store_true", help="print a server's environment for this instance")
     return p
 
@@ -86,32 +98,17 @@ def _offline_parser() -> argparse.ArgumentParser:
 
 def _generate_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dispatch replay generate", description="Write a generated instance.")
-    p.add_argument("out", type=Path)
-    p.add_argument("--orders", type=int, default=500)
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--orders-per-courier-hour", type=float, default=2.0, help="sizes the fleet")
+    p.add_argument("out", type=Path, help="directory to write the instance's four files to")
+    p.add_argument("--orders", type=int, default=500, help="orders in the day (500)")
+    p.add_argument("--seed", type=int, default=1, help="random seed (1)")
+    p.add_argument(
+        "--orders-per-courier-hour", type=float, default=2.0, help="sizes the fleet (2 orders a courier-hour)"
+    )
     return p
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)  # unwinds the context managers: the server and databases stop
-
-
-def cmd_replay(args: argparse.Namespace) -> int:
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    rest: list[str] = args.rest
-    if not rest or rest[0] in ("-h", "--help"):
-        for parser in (_run_parser(), _compare_parser(), _offline_parser(), _generate_parser()):
-            parser.print_help()
-            print()
-        return 0
-    if rest[0] == "generate":
-        return _cmd_generate(_generate_parser().parse_args(rest[1:]))
-    if rest[0] == "compare":
-        return _cmd_compare(_compare_parser().parse_args(rest[1:]))
-    if rest[0] == "offline":
-        return _cmd_offline(_offline_parser().parse_args(rest[1:]))
-    return _cmd_run(_run_parser().parse_args(rest))
 
 
 def _options(args: argparse.Namespace, policy: str, server: str | None = None) -> ReplayOptions:

@@ -25,9 +25,10 @@ from typing import Any
 import aiohttp
 
 from dispatch.auth import Role, issue_token, load_or_create_secret
-from dispatch.clock import ScaledClock
+from dispatch.clock import ScaledClock, from_description
 from dispatch.config import Settings
 from dispatch.demo import CENTRE
+from dispatch.errors import StartupError
 from dispatch.replay.apps import Api, ApiError, CourierApp, DayClock, LatLng, ReadyBoard, ShopApp
 from geo import TravelModel, destination
 
@@ -35,19 +36,31 @@ TOKEN_TTL_S = 7 * 24 * 3600
 FINISH_MINUTES = 60.0  # after the last order, how long couriers may take to deliver what is left
 
 
-def add_simulate_parser(sub: Any) -> None:
-    p = sub.add_parser(
-        "simulate", help="a demo day: simulated shops, couriers and residents on a running server"
-    )
-    p.add_argument("--server", default="http://127.0.0.1:8080", help="the running server's URL")
-    p.add_argument("--data-dir", help="the server's data dir (its secret and embedded database)")
+def add_simulate_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--server", default="http://127.0.0.1:8080", help="the running server's URL (%(default)s)")
+    p.add_argument("--data-dir", help="the server's data dir: its secret and embedded database (./.dispatch)")
     p.add_argument(
-        "--minutes", type=float, default=60.0, help="how long to run, in minutes of the server's clock"
+        "--minutes", type=float, default=60.0, help="how long to run, in minutes of the server's clock (60)"
     )
-    p.add_argument("--orders-per-minute", type=float, default=1.0)
+    p.add_argument("--orders-per-minute", type=float, default=1.0, help="mean orders a clock minute (1)")
     p.add_argument("--couriers", type=int, help="how many demo couriers go on shift (default: all)")
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--seed", type=int, default=1, help="random seed of the day (1)")
     p.set_defaults(func=cmd_simulate)
+
+
+async def server_clock(server: str) -> ScaledClock:
+    """The running server's clock (`GET /v1/clock`), so the day runs at the server's speed whatever this
+    process's environment says."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        try:
+            async with session.get(server.rstrip("/") + "/v1/clock") as resp:
+                described = await resp.json()
+        except (aiohttp.ClientError, OSError) as exc:
+            raise StartupError(f"cannot reach the server at {server}: {exc}") from None
+    clock = from_description(described)
+    if isinstance(clock, ScaledClock):
+        return clock
+    return ScaledClock(datetime.now(UTC), 1.0, time.time())
 
 
 @dataclass
@@ -123,10 +136,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if not data.shops or not data.couriers or not data.residents or not data.skus:
         print("no demo data: start the server with the demo (`make serve`) first")
         return 2
-    if settings.clock_start is not None:
-        clock = ScaledClock(settings.clock_start, settings.clock_speed, settings.clock_epoch)
-    else:
-        clock = ScaledClock(datetime.now(UTC), 1.0, time.time())
+    clock = asyncio.run(server_clock(args.server))
+    print(f"on the server's clock ({clock.speed:g}x), {args.minutes:g} minutes of it ...", flush=True)
     tally = asyncio.run(simulate(args, settings, secret, clock, data))
     mean = sum(tally.click_to_door) / len(tally.click_to_door) if tally.click_to_door else float("nan")
     print(
@@ -241,6 +252,12 @@ async def simulate(
                 for _ in range(_poisson(rng, args.orders_per_minute)):
                     await place_one()
                 minute += 1.0
+                if minute % 10 == 0 or minute >= args.minutes:
+                    print(
+                        f"  minute {minute:g} of {args.minutes:g}: {tally.placed} placed, "
+                        f"{tally.delivered} delivered",
+                        flush=True,
+                    )
                 await day.sleep_until(minute)
             # Let the couriers deliver what was ordered, for at most another hour of the clock.
             placing_done.set()

@@ -3,7 +3,6 @@ shop, and places it once that courier has to set off; work a courier can only re
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import datetime
 
 import pytest
@@ -28,7 +27,7 @@ FAR = (NEAR_SHOP[0] + 0.05, NEAR_SHOP[1])  # ~5.6 km: ~29 minutes away at 250 m/
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
-    return dataclasses.replace(settings, defer_wait_minutes=Settings().defer_wait_minutes)
+    return settings.with_(defer_wait_minutes=Settings().defer_wait_minutes)
 
 
 async def _order(client: Client, auth: AuthFn, prep_minutes: int) -> str:

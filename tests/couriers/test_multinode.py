@@ -4,7 +4,6 @@ PostgreSQL and Redis in this process, then two real server processes."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -54,7 +53,7 @@ async def second_node(
     settings: Settings,
 ) -> AsyncIterator[Client]:
     """Another app sharing PostgreSQL, Redis and the test's clock, as a second server process would."""
-    settings = dataclasses.replace(settings, data_dir=tmp_path / "node2")
+    settings = settings.with_(data_dir=tmp_path / "node2")
     app = create_app(settings, secret=SECRET, database_url=database_url, redis_url=redis_url, clock=clock)
     async with TestClient(TestServer(app)) as c:
         yield c

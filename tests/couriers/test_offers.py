@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 
 from dispatch.api.keys import SERVICES
@@ -32,7 +30,7 @@ NEAR, FAR = (DOOR[0] + 0.0025, DOOR[1]), (DOOR[0] + 0.01, DOOR[1])
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
-    return dataclasses.replace(settings, courier_auto_accept=False, route_offer_s=30)
+    return settings.with_(courier_auto_accept=False, route_offer_s=30)
 
 
 async def offered_route(client: Client, auth: AuthFn, clock: ManualClock) -> tuple[str, str, str, str]:

@@ -3,14 +3,16 @@ nothing is written, and the server keeps serving."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
-from dispatch.clock import ManualClock
+from dispatch.clock import ManualClock, ScaledClock, describe, from_description
 
 Client = TestClient[Any, Any]
 SHOP = {"name": "Corner", "lat": 45.76, "lng": 4.83}
@@ -255,3 +257,19 @@ async def test_bad_opening_hours_and_zone_are_422(
     assert r.status == 422
     assert (await r.json())["error"]["details"][0]["path"][0] == "zone"
     assert await count(db, "shops") == 0
+
+
+async def test_the_clock_is_public_and_says_what_the_server_reads(client: Client, clock: ManualClock) -> None:
+    """Other processes (the demo day, a replay) take the server's clock from here."""
+    r = await client.get("/v1/clock")
+    assert r.status == 200
+    body = await r.json()
+    assert body["now"] == clock.now().isoformat() and body["speed"] == 1.0
+
+
+def test_a_scaled_clock_described_is_the_same_clock() -> None:
+    start = datetime(2026, 1, 5, 12, tzinfo=UTC)
+    scaled = ScaledClock(start, 60.0, time.time() - 2)
+    again = from_description(describe(scaled))
+    assert isinstance(again, ScaledClock)
+    assert (again.start, again.speed, again.epoch) == (scaled.start, scaled.speed, scaled.epoch)

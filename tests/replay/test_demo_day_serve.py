@@ -57,7 +57,8 @@ def test_demo_day_delivers_what_it_places(tmp_path: Path) -> None:
                 "--seed",
                 "3",
             ],
-            env=env,
+            # The clock comes from the server (GET /v1/clock), not from this process's environment.
+            env={k: v for k, v in env.items() if not k.startswith("DISPATCH_CLOCK_")},
             capture_output=True,
             text=True,
             timeout=240,
@@ -65,6 +66,7 @@ def test_demo_day_delivers_what_it_places(tmp_path: Path) -> None:
     finally:
         server_log = _stop(server)
     assert day.returncode == 0, day.stdout + day.stderr
+    assert "on the server's clock (60x)" in day.stdout, day.stdout
     found = re.search(r"(\d+) orders placed \((\d+) refused\), (\d+) delivered", day.stdout)
     assert found is not None, day.stdout
     placed, _, delivered = (int(g) for g in found.groups())
