@@ -35,14 +35,15 @@ from dispatch.api.keys import (
     WEBSOCKETS,
     ZONES,
 )
-from dispatch.api.metrics import Metrics
 from dispatch.api.middleware import errors, observe, until_ready
 from dispatch.api.routing import RouteTable, openapi_document
 from dispatch.clock import Clock, SystemClock
 from dispatch.config import Settings
+from dispatch.db import RETRIES as db_retries
 from dispatch.db import create_pool
 from dispatch.errors import DispatchError, StartupError
 from dispatch.logs import Throttle
+from dispatch.metrics import Metrics
 from dispatch.migrate import migrate
 from dispatch.outbox import events_after
 from dispatch.redis_link import open_redis
@@ -72,6 +73,7 @@ ROUTE_TABLES: list[RouteTable] = [
 async def _node(app: web.Application) -> AsyncIterator[None]:
     """Everything the node owns, started in order by `_start` and closed in reverse."""
     async with contextlib.AsyncExitStack() as stack:
+        _background(stack, watch_loop_lag(app[METRICS]), "loop-lag")
         starting = asyncio.create_task(_start(app, stack), name="startup")
         if not app[START_IN_BACKGROUND]:
             await starting  # library use and tests: serve only once ready, raising what failed
@@ -146,6 +148,24 @@ async def _start_steps(
 
     fanout = Fanout(client)
     hub = Hub(client, fanout, fetch_after, latest_seq, latest_seqs)
+    metrics = app[METRICS]
+    metrics.count(
+        "dispatch_realtime_events",
+        "events this node's realtime layer handled: published on Redis, publish_failed (then delivered "
+        "locally and by sweeps), backfilled (sent from PostgreSQL)",
+        lambda: {
+            "published": hub.published,
+            "publish_failed": hub.publish_failures,
+            "backfilled": hub.backfilled,
+        },
+        "outcome",
+    )
+    metrics.count(
+        "dispatch_transaction_retries",
+        "transactions run again because PostgreSQL rolled them back or the link dropped before commit",
+        lambda: dict(db_retries),
+        "reason",
+    )
     await wait_for("Redis", fanout.start, deadline, state)
     stack.push_async_callback(fanout.stop)
     app[FANOUT], app[HUB] = fanout, hub
@@ -163,7 +183,7 @@ async def _start_steps(
     await wait_for("Redis", live.start, deadline, state)
     stack.push_async_callback(live.stop)
     fanout.on_reconnect.append(live.redis_returned)
-    svc = Services(pool, clock, settings, directory, hub, live)
+    svc = Services(pool, clock, settings, directory, hub, live, metrics)
     app[SERVICES] = svc
     _background(stack, sweep_forever(hub, settings.catchup_s), "outbox-sweep")
     if settings.run_timers:
@@ -180,6 +200,19 @@ def _background(stack: contextlib.AsyncExitStack, work: Coroutine[Any, Any, None
             await task
 
     stack.push_async_callback(stop)
+
+
+async def watch_loop_lag(metrics: Metrics, interval_s: float = 0.25, window_s: float = 10.0) -> None:
+    """How late the loop wakes a timer: the worst of the last `window_s` seconds, as a gauge."""
+    loop = asyncio.get_running_loop()
+    recent: list[tuple[float, float]] = []
+    while True:
+        before = loop.time()
+        await asyncio.sleep(interval_s)
+        now = loop.time()
+        recent.append((now, max(0.0, now - before - interval_s)))
+        recent = [(at, lag) for at, lag in recent if at > now - window_s]
+        metrics.loop_lag.set(max(lag for _, lag in recent))
 
 
 async def sweep_forever(hub: Hub, interval_s: float) -> None:

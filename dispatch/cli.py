@@ -79,17 +79,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from dispatch.logs import setup_logging
 
     settings = _settings(args)
-    setup_logging(settings.log_level, settings.log_format)
+    as_json = setup_logging(settings.log_level, settings.log_format)
     secret = load_or_create_secret(settings.secret, settings.data_dir)
     fatal: list[str] = []
+
+    def say(text: str) -> None:
+        """For the person at the terminal; one JSON log line (the rest as `lines`) when logging JSON."""
+        if as_json:
+            first, *rest = text.splitlines()
+            log.info(first, extra={"lines": rest} if rest else None)
+        else:
+            print(text, flush=True)
 
     async def on_database(database_url: str) -> None:
         if settings.demo:
             summary = await load_demo_if_empty(database_url, settings)
             if summary is not None:
-                print(summary.instructions(token_command(settings)), flush=True)
+                say(summary.instructions(token_command(settings)))
                 if settings.secret:
-                    print("(run it with the same DISPATCH_SECRET in its environment)", flush=True)
+                    say("(run it with the same DISPATCH_SECRET in its environment)")
 
     def on_fatal(message: str) -> None:
         # Start-up gave up (a dependency never came): stop the way SIGTERM does, then say why and exit 2.
@@ -109,7 +117,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             on_database=on_database,
             on_fatal=on_fatal,
         )
-        print(f"dispatch server on http://{settings.host}:{settings.port}", flush=True)
+        say(f"dispatch server on http://{settings.host}:{settings.port}")
         web.run_app(
             app,
             loop=uvloop.new_event_loop(),
@@ -119,6 +127,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print=None,
             access_log=None,
         )
+    log.info("stopped")
     if fatal:
         raise StartupError(fatal[0])
     return 0

@@ -15,6 +15,7 @@ import contextlib
 import functools
 import logging
 import random
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import ParamSpec, TypeVar
 
@@ -35,6 +36,9 @@ CONNECT_TIMEOUT_S = 5.0  # a partitioned host must not hold a request for asyncp
 COMMAND_TIMEOUT_S = 30.0
 ATTEMPTS = 3  # runs of a decision whose transaction did not happen, before answering 503
 _BACKOFF_S = 0.05  # first pause between attempts; doubled each time, with full jitter
+
+# Transactions run again, by the exception that made them (process-wide; /metrics shows it).
+RETRIES: Counter[str] = Counter()
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -128,6 +132,7 @@ def retried(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
                     raise
                 if attempt == ATTEMPTS:
                     raise unavailable(exc) from exc
+                RETRIES[type(exc).__name__] += 1
                 log.info(
                     "%s: retrying after %s (attempt %d of %d)",
                     fn.__name__,

@@ -49,7 +49,9 @@ class OneLineRetries(logging.Filter):
         return True
 
 
-def setup_logging(level: str = "INFO", fmt: str = "auto") -> None:
+def setup_logging(level: str = "INFO", fmt: str = "auto") -> bool:
+    """Logs to stdout, as JSON lines or text; returns whether JSON. Python warnings become log lines too,
+    and the embedded PostgreSQL's chatty start-up (multi-line command dumps) is shown only at DEBUG."""
     handler = logging.StreamHandler(sys.stdout)
     use_json = fmt == "json" or (fmt == "auto" and not sys.stdout.isatty())
     if use_json:
@@ -64,6 +66,9 @@ def setup_logging(level: str = "INFO", fmt: str = "auto") -> None:
     quiet = logging.getLogger("asyncpg.pool")
     if not any(isinstance(f, OneLineRetries) for f in quiet.filters):
         quiet.addFilter(OneLineRetries())
+    logging.getLogger("pgserver").setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)
+    logging.captureWarnings(True)
+    return use_json
 
 
 class Throttle:

@@ -63,11 +63,21 @@ class Hub:
         self._fetch_after = fetch_after
         self._latest_seq = latest_seq
         self._latest_seqs = latest_seqs
+        # Plain counters (the node's metrics read them): events published, failed to publish, backfilled.
+        self.published = 0
         self.publish_failures = 0
+        self.backfilled = 0
         self._local: dict[str, set[Connection]] = defaultdict(set)
         fanout.route_prefix(CHANNEL_PREFIX, self._on_message)
         fanout.route_prefix(LIVE_PREFIX, self._on_live)
         fanout.on_reconnect.append(self.catch_up_all)
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "published": self.published,
+            "publish_failed": self.publish_failures,
+            "backfilled": self.backfilled,
+        }
 
     def connections(self, recipient: str | None = None) -> list[Connection]:
         if recipient is not None:
@@ -125,6 +135,7 @@ class Hub:
         """Fast path after commit. Failure is logged, not raised: the outbox already holds the events, this
         node delivers them to its own connections now, and other nodes' sweeps find them."""
         if await self._publish(CHANNEL_PREFIX, events, "event(s); delivering locally, others sweep"):
+            self.published += len(events)
             return True
         self.publish_failures += 1
         for recipient, message in events:
@@ -217,6 +228,7 @@ class Hub:
                 if not conn.send(message):
                     return
                 conn.last_seq = message["seq"]
+                self.backfilled += 1
             if len(page) < BACKFILL_PAGE:
                 return
 

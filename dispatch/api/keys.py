@@ -18,7 +18,7 @@ from websocket.fanout import Fanout
 from websocket.hub import Hub
 
 if TYPE_CHECKING:
-    from dispatch.api.metrics import Metrics
+    from dispatch.metrics import Metrics
 
 SETTINGS = web.AppKey("settings", Settings)
 CLOCK = web.AppKey("clock", Clock)

@@ -10,17 +10,18 @@ import asyncio
 import contextlib
 import logging
 import random
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from dispatch.api.keys import CLOCK, HUB, SECRET, WEBSOCKETS
+from dispatch.api.keys import CLOCK, HUB, METRICS, SECRET, WEBSOCKETS
 from dispatch.api.routing import RouteTable
 from dispatch.auth import Principal, bearer_token, verify_token
 from dispatch.errors import DispatchError, ServiceUnavailable
-from dispatch.logs import Throttle
+from dispatch.logs import Throttle, request_id
 from dispatch.translate import translate
 from websocket.connection import TRY_AGAIN_LATER, Connection
 from websocket.errors import ProtocolError, RealtimeError
@@ -41,6 +42,7 @@ HEARTBEAT_S = 20.0
 MAX_FRAME_BYTES = 1 << 20  # frames above this are refused by aiohttp (close 1009)
 RATE_PER_S, BURST = 20.0, 40.0
 COMMAND_QUEUE = 256  # commands received and waiting for their turn, per connection
+_FREQUENT = frozenset({"ping", "courier.location"})
 _outage_log = Throttle(1.0)
 POLICY_VIOLATION = WSCloseCode.POLICY_VIOLATION
 
@@ -200,6 +202,11 @@ async def _run_commands(
 
 
 async def _handle(app: web.Application, conn: Connection, who: Principal, msg: ClientMessage) -> None:
+    """Run one command and reply; log its outcome (with a request id, as HTTP requests are) and count it."""
+    started = time.perf_counter()
+    rid = secrets.token_hex(8)
+    token = request_id.set(rid)
+    result = "ok"
     try:
         if msg.type == "resume":
             last = await app[HUB].resume(conn, after_seq_of(msg.body))
@@ -207,11 +214,12 @@ async def _handle(app: web.Application, conn: Connection, who: Principal, msg: C
         elif msg.type == "ping":
             conn.send(reply_ok(msg.id, {"pong": True}))
         elif msg.type in COMMANDS:
-            result = await COMMANDS[msg.type](app, who, msg.body)
-            conn.send(reply_ok(msg.id, result))
+            data = await COMMANDS[msg.type](app, who, msg.body)
+            conn.send(reply_ok(msg.id, data))
         else:
             raise ProtocolError(f"unknown message type {msg.type!r}", code="unknown_type")
     except RealtimeError as exc:
+        result = exc.code
         conn.send(reply_error(msg.id, exc.code, exc.message, exc.details, exc.retry_after))
     except Exception as exc:
         error = translate(exc)
@@ -220,11 +228,29 @@ async def _handle(app: web.Application, conn: Connection, who: Principal, msg: C
             error = DispatchError("internal error; it has been logged")
         elif isinstance(error, ServiceUnavailable) and _outage_log.ready():
             log.warning("websocket %s: %s", msg.type, error.details or error.message)
+        result = error.code
         conn.send(reply_error(msg.id, error.code, error.message, error.details, error.retry_after))
+    finally:
+        kind = msg.type if msg.type in COMMANDS or msg.type in ("resume", "ping") else "other"
+        app[METRICS].ws_commands.labels(kind, result).inc()
+        # Pings and location fixes come every second from every app: they are counted, logged at debug.
+        level = logging.DEBUG if kind in _FREQUENT else logging.INFO
+        if log.isEnabledFor(level):
+            elapsed = round((time.perf_counter() - started) * 1000, 2)
+            extra = {
+                "command": kind,
+                "result": result,
+                "ms": elapsed,
+                "subject": who.subject,
+                "request_id": rid,
+            }
+            log.log(level, "ws %s %s", msg.type, result, extra=extra)
+        request_id.reset(token)
 
 
 async def close_all(app: web.Application) -> None:
     sockets = app[WEBSOCKETS]
+    log.info("shutting down: closing %d websocket(s)", len(sockets), extra={"websockets": len(sockets)})
     for ws in list(sockets):
         with contextlib.suppress(Exception):
             await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")

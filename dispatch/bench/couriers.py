@@ -185,6 +185,7 @@ async def _round_phase(
     from dispatch.clock import SystemClock
     from dispatch.config import Settings
     from dispatch.db import create_pool
+    from dispatch.metrics import Metrics
     from dispatch.services.context import Services
     from dispatch.services.dispatching import run_round
     from dispatch.services.locations import LiveLocations, Ping
@@ -215,6 +216,7 @@ async def _round_phase(
         ZoneDirectory(pool, 9),
         Hub(redis, Fanout(redis), nothing_after, no_seq, no_seqs),
         live,
+        Metrics(),
     )
     rng = np.random.default_rng(seed)
     try:

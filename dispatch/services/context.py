@@ -9,6 +9,7 @@ import asyncpg
 
 from dispatch.clock import Clock
 from dispatch.config import Settings
+from dispatch.metrics import Metrics
 from dispatch.outbox import Event
 from dispatch.services.locations import LiveLocations
 from dispatch.services.zone_directory import ZoneDirectory
@@ -24,6 +25,7 @@ class Services:
     zones: ZoneDirectory
     hub: Hub
     live: LiveLocations
+    metrics: Metrics
     travel: TravelModel = field(init=False)
 
     def __post_init__(self) -> None:
@@ -33,4 +35,6 @@ class Services:
 
     async def publish(self, events: Sequence[Event]) -> None:
         """After commit: the fast path to every node. A failure loses nothing (clients resume)."""
+        for e in events:
+            self.metrics.events.labels(e.type).inc()
         await self.hub.publish([(e.recipient, e.to_message()) for e in events])

@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 
 from dispatch.db import Conn, retried, transaction
-from dispatch.errors import Conflict, Forbidden, NotFound, ValidationFailed, field_error
+from dispatch.errors import Conflict, DispatchError, Forbidden, NotFound, ValidationFailed, field_error
 from dispatch.outbox import NewEvent, append_events
 from dispatch.services import routes
 from dispatch.services.context import Services
@@ -220,6 +220,7 @@ async def record_location(
     now = svc.clock.now()
     skew = svc.settings.location_skew_s
     if at > now + timedelta(seconds=skew):
+        svc.metrics.pings.labels("refused").inc()
         raise ValidationFailed(
             "the location's time is in the future",
             code="location_in_future",
@@ -230,7 +231,12 @@ async def record_location(
     want_plan = checked is None or now_s - checked >= ETA_CHECK_S
     if want_plan:
         live.eta_checked[courier_id] = now_s
-    outcome = await live.ping(Ping(courier_id, lat, lng, accuracy, at), want_plan)
+    try:
+        outcome = await live.ping(Ping(courier_id, lat, lng, accuracy, at), want_plan)
+    except DispatchError:
+        svc.metrics.pings.labels("refused").inc()
+        raise
+    svc.metrics.pings.labels(outcome.status).inc()
     if (
         outcome.plan
         and outcome.status == "stored"

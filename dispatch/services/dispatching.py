@@ -88,6 +88,7 @@ class RoundReport:
     couriers: int
     routes: int
     released: int
+    placed: int  # jobs put on routes (the rest of `jobs` wait: held for later, or no courier yet)
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -177,7 +178,12 @@ async def run_round(svc: Services, live: LiveLocations) -> RoundReport | None:
     await svc.publish(events)
     await live.grant(written.grants)
     clock.lap("publish")
-    return RoundReport(number, len(jobs), len(fleet.couriers), len(written.routes), released, clock.laps)
+    svc.metrics.rounds.observe(sum(clock.laps.values()))
+    svc.metrics.round_jobs.labels("placed").inc(written.placed)
+    svc.metrics.round_jobs.labels("held").inc(len(jobs) - written.placed)
+    return RoundReport(
+        number, len(jobs), len(fleet.couriers), len(written.routes), released, written.placed, clock.laps
+    )
 
 
 def decide(svc: Services, jobs: list[Job], fleet: _Fleet, now: datetime) -> Sequence[Assignment]:
@@ -333,6 +339,7 @@ class _Written:
     routes: list[str] = field(default_factory=list)
     events: list[NewEvent] = field(default_factory=list)
     grants: list[Grant] = field(default_factory=list)
+    placed: int = 0
 
 
 async def _write(
@@ -412,6 +419,7 @@ async def _write(
             out.events += etas_of(body, orders)
     await live.set_plans(plans)
     out.routes = [r["id"] for r in routes]
+    out.placed = len(claims)
     return out
 
 

@@ -83,6 +83,7 @@ async def accept(svc: Services, job_id: str, shop_id: str, prep_minutes: int) ->
             conn, decision, accepted_at=now, prep_minutes=decision.prep_minutes, ready_at=decision.ready_by
         )
         events = await _job_changed(conn, order, job, replace_job(jobs, job), "job.accepted", now)
+    _answered(svc, job, "accepted", now)
     await svc.publish(events)
     return job_json(job)
 
@@ -114,9 +115,11 @@ async def reject(svc: Services, job_id: str, shop_id: str, reason: str) -> dict[
                 except (TransitionError, CoreValidationError) as exc:
                     raise _translate(exc) from None
                 job = await _apply(conn, decision, reason=decision.reason, closed_at=now)
+                refused = job
                 job, events = await _reoffer(conn, svc, order, job, replace_job(jobs, job), now)
         except StockRace:
             continue
+        _answered(svc, refused, "rejected", now)
         await svc.publish(events)
         return job_json(job)
     raise Conflict("stock changed while re-offering; try again", code="stock_contention")
@@ -145,9 +148,16 @@ async def expire_due(svc: Services, limit: int = 100) -> int:
                 _, events = await _reoffer(conn, svc, order, job, replace_job(jobs, job), now)
         except StockRace:
             continue
+        _answered(svc, job, "expired", now)
         await svc.publish(events)
         fired += 1
     return fired
+
+
+def _answered(svc: Services, job: asyncpg.Record, answer: str, now: datetime) -> None:
+    """How long the shop took (an expired offer: its whole deadline), for /metrics."""
+    if job["offered_at"] is not None:
+        svc.metrics.offer_answers.labels(answer).observe((now - job["offered_at"]).total_seconds())
 
 
 async def _reoffer(

@@ -14,7 +14,7 @@ import orjson
 from dispatch.core import jobs as job_rules
 from dispatch.core.matching import OrderTiming, RequestedItem, Unavailable, plan_order
 from dispatch.db import Conn, retried, transaction
-from dispatch.errors import Conflict, NotFound, ValidationFailed
+from dispatch.errors import Conflict, DispatchError, NotFound, ValidationFailed
 from dispatch.ids import new_id
 from dispatch.outbox import Event, NewEvent, append_events
 from dispatch.services.candidates import load_candidates, nearby_shop_ids
@@ -55,14 +55,19 @@ async def place_order(
     svc: Services, req: OrderRequest, idempotency: tuple[str, str] | None
 ) -> tuple[int, dict[str, Any]]:
     """Returns (status, order). `idempotency` is (key, request hash): a retry returns the first answer."""
-    for _ in range(RETRIES):
-        try:
-            status, body, events = await _place_once(svc, req, idempotency)
-        except StockRace:
-            continue
-        await svc.publish(events)
-        return status, body
-    raise Conflict("stock changed while placing the order; try again", code="stock_contention")
+    try:
+        for _ in range(RETRIES):
+            try:
+                status, body, events = await _place_once(svc, req, idempotency)
+            except StockRace:
+                continue
+            svc.metrics.orders.labels("placed" if status == 201 else "repeated").inc()
+            await svc.publish(events)
+            return status, body
+        raise Conflict("stock changed while placing the order; try again", code="stock_contention")
+    except DispatchError as exc:
+        svc.metrics.orders.labels(exc.code).inc()
+        raise
 
 
 async def _place_once(

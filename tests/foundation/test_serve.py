@@ -137,9 +137,14 @@ def test_serve_restart_keeps_data_and_one_server_per_data_dir(tmp_path: Path) ->
     assert close_code == 1001
     assert "demo data loaded: 36 shops" in out
     assert "--role shop --subject shop_" in out
-    # Logs are JSON lines with a request id on request logs.
-    request_logs = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-    assert any(entry.get("request_id") for entry in request_logs)
+    # Every line is a JSON log line (the banner, the demo's instructions and Python warnings included), with
+    # a request id on request logs, and the shutdown says so.
+    entries = [json.loads(line) for line in out.splitlines() if line.strip()]
+    assert any(entry.get("request_id") for entry in entries)
+    messages = [entry["message"] for entry in entries]
+    assert any(m.startswith("dispatch server on http://") for m in messages)
+    assert any(m.startswith("shutting down: closing 1 websocket") for m in messages)
+    assert messages[-1] == "stopped"
 
     again = _start(data_dir, port)
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -249,3 +250,19 @@ async def test_an_event_never_published_reaches_an_idle_client_by_the_sweep(
         await _recv(ws)
         await _write(db, clock, RES, 2)  # committed; its publish was lost (a node died, Redis blinked)
         assert [(await _recv(ws))["seq"] for _ in range(2)] == [1, 2]
+
+
+async def test_commands_log_their_outcome_with_a_request_id(
+    client: Client, auth: Callable[..., dict[str, str]], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="dispatch.api.ws")
+    async with client.ws_connect("/v1/ws", headers=auth("resident", RES)) as ws:
+        await _recv(ws)
+        await ws.send_json({"type": "resume", "after_seq": 0, "id": "r"})
+        await _recv(ws)
+        await ws.send_json({"type": "order.cancel", "id": "c", "order_id": "ord_aaaaaaaaaaaaaaaa"})
+        await _recv(ws)
+    lines = {r.getMessage(): r for r in caplog.records if r.name == "dispatch.api.ws"}
+    assert "ws resume ok" in lines
+    refused = lines["ws order.cancel order_not_found"]
+    assert refused.__dict__["result"] == "order_not_found" and len(refused.__dict__["request_id"]) == 16
