@@ -1,5 +1,6 @@
 # Multi-stage build: wheels are built in the first stage, the runtime image has no compiler and runs as a
-# non-root user. In a container, PostgreSQL and Redis are external (DATABASE_URL / REDIS_URL).
+# non-root user. In a container, PostgreSQL and Redis are external (DATABASE_URL / REDIS_URL). The migrations
+# ship inside the wheel.
 FROM python:3.11-slim AS build
 WORKDIR /src
 RUN pip install --no-cache-dir --upgrade pip
@@ -7,6 +8,7 @@ COPY pyproject.toml README.md ./
 COPY dispatch ./dispatch
 COPY geo ./geo
 COPY websocket ./websocket
+COPY migrations ./migrations
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM python:3.11-slim AS runtime
@@ -16,8 +18,6 @@ RUN useradd --system --create-home --uid 10001 dispatch \
     && mkdir -p /var/lib/dispatch && chown dispatch /var/lib/dispatch
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
-WORKDIR /app
-COPY migrations ./migrations
 USER dispatch
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \

@@ -1,13 +1,37 @@
-"""What can be checked of the container files without a Docker engine."""
+"""What can be checked of the container files and the package layout without a Docker engine (the wheel
+itself is built, installed and run in test_wheel.py)."""
 
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def _instructions(dockerfile: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) per instruction, continuation lines joined, comments dropped."""
+    lines = [line for line in dockerfile.splitlines() if not line.lstrip().startswith("#")]
+    joined = re.sub(r"\\\n\s*", " ", "\n".join(lines))
+    out = []
+    for line in joined.splitlines():
+        if line.strip():
+            word, _, rest = line.strip().partition(" ")
+            out.append((word.upper(), rest.strip()))
+    return out
+
+
+def _stages(dockerfile: str) -> list[list[tuple[str, str]]]:
+    stages: list[list[tuple[str, str]]] = []
+    for word, rest in _instructions(dockerfile):
+        if word == "FROM":
+            stages.append([])
+        stages[-1].append((word, rest))
+    return stages
 
 
 def test_compose_runs_two_replicas_on_one_database_and_redis() -> None:
@@ -42,3 +66,33 @@ def test_dockerfile_is_multistage_non_root_with_readiness_healthcheck() -> None:
 def test_ci_script_runs_make_test() -> None:
     text = (ROOT / ".ci" / "run").read_text()
     assert "make test" in text and "set -e" in text
+
+
+def test_the_wheel_lists_every_package_and_ships_the_migrations() -> None:
+    """`packages` is an explicit list (so that migrations/ can become `dispatch.migrations`): a package
+    added to the tree but not to the list would be missing from the wheel and the image."""
+    tool = PYPROJECT["tool"]["setuptools"]
+    listed = set(tool["packages"])
+    in_tree = {
+        ".".join(init.parent.relative_to(ROOT).parts)
+        for top in ("dispatch", "geo", "websocket")
+        for init in (ROOT / top).rglob("__init__.py")
+    }
+    assert listed == in_tree | {"dispatch.migrations"}
+    assert tool["package-dir"] == {"dispatch.migrations": "migrations"}
+    assert tool["package-data"]["dispatch.migrations"] == ["*.sql"]
+    assert list((ROOT / "migrations").glob("*.sql"))
+
+
+def test_dockerfile_builds_the_wheel_from_its_sources_and_installs_it_without_extras() -> None:
+    build, runtime = _stages((ROOT / "Dockerfile").read_text())
+    copied = {name for word, rest in build if word == "COPY" for name in rest.split()[:-1]}
+    tool = PYPROJECT["tool"]["setuptools"]
+    sources = {p.split(".")[0] for p in tool["packages"] if p not in tool["package-dir"]}
+    sources |= set(tool["package-dir"].values()) | {"pyproject.toml", "README.md"}
+    assert sources <= copied
+    assert ("RUN", "pip wheel --no-cache-dir --wheel-dir /wheels .") in build
+    installs = [rest for word, rest in runtime if word == "RUN" and "pip install" in rest]
+    assert installs and not any("[" in rest for rest in installs)
+    # The runtime stage takes nothing from the repository: the wheel carries it all.
+    assert all(rest.startswith("--from=") for word, rest in runtime if word == "COPY")
