@@ -1,6 +1,6 @@
 # Multi-stage build: wheels are built in the first stage, the runtime image has no compiler and runs as a
-# non-root user. In a container, PostgreSQL and Redis are external (DATABASE_URL / REDIS_URL). The migrations
-# ship inside the wheel.
+# non-root user. In a container, PostgreSQL and Redis are external (DATABASE_URL / REDIS_URL), so the image
+# installs the package without its `embedded` and `replay` extras. The migrations ship inside the wheel.
 FROM python:3.11-slim AS build
 WORKDIR /src
 RUN pip install --no-cache-dir --upgrade pip

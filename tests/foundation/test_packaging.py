@@ -9,6 +9,8 @@ from pathlib import Path
 
 import yaml
 
+from dispatch.extras import EXTRAS
+
 ROOT = Path(__file__).resolve().parents[2]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
@@ -82,6 +84,19 @@ def test_the_wheel_lists_every_package_and_ships_the_migrations() -> None:
     assert tool["package-dir"] == {"dispatch.migrations": "migrations"}
     assert tool["package-data"]["dispatch.migrations"] == ["*.sql"]
     assert list((ROOT / "migrations").glob("*.sql"))
+
+
+def test_what_a_container_never_uses_is_an_extra() -> None:
+    project = PYPROJECT["project"]
+    base = " ".join(project["dependencies"])
+    extras = project["optional-dependencies"]
+    for extra, modules in EXTRAS.items():
+        assert extra in extras
+        for module in modules:
+            assert module not in base
+            assert any(req.startswith(module) for req in extras[extra])
+    # `make serve` and `make test` install them.
+    assert re.search(r"pip install .*-e '\.\[embedded,replay,test\]'", (ROOT / "Makefile").read_text())
 
 
 def test_dockerfile_builds_the_wheel_from_its_sources_and_installs_it_without_extras() -> None:
