@@ -20,6 +20,8 @@ COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 USER dispatch
 EXPOSE 8080
+# Ready on the port the server listens on (DISPATCH_PORT, which a deployment may change); an error status or
+# a refused connection raises, which exits 1.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
-    CMD python -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8080/readyz', timeout=2).status == 200 else 1)"
+    CMD python -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/readyz' % os.environ.get('DISPATCH_PORT', '8080'), timeout=2)"
 CMD ["dispatch", "serve"]

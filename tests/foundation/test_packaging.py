@@ -3,10 +3,18 @@ itself is built, installed and run in test_wheel.py)."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
+import sys
+import threading
 import tomllib
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import pytest
 import yaml
 
 from dispatch.extras import EXTRAS
@@ -51,6 +59,8 @@ def test_compose_runs_two_replicas_on_one_database_and_redis() -> None:
     assert len({e["DISPATCH_SECRET"] for e in envs}) == 1
     ports = [r["ports"][0].split(":")[0] for r in replicas]
     assert len(set(ports)) == 2
+    # Each replica publishes the port its server listens on (and its HEALTHCHECK asks).
+    assert all(r["ports"][0].split(":")[1] == r["environment"]["DISPATCH_PORT"] for r in replicas)
 
 
 def test_dockerfile_is_multistage_non_root_with_readiness_healthcheck() -> None:
@@ -111,3 +121,53 @@ def test_dockerfile_builds_the_wheel_from_its_sources_and_installs_it_without_ex
     assert installs and not any("[" in rest for rest in installs)
     # The runtime stage takes nothing from the repository: the wheel carries it all.
     assert all(rest.startswith("--from=") for word, rest in runtime if word == "COPY")
+
+
+class _Ready(BaseHTTPRequestHandler):
+    status = 200
+
+    def do_GET(self) -> None:
+        body = json.dumps({"status": "ready" if self.status == 200 else "starting"}).encode()
+        self.send_response(self.status if self.path == "/readyz" else 404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def readyz() -> Iterator[ThreadingHTTPServer]:
+    # A class of its own per server, so that a test can change what it answers.
+    server = ThreadingHTTPServer(("127.0.0.1", 0), type("Ready", (_Ready,), {}))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _healthcheck(port: int) -> int:
+    """Run the image's HEALTHCHECK command as Docker does, in a container whose DISPATCH_PORT is `port`."""
+    (args,) = [
+        rest for word, rest in _instructions((ROOT / "Dockerfile").read_text()) if word == "HEALTHCHECK"
+    ]
+    command = args[args.index("CMD ") + 4 :].strip()
+    argv = json.loads(command) if command.startswith("[") else ["/bin/sh", "-c", command]
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "DISPATCH_PORT": str(port),
+    }
+    return subprocess.run(argv, env=env, capture_output=True, timeout=30).returncode
+
+
+def test_healthcheck_asks_the_port_dispatch_port_names(readyz: ThreadingHTTPServer) -> None:
+    port = int(readyz.server_address[1])
+    assert _healthcheck(port) == 0
+    readyz.RequestHandlerClass.status = 503  # type: ignore[attr-defined]
+    assert _healthcheck(port) == 1
