@@ -94,6 +94,8 @@ def test_the_wheel_lists_every_package_and_ships_the_migrations() -> None:
     assert tool["package-dir"] == {"dispatch.migrations": "migrations"}
     assert tool["package-data"]["dispatch.migrations"] == ["*.sql"]
     assert list((ROOT / "migrations").glob("*.sql"))
+    # A regular package: an editable install's finder resolves no namespace package mapped this way.
+    assert (ROOT / "migrations" / "__init__.py").is_file()
 
 
 def test_what_a_container_never_uses_is_an_extra() -> None:
