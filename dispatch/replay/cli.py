@@ -22,6 +22,7 @@ from dispatch.replay.driver import (
 )
 from dispatch.replay.instance import load_instance
 from dispatch.replay.metrics import compute_metrics, format_comparison
+from dispatch.replay.plots import require_plots
 
 # --- command line --------------------------------------------------------------------------------------
 
@@ -132,6 +133,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         for key, value in server_env(instance, opts, time.time()).items():
             print(f"export {key}={value}")
         return 0
+    require_plots()
     result = run_replay(instance, opts)
     out = args.out or Path("replay-out") / f"{instance.name}-{opts.policy}"
     write_outputs(out, instance, result)
@@ -146,6 +148,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_compare(args: argparse.Namespace) -> int:
     instance = load_instance(args.instance)
     results: dict[str, dict[str, Any]] = {}
+    if args.out is not None:
+        require_plots()
     for policy in ("ours", "nearest-idle"):
         result = run_replay(instance, _options(args, policy))
         if args.out is not None:

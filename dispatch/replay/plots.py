@@ -3,17 +3,19 @@
 Figures are drawn on an explicit Agg canvas through matplotlib's object API and never through
 ``pyplot``: no window can open, no global backend is switched for the rest of the process, and
 nothing is left registered in pyplot's figure manager.
+
+matplotlib comes with the `replay` extra; it is imported only when a plot is drawn, so that the command
+line (which lists the replay commands) works without it.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.collections import LineCollection
-from matplotlib.figure import Figure
 
+from dispatch.extras import require
 from dispatch.replay.instance import Instance, travel_minutes
 from dispatch.replay.trace import OrderRecord, Trace
 
@@ -21,8 +23,19 @@ CLICK_TO_DOOR_PNG = "click_to_door.png"
 TIMELINE_PNG = "timeline.png"
 ROUTES_PNG = "routes.png"
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+
+def require_plots() -> None:
+    """StartupError unless matplotlib is installed: checked before a replay starts, not after it ran."""
+    require("replay", "the replay's plots")
+
 
 def _figure(width: float, height: float) -> Figure:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)
     return fig
@@ -109,6 +122,8 @@ def _timeline(instance: Instance, trace: Trace, path: Path) -> None:
 
 
 def _routes(instance: Instance, trace: Trace, path: Path) -> None:
+    from matplotlib.collections import LineCollection
+
     records = _records(instance, trace)
     segments = []
     for m in trace.moves:
@@ -155,6 +170,7 @@ def _routes(instance: Instance, trace: Trace, path: Path) -> None:
 
 def write_plots(instance: Instance, trace: Trace, directory: str | Path) -> list[Path]:
     """Write the click-to-door histogram, the timeline and the route map; returns the paths."""
+    require_plots()
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     paths = [directory / CLICK_TO_DOOR_PNG, directory / TIMELINE_PNG, directory / ROUTES_PNG]
