@@ -11,7 +11,9 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install --quiet -e '.[embedded,replay,test]'
+	@echo "installing dependencies into $(VENV) (a minute or two on a fresh machine) ..."
+	$(BIN)/python -m pip install --quiet --progress-bar off -e '.[embedded,replay,test]'
+	@echo "installed."
 	touch $(STAMP)
 
 install: $(STAMP)
