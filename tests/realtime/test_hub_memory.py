@@ -1,0 +1,187 @@
+"""The hub's delivery rules in memory: a list for the outbox, a list for each connection, no Redis, no
+PostgreSQL. Exactly once, in order, without gaps, whatever arrives live, late, twice or never."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any, cast
+
+import orjson
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from websocket.connection import Connection
+from websocket.fanout import Fanout
+from websocket.hub import CHANNEL_PREFIX, Hub
+
+
+class Outbox:
+    """Events by recipient, numbered from 1, as PostgreSQL keeps them."""
+
+    def __init__(self) -> None:
+        self.events: dict[str, list[dict[str, Any]]] = {}
+
+    def write(self, recipient: str, n: int = 1) -> list[dict[str, Any]]:
+        stream = self.events.setdefault(recipient, [])
+        new = [{"seq": len(stream) + k + 1, "type": "test", "at": "", "data": {}} for k in range(n)]
+        stream += new
+        return new
+
+    async def fetch_after(self, recipient: str, after: int, limit: int) -> list[dict[str, Any]]:
+        return [m for m in self.events.get(recipient, []) if m["seq"] > after][:limit]
+
+    async def latest(self, recipient: str) -> int:
+        return len(self.events.get(recipient, []))
+
+    async def latests(self, recipients: Sequence[str]) -> dict[str, int]:
+        return {r: len(self.events[r]) for r in recipients if r in self.events}
+
+
+class Client:
+    """What the hub needs of a connection, its sends kept in a list (or refused when `full`)."""
+
+    def __init__(self, recipient: str) -> None:
+        self.recipient = recipient
+        self.last_seq = 0
+        self.delivery = asyncio.Lock()
+        self.closed = asyncio.Event()
+        self.sent: list[dict[str, Any]] = []
+        self.full = False
+
+    def send(self, message: dict[str, Any] | bytes) -> bool:
+        if self.full:
+            return False
+        self.sent.append(orjson.loads(message) if isinstance(message, bytes) else message)
+        return True
+
+    @property
+    def seqs(self) -> list[int]:
+        return [m["seq"] for m in self.sent]
+
+
+class Channels:
+    """Fan-out and Redis as far as the hub uses them; publishing fails while `down`."""
+
+    def __init__(self) -> None:
+        self.on_reconnect: list[Any] = []
+        self.prefixes: list[tuple[str, Any]] = []
+        self.down = False
+        self.published: list[tuple[str, bytes]] = []
+
+    def route_prefix(self, prefix: str, listener: Any) -> None:
+        self.prefixes.append((prefix, listener))
+
+    async def subscribe(self, channel: str, listener: Any = None) -> None:
+        pass
+
+    async def unsubscribe(self, channel: str) -> None:
+        pass
+
+    def pipeline(self, transaction: bool = False) -> Channels:
+        return self
+
+    async def __aenter__(self) -> Channels:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        pass
+
+    def publish(self, channel: str, data: bytes) -> None:
+        self.published.append((channel, data))
+
+    async def execute(self) -> None:
+        if self.down:
+            self.published.clear()
+            raise RedisConnectionError("Connection closed by server.")
+
+
+def _hub(outbox: Outbox, channels: Channels) -> Hub:
+    return Hub(
+        cast(Redis, channels),
+        cast(Fanout, channels),
+        outbox.fetch_after,
+        outbox.latest,
+        outbox.latests,
+    )
+
+
+async def _live(hub: Hub, recipient: str, message: dict[str, Any]) -> None:
+    await hub._on_message(CHANNEL_PREFIX + recipient, orjson.dumps(message))
+
+
+async def test_live_events_in_order_and_a_repeat_is_dropped() -> None:
+    outbox, channels = Outbox(), Channels()
+    hub, client = _hub(outbox, channels), Client("r")
+    assert await hub.register(cast(Connection, client)) == 0
+    for message in outbox.write("r", 2):
+        await _live(hub, "r", message)
+    await _live(hub, "r", outbox.events["r"][0])  # Redis delivered it twice
+    assert client.seqs == [1, 2]
+
+
+async def test_a_gap_is_filled_from_the_outbox_before_the_live_event() -> None:
+    outbox, channels = Outbox(), Channels()
+    hub, client = _hub(outbox, channels), Client("r")
+    await hub.register(cast(Connection, client))
+    outbox.write("r", 2)  # committed, never published
+    (third,) = outbox.write("r")
+    await _live(hub, "r", third)
+    await _live(hub, "r", third)
+    assert client.seqs == [1, 2, 3]
+
+
+async def test_resuming_as_it_connects_then_live() -> None:
+    outbox, channels = Outbox(), Channels()
+    outbox.write("r", 5)
+    hub, client = _hub(outbox, channels), Client("r")
+    assert await hub.register(cast(Connection, client), after_seq=2) == 5
+    (sixth,) = outbox.write("r")
+    await _live(hub, "r", sixth)  # arrives before the catch-up: the gap brings 3..5 first
+    await hub.catch_up(cast(Connection, client))
+    assert client.seqs == [3, 4, 5, 6]
+
+
+async def test_a_failed_publish_is_delivered_to_this_nodes_connections() -> None:
+    outbox, channels = Outbox(), Channels()
+    hub, here = _hub(outbox, channels), Client("r")
+    await hub.register(cast(Connection, here))
+    channels.down = True
+    events = outbox.write("r", 2)
+    assert await hub.publish([("r", e) for e in events]) is False
+    assert here.seqs == [1, 2]
+    assert hub.counts()["publish_failed"] == 1
+
+
+async def test_the_sweep_finds_what_no_message_announced() -> None:
+    outbox, channels = Outbox(), Channels()
+    hub = _hub(outbox, channels)
+    a, b, idle = Client("a"), Client("b"), Client("c")
+    for client in (a, b, idle):
+        await hub.register(cast(Connection, client))
+    outbox.write("a", 3)  # another node committed these and died before publishing
+    outbox.write("b", 1)
+    assert await hub.sweep() == 2
+    assert (a.seqs, b.seqs, idle.seqs) == ([1, 2, 3], [1], [])
+    assert await hub.sweep() == 0
+
+
+async def test_a_client_that_cannot_take_more_is_not_sent_past_its_gap() -> None:
+    outbox, channels = Outbox(), Channels()
+    hub, client = _hub(outbox, channels), Client("r")
+    await hub.register(cast(Connection, client))
+    outbox.write("r", 3)
+    client.full = True
+    await hub.sweep()
+    client.full = False
+    await hub.sweep()
+    assert client.seqs == [1, 2, 3]  # nothing skipped while it was full
+
+
+async def test_a_resume_replays_from_the_outbox() -> None:
+    outbox, channels = Outbox(), Channels()
+    outbox.write("r", 4)
+    hub, client = _hub(outbox, channels), Client("r")
+    await hub.register(cast(Connection, client))
+    assert await hub.resume(cast(Connection, client), 1) == 4
+    assert client.seqs == [2, 3, 4]
