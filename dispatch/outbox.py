@@ -16,8 +16,6 @@ import orjson
 
 from dispatch.db import Conn
 
-CHANNEL_PREFIX = "dispatch:events:"
-
 
 @dataclass(frozen=True)
 class NewEvent:
@@ -86,7 +84,3 @@ async def events_after(
         limit,
     )
     return [Event(recipient, r["seq"], r["type"], r["payload"], r["created_at"]) for r in rows]
-
-
-def encode_for_channel(event: Event) -> bytes:
-    return orjson.dumps({"recipient": event.recipient, **event.to_message()})

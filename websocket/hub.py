@@ -25,12 +25,10 @@ from redis.exceptions import RedisError
 
 from websocket.connection import Connection
 from websocket.fanout import Fanout
+from websocket.protocol import CHANNEL_PREFIX, LIVE_PREFIX, channel_of, live_channel_of
 
 log = logging.getLogger(__name__)
 
-CHANNEL_PREFIX = "dispatch:events:"
-# Volatile messages (live courier positions): no seq, not stored, delivered only to connected clients.
-LIVE_PREFIX = "dispatch:live:"
 BACKFILL_PAGE = 500
 
 # (recipient, after_seq, limit) -> messages {"seq", "type", "at", "data"} in seq order
@@ -39,14 +37,6 @@ FetchAfter = Callable[[str, int, int], Awaitable[Sequence[dict[str, Any]]]]
 LatestSeq = Callable[[str], Awaitable[int]]
 # recipients -> the latest seq written for each (absent: none)
 LatestSeqs = Callable[[Sequence[str]], Awaitable[dict[str, int]]]
-
-
-def channel_of(recipient: str) -> str:
-    return CHANNEL_PREFIX + recipient
-
-
-def live_channel_of(recipient: str) -> str:
-    return LIVE_PREFIX + recipient
 
 
 class Hub:

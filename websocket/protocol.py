@@ -21,6 +21,21 @@ import orjson
 from websocket.errors import ProtocolError, RateLimited
 
 MAX_MESSAGE_BYTES = 16 * 1024
+
+# Redis channels, one per recipient: events (with seq, stored in the outbox first) and volatile messages
+# (live courier positions: no seq, not stored, delivered only to connected clients).
+CHANNEL_PREFIX = "dispatch:events:"
+LIVE_PREFIX = "dispatch:live:"
+
+
+def channel_of(recipient: str) -> str:
+    return CHANNEL_PREFIX + recipient
+
+
+def live_channel_of(recipient: str) -> str:
+    return LIVE_PREFIX + recipient
+
+
 _TYPE = re.compile(r"^[a-z][a-z_]*(\.[a-z_]+)*$")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import asyncpg
 
@@ -14,7 +15,13 @@ from dispatch.outbox import Event
 from dispatch.services.locations import LiveLocations
 from dispatch.services.zone_directory import ZoneDirectory
 from geo import TravelModel
-from websocket.hub import Hub
+
+
+class Publisher(Protocol):
+    """Where committed events go for live delivery (the node's websocket hub). A failure must not raise:
+    the outbox already holds the events."""
+
+    async def publish(self, events: Sequence[tuple[str, dict[str, Any]]]) -> bool: ...
 
 
 @dataclass
@@ -23,7 +30,7 @@ class Services:
     clock: Clock
     settings: Settings
     zones: ZoneDirectory
-    hub: Hub
+    hub: Publisher
     live: LiveLocations
     metrics: Metrics
     travel: TravelModel = field(init=False)

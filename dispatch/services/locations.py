@@ -37,7 +37,7 @@ from redis.exceptions import NoScriptError, RedisError
 
 from dispatch.clock import Clock
 from dispatch.errors import ServiceUnavailable
-from websocket.hub import live_channel_of
+from websocket.protocol import live_channel_of
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from websocket.connection import Connection
 from websocket.fanout import Fanout
-from websocket.hub import CHANNEL_PREFIX, Hub
+from websocket.hub import Hub
+from websocket.protocol import CHANNEL_PREFIX
 
 
 class Outbox:
