@@ -1,8 +1,25 @@
-"""The one exception hierarchy of the dispatch package.
+"""The one exception hierarchy of the dispatch package: every error a client can see.
 
-Every error a client can see is a `DispatchError` with an HTTP status, a stable machine `code`, a human
-`message` and optional `details`. Third-party errors (asyncpg, redis, pydantic, geo) are translated into these
-at the boundary where they are caught; handlers never build error responses by hand.
+    DispatchError               500 internal          (a bug: logged with its traceback, never shown)
+    ├── BadRequest              400 bad_request       malformed_json, empty_body, bad_idempotency_key, ...
+    ├── Unauthorized            401 unauthorized      missing, malformed, expired or forged token
+    ├── Forbidden               403 forbidden         wrong_role, not_your_route, location_not_shared, ...
+    ├── NotFound                404 not_found         order_not_found, job_not_found, ... (unknown or malformed id)
+    ├── MethodNotAllowed        405 method_not_allowed
+    ├── Conflict                409 conflict          already_accepted, offer_expired, idempotency_key_reused, ...
+    ├── PayloadTooLarge         413 payload_too_large
+    ├── ValidationFailed        422 validation_failed details: [{"path", "message", "code"}, ...]
+    ├── RateLimited             429 rate_limited      (retry_after)
+    ├── ServiceUnavailable      503 unavailable       PostgreSQL or Redis unreachable, the node starting (retry_after)
+    │   └── OutcomeUnknown      503 outcome_unknown   (dispatch.db) the link broke while committing
+    └── StartupError            ---                   printed as `dispatch: error: ...`, never served
+        └── MigrationError
+
+Each carries an HTTP `status`, a stable machine `code`, a human `message`, optional `details` and, when a
+retry may help, `retry_after` seconds. Both edges (the HTTP middleware and the websocket dispatcher) render
+them the same way. Errors of other packages are translated in one table, `dispatch.translate`: the pure
+core's `TransitionError` / `CoreValidationError`, geo's `ZoneError`, the realtime layer's `ProtocolError` /
+`RateLimited`, asyncpg's and redis's exceptions. Handlers never build error responses by hand.
 """
 
 from __future__ import annotations
