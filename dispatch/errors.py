@@ -4,13 +4,13 @@
     ├── BadRequest              400 bad_request       malformed_json, empty_body, bad_idempotency_key, ...
     ├── Unauthorized            401 unauthorized      missing, malformed, expired or forged token
     ├── Forbidden               403 forbidden         wrong_role, not_your_route, location_not_shared, ...
-    ├── NotFound                404 not_found         order_not_found, job_not_found, ... (unknown or malformed id)
+    ├── NotFound                404 not_found         order_not_found, ... (unknown or malformed id)
     ├── MethodNotAllowed        405 method_not_allowed
-    ├── Conflict                409 conflict          already_accepted, offer_expired, idempotency_key_reused, ...
+    ├── Conflict                409 conflict          already_accepted, offer_expired, ...
     ├── PayloadTooLarge         413 payload_too_large
     ├── ValidationFailed        422 validation_failed details: [{"path", "message", "code"}, ...]
     ├── RateLimited             429 rate_limited      (retry_after)
-    ├── ServiceUnavailable      503 unavailable       PostgreSQL or Redis unreachable, the node starting (retry_after)
+    ├── ServiceUnavailable      503 unavailable       a dependency unreachable, starting (retry_after)
     │   └── OutcomeUnknown      503 outcome_unknown   (dispatch.db) the link broke while committing
     └── StartupError            ---                   printed as `dispatch: error: ...`, never served
         └── MigrationError
