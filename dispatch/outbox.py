@@ -14,14 +14,20 @@ from typing import Any
 import asyncpg
 import orjson
 
+from dispatch import events
 from dispatch.db import Conn
 
 
 @dataclass(frozen=True)
 class NewEvent:
+    """An event to write: its type must be in the catalogue (dispatch/events.py)."""
+
     recipient: str
     type: str
     data: dict[str, Any]
+
+    def __post_init__(self) -> None:
+        events.check(self.type, self.data)
 
 
 @dataclass(frozen=True)

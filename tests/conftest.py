@@ -13,6 +13,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
 
+from dispatch import events
 from dispatch.app import create_app
 from dispatch.auth import Role, issue_token
 from dispatch.clock import ManualClock
@@ -20,6 +21,8 @@ from dispatch.config import Settings
 from dispatch.migrate import fresh_database, recreate_database
 
 SECRET = "test-secret-" + "x" * 40
+# Every event written in the tests is checked against its declared payload model (dispatch/events.py).
+events.check_payloads(True)
 TEST_DB = "dispatch_test"
 
 

@@ -12,13 +12,27 @@ import pytest
 from aiohttp import WSMsgType
 from aiohttp.test_utils import TestClient
 
+from dispatch import events
 from dispatch.api.keys import HUB
 from dispatch.clock import ManualClock
 from dispatch.outbox import NewEvent, append_events
+from dispatch.views import View
 from tests.orders.helpers import add_resident, add_shop, place
 
 Client = TestClient[Any, Any]
 RES = "res_aaaaaaaaaaaaaaaa"
+
+
+class Numbered(View):
+    n: int
+
+
+@pytest.fixture(autouse=True)
+def _test_events(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests write events of their own type, declared for them like any other."""
+    monkeypatch.setitem(
+        events.CATALOGUE, "test.event", events.EventType("test.event", "resident", Numbered, "t")
+    )
 
 
 async def _write(db: asyncpg.Connection, clock: ManualClock, recipient: str, n: int) -> list[Any]:
