@@ -111,6 +111,12 @@ class Settings(BaseSettings):
     run_timers: bool = setting(
         True, "DISPATCH_RUN_TIMERS", "this node takes its share of timers and dispatch rounds", internal=True
     )
+    strict_views: bool = setting(
+        False,
+        "DISPATCH_STRICT_VIEWS",
+        "check every response and event against its declared model (tests; costs CPU)",
+        internal=True,
+    )
     # --- zones and travel ---
     h3_resolution: int = setting(9, "DISPATCH_H3_RESOLUTION", "H3 resolution of zone covers", ge=0, le=15)
     zone_max_area_km2: float = setting(
