@@ -17,6 +17,7 @@ from dispatch.db import Conn, retried, transaction
 from dispatch.errors import Conflict, DispatchError, NotFound, ValidationFailed
 from dispatch.ids import new_id
 from dispatch.outbox import Event, NewEvent, append_events
+from dispatch.services import pages
 from dispatch.services.candidates import load_candidates, nearby_shop_ids
 from dispatch.services.context import Services
 from dispatch.services.offers import StockKey, StockRace, adjust_stock, create_jobs, pinned_pairs, stock_of
@@ -296,3 +297,59 @@ async def cancel_order(svc: Services, order_id: str, resident_id: str | None) ->
         events = await append_events(conn, new_events, now)
     await svc.publish(events)
     return body
+
+
+@dataclass(frozen=True)
+class OrderFilter:
+    """An operator's view of orders: any combination, newest first."""
+
+    state: str | None = None
+    shop_id: str | None = None
+    courier_id: str | None = None
+    resident_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+@retried
+async def find_orders(
+    svc: Services, where: OrderFilter, limit: int, cursor: str | None
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Orders matching `where`, newest first, a page at a time (the next page's cursor, or None)."""
+    after = pages.decode(cursor)
+    rows = await svc.pool.fetch(
+        """SELECT * FROM orders o
+           WHERE ($1::text IS NULL OR o.state = $1)
+             AND ($2::text IS NULL OR EXISTS (SELECT 1 FROM jobs j
+                                            WHERE j.order_id = o.id AND j.shop_id = $2))
+             AND ($3::text IS NULL OR EXISTS (SELECT 1 FROM jobs j JOIN routes r ON r.id = j.route_id
+                                            WHERE j.order_id = o.id AND r.courier_id = $3))
+             AND ($4::text IS NULL OR o.resident_id = $4)
+             AND ($5::timestamptz IS NULL OR o.created_at >= $5)
+             AND ($6::timestamptz IS NULL OR o.created_at < $6)
+             AND ($7::timestamptz IS NULL OR (o.created_at, o.id) < ($7, $8))
+           ORDER BY o.created_at DESC, o.id DESC LIMIT $9""",
+        where.state,
+        where.shop_id,
+        where.courier_id,
+        where.resident_id,
+        where.since,
+        where.until,
+        None if after is None else after.created_at,
+        None if after is None else after.id,
+        limit + 1,
+    )
+    rows, next_cursor = pages.page(list(rows), limit)
+    return await _with_jobs(svc, rows), next_cursor
+
+
+async def _with_jobs(svc: Services, orders: list[asyncpg.Record]) -> list[dict[str, Any]]:
+    if not orders:
+        return []
+    jobs = await svc.pool.fetch(
+        "SELECT * FROM jobs WHERE order_id = ANY($1) ORDER BY created_at, id", [o["id"] for o in orders]
+    )
+    by_order: dict[str, list[asyncpg.Record]] = {}
+    for j in jobs:
+        by_order.setdefault(j["order_id"], []).append(j)
+    return [order_json(o, by_order.get(o["id"], [])) for o in orders]

@@ -10,6 +10,7 @@ import asyncpg
 from dispatch.db import retried, translated_errors
 from dispatch.errors import NotFound
 from dispatch.ids import new_id
+from dispatch.services import pages
 
 _TABLES = {"resident": ("residents", "res"), "courier": ("couriers", "cou")}
 _COLUMNS = {
@@ -64,3 +65,22 @@ async def get(pool: asyncpg.Pool, kind: str, entity_id: str) -> dict[str, Any]:
     if row is None:
         raise NotFound(f"no {kind} with id {entity_id}", code=f"{kind}_not_found")
     return _render(row)
+
+
+@retried
+async def page_of(
+    pool: asyncpg.Pool, kind: str, limit: int, cursor: str | None
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Couriers or residents, oldest first, a page at a time (the next page's cursor, or None)."""
+    table, _ = _TABLES[kind]
+    after = pages.decode(cursor)
+    rows = await pool.fetch(
+        f"""SELECT * FROM {table}
+            WHERE ($1::timestamptz IS NULL OR (created_at, id) > ($1, $2))
+            ORDER BY created_at, id LIMIT $3""",
+        None if after is None else after.created_at,
+        None if after is None else after.id,
+        limit + 1,
+    )
+    found, next_cursor = pages.page(list(rows), limit)
+    return [_render(r) for r in found], next_cursor
