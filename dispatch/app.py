@@ -6,16 +6,14 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
-from importlib.metadata import version
 from typing import Any
 
 import asyncpg
 from aiohttp import web
 
-from dispatch.api import admin, health, orders, ws
+from dispatch.api import admin, docs, health, orders, ws
 from dispatch.api import couriers as courier_api  # couriers (issue 5)
 from dispatch.api import zones as zone_api
-from dispatch.api.json import json_response
 from dispatch.api.keys import (
     CLOCK,
     DATABASE_URL,
@@ -24,9 +22,11 @@ from dispatch.api.keys import (
     METRICS,
     ON_DATABASE,
     ON_FATAL,
+    PLAIN_ROUTES,
     POOL,
     REDIS,
     REDIS_URL,
+    REGISTRY,
     SECRET,
     SERVICES,
     SETTINGS,
@@ -36,12 +36,14 @@ from dispatch.api.keys import (
     ZONES,
 )
 from dispatch.api.middleware import errors, observe, until_ready
-from dispatch.api.routing import RouteTable, openapi_document
+from dispatch.api.operations import Registry
+from dispatch.api.routing import RouteTable
 from dispatch.clock import Clock, SystemClock
 from dispatch.config import Settings
 from dispatch.db import RETRIES as db_retries
 from dispatch.db import create_pool
 from dispatch.errors import DispatchError, StartupError
+from dispatch.events import check_payloads
 from dispatch.logs import Throttle
 from dispatch.metrics import Metrics
 from dispatch.migrate import migrate
@@ -60,14 +62,13 @@ from websocket.hub import Hub
 
 log = logging.getLogger(__name__)
 
-ROUTE_TABLES: list[RouteTable] = [
-    health.routes,
-    zone_api.routes,
-    admin.routes,
-    orders.routes,
-    courier_api.routes,  # couriers (issue 5)
-    ws.routes,
-]
+# Plain routes: what is not an operation (health, metrics, the clock, the websocket upgrade, the contracts).
+ROUTE_TABLES: list[RouteTable] = [health.routes, ws.routes, docs.routes]
+
+
+def operations() -> Registry:
+    """Every operation of the API, declared once in its module."""
+    return Registry(zone_api.OPERATIONS, admin.OPERATIONS, orders.OPERATIONS, courier_api.OPERATIONS)
 
 
 async def _node(app: web.Application) -> AsyncIterator[None]:
@@ -232,10 +233,6 @@ async def sweep_forever(hub: Hub, interval_s: float) -> None:
             log.info("outbox sweep caught up %d connection(s)", behind)
 
 
-async def _openapi(request: web.Request) -> web.Response:
-    return json_response(openapi_document(ROUTE_TABLES, version("dispatch")))
-
-
 def create_app(
     settings: Settings,
     *,
@@ -269,7 +266,12 @@ def create_app(
     app[ON_FATAL] = on_fatal or (lambda message: None)
     app.cleanup_ctx.append(_node)
     app.on_shutdown.append(ws.close_all)
+    registry = operations()
+    app[REGISTRY] = registry
+    app[PLAIN_ROUTES] = ROUTE_TABLES
+    registry.install(app)
     for table in ROUTE_TABLES:
         table.install(app)
-    app.router.add_get("/openapi.json", _openapi)
+    if settings.strict_views:
+        check_payloads(True)
     return app

@@ -1,219 +1,287 @@
-"""Admin endpoints: create and update shops, catalogues, couriers and residents."""
+"""Shops, catalogues, couriers and residents: created and changed by operators, read by whoever may."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from dispatch.api.auth import principal
-from dispatch.api.json import json_response, parse_body
-from dispatch.api.keys import CLOCK, POOL, SETTINGS
-from dispatch.api.params import path_id, query_int
-from dispatch.api.routing import RouteTable
-from dispatch.api.zones import zone_changed
+from dispatch import views
+from dispatch.api.operations import ANY, Call, Http, Id, Input, Operation, Query
 from dispatch.auth import Role, require_subject
 from dispatch.errors import ValidationFailed, field_error
 from dispatch.services import people, shops, zones
 from dispatch.services.hours import validated_hours
 
-routes = RouteTable("admin")
+Name = Field(min_length=1, max_length=200)
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-class ShopIn(_Strict):
-    name: str = Field(min_length=1, max_length=200)
+class ShopIn(Input):
+    name: str = Name
     lat: float = Field(ge=-85, le=85, allow_inf_nan=False)
     lng: float = Field(ge=-180, le=180, allow_inf_nan=False)
     zone: dict[str, Any] | None = Field(
-        None, description="GeoJSON Polygon/MultiPolygon or {type: Circle, center, radius_m}"
+        None, description="GeoJSON Polygon/MultiPolygon or {type: Circle, center, radius_m}; default 2 km"
     )
-    opening_hours: dict[str, Any] | None = None
+    opening_hours: dict[str, Any] | None = Field(None, description="{tz, weekly: {mon: [[open, close]]}}")
     prep_minutes: int = Field(15, ge=1, le=240)
     auto_accept: bool = False
     capacity: int = Field(20, ge=1, le=10000)
 
 
-class ShopPatch(_Strict):
-    name: str | None = Field(None, min_length=1, max_length=200)
-    opening_hours: dict[str, Any] | None = None
-    prep_minutes: int | None = Field(None, ge=1, le=240)
-    auto_accept: bool | None = None
-    capacity: int | None = Field(None, ge=1, le=10000)
-    active: bool | None = None
+class ShopPatch(Input):
+    """Only the fields given change; none may be null."""
+
+    name: str = Field(None, min_length=1, max_length=200)  # type: ignore[assignment]
+    opening_hours: dict[str, Any] = None  # type: ignore[assignment]
+    prep_minutes: int = Field(None, ge=1, le=240)  # type: ignore[assignment]
+    auto_accept: bool = None  # type: ignore[assignment]
+    capacity: int = Field(None, ge=1, le=10000)  # type: ignore[assignment]
+    active: bool = None  # type: ignore[assignment]
 
 
-class ItemIn(_Strict):
-    name: str = Field(min_length=1, max_length=200)
+class ItemIn(Input):
+    name: str = Name
     price_cents: int = Field(ge=0, le=10_000_000)
     stock: int = Field(ge=0, le=1_000_000)
     preorder_only: bool = False
     lead_minutes: int = Field(0, ge=0, le=60 * 24 * 14)
 
 
-class CourierIn(_Strict):
-    name: str = Field(min_length=1, max_length=200)
+class CourierIn(Input):
+    name: str = Name
     phone: str | None = Field(None, max_length=40)
     capacity: int = Field(4, ge=1, le=100)
 
 
-class CourierPatch(_Strict):
-    name: str | None = Field(None, min_length=1, max_length=200)
+class CourierPatch(Input):
+    """Only the fields given change; `phone` may be null (removed), the others not."""
+
+    name: str = Field(None, min_length=1, max_length=200)  # type: ignore[assignment]
     phone: str | None = Field(None, max_length=40)
-    capacity: int | None = Field(None, ge=1, le=100)
-    active: bool | None = None
+    capacity: int = Field(None, ge=1, le=100)  # type: ignore[assignment]
+    active: bool = None  # type: ignore[assignment]
 
 
-class ResidentIn(_Strict):
-    name: str = Field(min_length=1, max_length=200)
-    phone: str | None = Field(None, max_length=40)
-
-
-class ResidentPatch(_Strict):
-    name: str | None = Field(None, min_length=1, max_length=200)
+class ResidentIn(Input):
+    name: str = Name
     phone: str | None = Field(None, max_length=40)
 
 
-def _set_fields(model: BaseModel) -> dict[str, Any]:
-    return {k: v for k, v in model.model_dump(exclude_unset=True).items() if v is not None}
+class ResidentPatch(Input):
+    """Only the fields given change; `phone` may be null (removed), `name` not."""
+
+    name: str = Field(None, min_length=1, max_length=200)  # type: ignore[assignment]
+    phone: str | None = Field(None, max_length=40)
 
 
-@routes.route("POST", "/v1/shops", summary="Create a shop", body=ShopIn, roles=("admin",))
-async def create_shop(request: web.Request) -> web.Response:
-    principal(request, Role.ADMIN)
-    body = await parse_body(request, ShopIn)
+class ShopsQuery(Query):
+    limit: int = Field(100, ge=1, le=500, description="page size")
+    offset: int = Field(0, ge=0, le=10_000_000, description="shops to skip")
+
+
+class PageQuery(Query):
+    limit: int = Field(100, ge=1, le=500, description="page size")
+    cursor: str | None = Field(None, max_length=200, description="from the previous page's `next`")
+
+
+SHOP = Id("shop_id", "shop")
+COURIER = Id("courier_id", "cou")
+RESIDENT = Id("resident_id", "res")
+
+
+def _given(model: BaseModel) -> dict[str, Any]:
+    """The fields a PATCH sent (a null one is refused by the model before this)."""
+    return model.model_dump(exclude_unset=True)
+
+
+async def create_shop(call: Call[ShopIn]) -> dict[str, Any]:
+    body = call.input
     fields = body.model_dump(exclude={"zone"})
     fields["opening_hours"] = validated_hours(body.opening_hours)
-    zone = zones.prepare(body.zone, body.lat, body.lng, request.app[SETTINGS])
-    shop = await shops.create(request.app[POOL], fields, zone, request.app[CLOCK].now())
-    await zone_changed(request, shop["id"])
-    return json_response(shop, status=201)
+    zone = await zones.prepared(call.svc, body.zone, body.lat, body.lng)
+    shop = await shops.create(call.svc.pool, fields, zone, call.svc.clock.now())
+    await shops.changed(call.svc, shop["id"])
+    return shop
 
 
-@routes.route(
-    "PATCH",
-    "/v1/shops/{shop_id}",
-    summary="Update a shop",
-    body=ShopPatch,
-    roles=("admin",),
-    statuses=(404,),
-)
-async def patch_shop(request: web.Request) -> web.Response:
-    principal(request, Role.ADMIN)
-    shop_id = path_id(request, "shop_id", "shop")
-    body = await parse_body(request, ShopPatch)
-    fields = _set_fields(body)
+async def patch_shop(call: Call[ShopPatch]) -> dict[str, Any]:
+    fields = _given(call.input)
     if "opening_hours" in fields:
         fields["opening_hours"] = validated_hours(fields["opening_hours"])
-    shop = await shops.update(request.app[POOL], shop_id, fields, request.app[CLOCK].now())
-    await zone_changed(request, shop_id)
-    return json_response(shop)
+    shop = await shops.update(call.svc.pool, call.ids["shop_id"], fields, call.svc.clock.now())
+    await shops.changed(call.svc, call.ids["shop_id"])
+    return shop
 
 
-@routes.route(
-    "GET",
-    "/v1/shops",
-    summary="All shops, oldest first (admin)",
-    roles=("admin",),
-    query={"limit": "page size, 1-500 (default 100)", "offset": "rows to skip"},
-)
-async def list_shops(request: web.Request) -> web.Response:
-    principal(request, Role.ADMIN)
-    limit = query_int(request, "limit", 100, 1, 500)
-    offset = query_int(request, "offset", 0, 0, 10_000_000)
-    return json_response({"items": await shops.list_shops(request.app[POOL], limit, offset)})
+async def list_shops(call: Call[Any]) -> dict[str, Any]:
+    q = call.query
+    assert isinstance(q, ShopsQuery)
+    return {"items": await shops.list_shops(call.svc.pool, q.limit, q.offset)}
 
 
-@routes.route("GET", "/v1/shops/{shop_id}", summary="A shop", roles=("any",), statuses=(404,))
-async def get_shop(request: web.Request) -> web.Response:
-    principal(request)
-    shop_id = path_id(request, "shop_id", "shop")
-    return json_response(await shops.get(request.app[POOL], shop_id))
+async def get_shop(call: Call[Any]) -> dict[str, Any]:
+    return await shops.get(call.svc.pool, call.ids["shop_id"])
 
 
-@routes.route(
-    "PUT",
-    "/v1/shops/{shop_id}/catalogue/{sku}",
-    summary="Create or update a catalogue item",
-    body=ItemIn,
-    roles=("admin", "shop"),
-    statuses=(404,),
-)
-async def put_item(request: web.Request) -> web.Response:
-    who = principal(request, Role.ADMIN, Role.SHOP)
-    shop_id = path_id(request, "shop_id", "shop")
-    require_subject(who, Role.SHOP, shop_id)
-    sku = request.match_info["sku"]
-    body = await parse_body(request, ItemIn)
-    if not 1 <= len(sku) <= 64:
-        raise ValidationFailed(
-            "sku must be 1 to 64 characters", details=[field_error(["sku"], "1 to 64 characters")]
-        )
-    item = await shops.upsert_item(request.app[POOL], shop_id, sku, body.model_dump())
-    return json_response(item)
+async def put_item(call: Call[ItemIn]) -> dict[str, Any]:
+    require_subject(call.principal(), Role.SHOP, call.ids["shop_id"])
+    sku = call.ids["sku"]
+    return await shops.upsert_item(call.svc.pool, call.ids["shop_id"], sku, call.input.model_dump())
 
 
-@routes.route(
-    "GET",
-    "/v1/shops/{shop_id}/catalogue",
-    summary="A shop's catalogue",
-    roles=("any",),
-    statuses=(404,),
-)
-async def get_catalogue(request: web.Request) -> web.Response:
-    principal(request)
-    shop_id = path_id(request, "shop_id", "shop")
-    return json_response({"items": await shops.catalogue(request.app[POOL], shop_id)})
+async def catalogue(call: Call[Any]) -> dict[str, Any]:
+    return {"items": await shops.catalogue(call.svc.pool, call.ids["shop_id"])}
 
 
-def _people_routes(
-    kind: str, role: Role, path: str, create_model: type[BaseModel], patch_model: type[BaseModel]
-) -> None:
-    prefix = "cou" if kind == "courier" else "res"
+class Sku(Id):
+    """A catalogue item's SKU: the shop's own name for it, 1 to 64 printable characters."""
 
-    async def create(request: web.Request) -> web.Response:
-        principal(request, Role.ADMIN)
-        body = await parse_body(request, create_model)
-        made = await people.create(request.app[POOL], kind, body.model_dump(), request.app[CLOCK].now())
-        return json_response(made, status=201)
+    def check(self, value: object) -> str:
+        if not isinstance(value, str) or not 1 <= len(value) <= 64 or not value.isprintable():
+            raise ValidationFailed(
+                "sku must be 1 to 64 printable characters",
+                details=[field_error(["sku"], "1 to 64 characters, no control characters", "sku")],
+            )
+        return value
 
-    async def patch(request: web.Request) -> web.Response:
-        principal(request, Role.ADMIN)
-        entity_id = path_id(request, "id", prefix)
-        body = await parse_body(request, patch_model)
-        fields = body.model_dump(exclude_unset=True)
-        if "name" in fields and fields["name"] is None:
-            del fields["name"]
-        updated = await people.update(request.app[POOL], kind, entity_id, fields, request.app[CLOCK].now())
-        return json_response(updated)
 
-    async def get(request: web.Request) -> web.Response:
-        who = principal(request)
-        entity_id = path_id(request, "id", prefix)
-        require_subject(who, role, entity_id)
-        return json_response(await people.get(request.app[POOL], kind, entity_id))
+SKU = Sku("sku", "sku")
 
-    routes.route("POST", path, summary=f"Create a {kind}", body=create_model, roles=("admin",))(create)
-    routes.route(
-        "PATCH",
-        path + "/{id}",
-        summary=f"Update a {kind}",
-        body=patch_model,
+
+def _people(
+    kind: str, role: Role, ident: Id, create_in: type[Input], patch_in: type[Input]
+) -> tuple[Operation, ...]:
+    path = f"/v1/{kind}s"
+    view = views.Courier if kind == "courier" else views.Resident
+    listing = views.Couriers if kind == "courier" else views.Residents
+
+    async def create(call: Call[Any]) -> dict[str, Any]:
+        return await people.create(call.svc.pool, kind, call.input.model_dump(), call.svc.clock.now())
+
+    async def patch(call: Call[Any]) -> dict[str, Any]:
+        now = call.svc.clock.now()
+        return await people.update(call.svc.pool, kind, call.ids[ident.name], _given(call.input), now)
+
+    async def get(call: Call[Any]) -> dict[str, Any]:
+        require_subject(call.principal(), role, call.ids[ident.name])
+        return await people.get(call.svc.pool, kind, call.ids[ident.name])
+
+    async def page(call: Call[Any]) -> dict[str, Any]:
+        q = call.query
+        assert isinstance(q, PageQuery)
+        items, next_cursor = await people.page_of(call.svc.pool, kind, q.limit, q.cursor)
+        return {"items": items, "next": next_cursor}
+
+    item = "{" + ident.name + "}"
+    return (
+        Operation(
+            f"{kind}.create",
+            f"Create a {kind}",
+            "people",
+            create,
+            view,
+            roles=("admin",),
+            input=create_in,
+            http=Http("POST", path, 201),
+        ),
+        Operation(
+            f"{kind}.update",
+            f"Update a {kind}",
+            "people",
+            patch,
+            view,
+            roles=("admin",),
+            input=patch_in,
+            ids=(ident,),
+            http=Http("PATCH", f"{path}/{item}"),
+        ),
+        Operation(
+            f"{kind}.get",
+            f"A {kind} (admin, or the {kind} itself)",
+            "people",
+            get,
+            view,
+            roles=("admin", kind),
+            ids=(ident,),
+            http=Http("GET", f"{path}/{item}"),
+        ),
+        Operation(
+            f"{kind}s.list",
+            f"All {kind}s, oldest first, a page at a time",
+            "people",
+            page,
+            listing,
+            roles=("admin",),
+            query=PageQuery,
+            http=Http("GET", path),
+        ),
+    )
+
+
+OPERATIONS = (
+    Operation(
+        "shop.create",
+        "Create a shop (with its zone: a 2 km circle if none is given)",
+        "shops",
+        create_shop,
+        views.Shop,
         roles=("admin",),
-        statuses=(404,),
-    )(patch)
-    routes.route(
-        "GET",
-        path + "/{id}",
-        summary=f"A {kind} (admin or the {kind} itself)",
-        roles=("admin", kind),
-        statuses=(404,),
-    )(get)
-
-
-_people_routes("courier", Role.COURIER, "/v1/couriers", CourierIn, CourierPatch)
-_people_routes("resident", Role.RESIDENT, "/v1/residents", ResidentIn, ResidentPatch)
+        input=ShopIn,
+        http=Http("POST", "/v1/shops", 201),
+    ),
+    Operation(
+        "shop.update",
+        "Update a shop",
+        "shops",
+        patch_shop,
+        views.Shop,
+        roles=("admin",),
+        input=ShopPatch,
+        ids=(SHOP,),
+        http=Http("PATCH", "/v1/shops/{shop_id}"),
+    ),
+    Operation(
+        "shops.list",
+        "All shops, oldest first",
+        "shops",
+        list_shops,
+        views.Shops,
+        roles=("admin",),
+        query=ShopsQuery,
+        http=Http("GET", "/v1/shops"),
+    ),
+    Operation(
+        "shop.get",
+        "A shop",
+        "shops",
+        get_shop,
+        views.Shop,
+        roles=ANY,
+        ids=(SHOP,),
+        http=Http("GET", "/v1/shops/{shop_id}"),
+    ),
+    Operation(
+        "catalogue.put",
+        "Create or update a catalogue item (admin, or the shop itself)",
+        "shops",
+        put_item,
+        views.CatalogueItem,
+        roles=("admin", "shop"),
+        input=ItemIn,
+        ids=(SHOP, SKU),
+        http=Http("PUT", "/v1/shops/{shop_id}/catalogue/{sku}"),
+    ),
+    Operation(
+        "catalogue.get",
+        "A shop's catalogue",
+        "shops",
+        catalogue,
+        views.Catalogue,
+        roles=ANY,
+        ids=(SHOP,),
+        http=Http("GET", "/v1/shops/{shop_id}/catalogue"),
+    ),
+    *_people("courier", Role.COURIER, COURIER, CourierIn, CourierPatch),
+    *_people("resident", Role.RESIDENT, RESIDENT, ResidentIn, ResidentPatch),
+)

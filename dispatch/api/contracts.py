@@ -9,12 +9,14 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Any
 
 from pydantic import BaseModel
 
 from dispatch import events
 from dispatch.api.operations import Nothing, Operation, Registry
+from dispatch.api.routing import RouteTable
 from dispatch.views import View
 
 _REF = "#/components/schemas/{model}"
@@ -84,10 +86,27 @@ def _error_statuses(op: Operation) -> list[int]:
     return sorted(statuses)
 
 
-def openapi(registry: Registry, version: str) -> dict[str, Any]:
+def openapi(registry: Registry, plain: Iterable[RouteTable], version: str) -> dict[str, Any]:
     schemas = Schemas()
     paths: dict[str, dict[str, Any]] = {}
     error = {"application/json": {"schema": {"$ref": _REF.format(model="Error")}}}
+    for table in plain:
+        for e in table.endpoints:
+            ok: dict[str, Any] = {"description": e.summary}
+            if e.output is not None:
+                ok["content"] = {e.content_type: {"schema": schemas.ref(e.output)}}
+            elif e.content_type != "application/json":
+                ok["content"] = {e.content_type: {"schema": {"type": "string"}}}
+            responses: dict[str, Any] = {str(e.status): ok}
+            for status in e.statuses:
+                responses[str(status)] = {"description": _STATUS_TEXT.get(status, "Error"), "content": error}
+            operation_id = e.handler.__name__
+            paths.setdefault(e.path, {})[e.method.lower()] = {
+                "operationId": operation_id,
+                "summary": e.summary,
+                "tags": [e.tag],
+                "responses": responses,
+            }
     for op in registry.operations.values():
         if op.http is None:
             continue
@@ -134,7 +153,7 @@ def openapi(registry: Registry, version: str) -> dict[str, Any]:
         success: dict[str, Any] = {"description": _first_line(op.output) if op.output else "OK"}
         if op.output is not None:
             success["content"] = {"application/json": {"schema": schemas.ref(op.output)}}
-        doc["responses"] = {str(op.http.status): success}
+        doc["responses"] = {str(status): success for status in (op.http.status, *op.http.also)}
         for status in _error_statuses(op):
             response: dict[str, Any] = {"description": _STATUS_TEXT.get(status, "Error"), "content": error}
             if status == 503:

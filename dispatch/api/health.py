@@ -6,6 +6,7 @@ import asyncio
 
 from aiohttp import web
 
+from dispatch import views
 from dispatch.api.json import json_response
 from dispatch.api.keys import CLOCK, METRICS, POOL, REDIS, SERVICES, STARTUP, WEBSOCKETS
 from dispatch.api.routing import RouteTable
@@ -17,12 +18,14 @@ routes = RouteTable("operations")
 READY_TIMEOUT_S = 2.0
 
 
-@routes.route("GET", "/healthz", summary="The process is alive")
+@routes.route("GET", "/healthz", summary="The process is alive", output=views.Status)
 async def healthz(request: web.Request) -> web.Response:
     return json_response({"status": "ok"})
 
 
-@routes.route("GET", "/readyz", summary="PostgreSQL and Redis are reachable", statuses=(503,))
+@routes.route(
+    "GET", "/readyz", summary="PostgreSQL and Redis are reachable", output=views.Status, statuses=(503,)
+)
 async def readyz(request: web.Request) -> web.Response:
     state = request.app[STARTUP]
     if not state.ready.is_set():
@@ -49,7 +52,7 @@ async def readyz(request: web.Request) -> web.Response:
     return json_response({"status": "ready"})
 
 
-@routes.route("GET", "/metrics", summary="Prometheus metrics (text format)")
+@routes.route("GET", "/metrics", summary="Prometheus metrics (text format)", content_type="text/plain")
 async def metrics(request: web.Request) -> web.Response:
     m = request.app[METRICS]
     pool = request.app.get(POOL)
@@ -63,7 +66,10 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 @routes.route(
-    "GET", "/v1/clock", summary="The server's clock: now, and its speed, start and epoch when scaled"
+    "GET",
+    "/v1/clock",
+    summary="The server's clock: now, and its speed, start and epoch if scaled",
+    output=views.Clock,
 )
 async def clock(request: web.Request) -> web.Response:
     return json_response(describe(request.app[CLOCK]))

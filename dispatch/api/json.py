@@ -50,16 +50,6 @@ async def read_json(request: web.Request) -> Any:
         raise BadRequest(f"request body is not valid JSON: {exc}", code="malformed_json") from None
 
 
-async def parse_body(request: web.Request, model: type[M]) -> M:
-    data = await read_json(request)
-    if not isinstance(data, dict):
-        raise ValidationFailed(
-            "request body must be a JSON object",
-            details=[field_error([], f"expected an object, got {type(data).__name__}", "type")],
-        )
-    return validate(model, data)
-
-
 def validate(model: type[M], data: Any, prefix: list[str | int] | None = None) -> M:
     try:
         return model.model_validate(data)

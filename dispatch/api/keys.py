@@ -18,6 +18,8 @@ from websocket.fanout import Fanout
 from websocket.hub import Hub
 
 if TYPE_CHECKING:
+    from dispatch.api.operations import Registry
+    from dispatch.api.routing import RouteTable
     from dispatch.metrics import Metrics
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -37,3 +39,5 @@ STARTUP = web.AppKey("startup", StartupState)
 START_IN_BACKGROUND = web.AppKey("start_in_background", bool)
 ON_DATABASE: web.AppKey[Callable[[str], Awaitable[None]] | None] = web.AppKey("on_database")
 ON_FATAL: web.AppKey[Callable[[str], None]] = web.AppKey("on_fatal")
+REGISTRY: web.AppKey[Registry] = web.AppKey("registry")
+PLAIN_ROUTES: web.AppKey[list[RouteTable]] = web.AppKey("plain_routes")

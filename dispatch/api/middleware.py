@@ -36,11 +36,20 @@ def _route_label(request: web.Request) -> str:
     return resource.canonical if resource is not None else "unmatched"
 
 
-def _translate_http(exc: web.HTTPException) -> DispatchError:
+def _allowed(request: web.Request, exc: web.HTTPMethodNotAllowed) -> list[str]:
+    """The methods of the route the path names. aiohttp merges those of every route whose pattern matches
+    (/v1/shops/nearby would also offer PATCH, from /v1/shops/{shop_id}); a fixed path wins over a pattern."""
+    for resource in request.app.router.resources():
+        if resource.canonical == request.path:
+            return sorted({route.method for route in resource} - {"HEAD"} | ({"HEAD"} & exc.allowed_methods))
+    return sorted(exc.allowed_methods)
+
+
+def _translate_http(request: web.Request, exc: web.HTTPException) -> DispatchError:
     if isinstance(exc, web.HTTPNotFound):
         return NotFound("no such resource", code="not_found")
     if isinstance(exc, web.HTTPMethodNotAllowed):
-        allowed = sorted(exc.allowed_methods)
+        allowed = _allowed(request, exc)
         return MethodNotAllowed(f"method not allowed; use {', '.join(allowed)}", details={"allowed": allowed})
     if isinstance(exc, web.HTTPRequestEntityTooLarge):
         return PayloadTooLarge("request body is too large")
@@ -87,7 +96,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return _render(_translate_http(exc))
+        return _render(_translate_http(request, exc))
     except Exception as exc:
         translated = translate(exc)
         if translated is None:
@@ -109,7 +118,9 @@ def _render(exc: DispatchError) -> web.Response:
 
 
 # Served while the node waits for its dependencies: they need neither PostgreSQL nor Redis.
-WITHOUT_DEPENDENCIES = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/v1/clock"})
+WITHOUT_DEPENDENCIES = frozenset(
+    {"/healthz", "/readyz", "/metrics", "/openapi.json", "/asyncapi.json", "/v1/clock"}
+)
 
 
 @web.middleware

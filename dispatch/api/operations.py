@@ -63,7 +63,7 @@ class Id:
 
     @property
     def entity(self) -> str:
-        return ENTITY[self.kind]
+        return ENTITY.get(self.kind, self.kind)
 
     def check(self, value: object) -> str:
         if not isinstance(value, str):
@@ -82,6 +82,15 @@ class Http:
     path: str
     status: int = 200
     errors: tuple[int, ...] = ()  # the statuses `run` itself may answer (404, 409, ...)
+    also: tuple[int, ...] = ()  # other success statuses `run` may choose with an `Answer` (same body)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A result with a success status other than the declared one (it must be among `Http.also`)."""
+
+    body: Any
+    status: int
 
 
 @dataclass(frozen=True)
@@ -157,7 +166,7 @@ class Registry:
             ids[spec.name] = spec.check(value)
         data = validate(op.input, fields)
         result = await op.run(Call(app[SERVICES], who, ids, data))
-        return _checked(app, op, result)
+        return _checked(app, op, result.body if isinstance(result, Answer) else result)
 
 
 def _authenticate(request: web.Request, op: Operation) -> Principal | None:
@@ -172,7 +181,7 @@ def _authenticate(request: web.Request, op: Operation) -> Principal | None:
 
 def _http_handler(op: Operation) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     assert op.http is not None
-    status = op.http.status
+    status, http = op.http.status, op.http
 
     async def handle(request: web.Request) -> web.StreamResponse:
         who = _authenticate(request, op)
@@ -181,6 +190,8 @@ def _http_handler(op: Operation) -> Callable[[web.Request], Awaitable[web.Stream
         raw = None
         if op.input is Nothing:
             data: BaseModel = Nothing()
+        elif not request.can_read_body and not _required(op.input):
+            raw, data = {}, op.input()  # every field optional: no body means the defaults
         else:
             raw = await read_json(request)
             if not isinstance(raw, dict):
@@ -191,9 +202,11 @@ def _http_handler(op: Operation) -> Callable[[web.Request], Awaitable[web.Stream
             data = validate(op.input, raw)
         call = Call(request.app[SERVICES], who, ids, data, query, request.headers, raw)
         result = await op.run(call)
-        if isinstance(result, web.StreamResponse):
-            return result  # an operation that renders itself (metrics text, the websocket)
-        return json_response(_checked(request.app, op, result), status=status)
+        answered = status
+        if isinstance(result, Answer):
+            assert result.status in (status, *http.also), f"{op.name}: undeclared status {result.status}"
+            result, answered = result.body, result.status
+        return json_response(_checked(request.app, op, result), status=answered)
 
     handle.__name__ = op.name.replace(".", "_")
     return handle
@@ -219,3 +232,7 @@ def _checked(app: web.Application, op: Operation, result: Any) -> Any:
     if op.output is not None and app[SETTINGS].strict_views:
         op.output.model_validate(result)
     return result
+
+
+def _required(model: type[BaseModel]) -> bool:
+    return any(f.is_required() for f in model.model_fields.values())

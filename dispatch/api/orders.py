@@ -1,58 +1,45 @@
-"""Orders (residents) and jobs (shops) over HTTP, and their websocket twins."""
+"""Orders (residents, operators) and jobs (shops): placing, reading, cancelling, answering offers."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from aiohttp import web
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, Field
 
-from dispatch.api.auth import principal
-from dispatch.api.json import json_response, parse_body, read_json, validate
-from dispatch.api.keys import POOL, SERVICES
-from dispatch.api.params import path_id, query_choice, query_int
-from dispatch.api.routing import RouteTable
-from dispatch.api.ws import command
-from dispatch.auth import Principal, Role, require_role, require_subject
-from dispatch.core.jobs import JobState, OrderState
+from dispatch import views
+from dispatch.api.operations import Answer, Call, Http, Id, Input, Operation, Query
+from dispatch.auth import Role, require_subject
 from dispatch.core.matching import RequestedItem
 from dispatch.errors import BadRequest, ValidationFailed, field_error
-from dispatch.outbox import events_after
-from dispatch.services import jobs, orders
+from dispatch.services import jobs, orders, streams
 
-routes = RouteTable("orders")
 SHOP_ID = r"^shop_[a-z2-7]{16}$"
 MAX_SLOT_AHEAD = timedelta(days=30)
 IDEMPOTENCY_KEY_MAX = 200
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
 
 Lat = Annotated[float, Field(ge=-85, le=85, allow_inf_nan=False)]
 Lng = Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False)]
 When = Annotated[AwareDatetime, Field(strict=False, description="ISO 8601 with a UTC offset")]
 
 
-class PointIn(_Strict):
+class PointIn(Input):
     lat: Lat
     lng: Lng
 
 
-class OrderItemIn(_Strict):
+class OrderItemIn(Input):
     sku: str = Field(min_length=1, max_length=64)
     qty: int = Field(ge=1, le=10_000)
     shop_id: str | None = Field(None, pattern=SHOP_ID, description="pin the item to this shop")
 
 
-class SlotIn(_Strict):
+class SlotIn(Input):
     start: When
     end: When
 
 
-class OrderIn(_Strict):
+class OrderIn(Input):
     dropoff: PointIn
     items: list[OrderItemIn] = Field(min_length=1, max_length=1000)
     fulfilment: Literal["delivery", "pickup"] = "delivery"
@@ -60,33 +47,46 @@ class OrderIn(_Strict):
     note: str | None = Field(None, max_length=500)
 
 
-class AcceptIn(_Strict):
+class AcceptIn(Input):
     prep_minutes: int = Field(ge=1, le=240)
 
 
-class RejectIn(_Strict):
+class RejectIn(Input):
     reason: str = Field(min_length=1, max_length=200)
 
 
-class JobRef(_Strict):
-    job_id: str = Field(min_length=1, max_length=40)
+OrderStateName = views.OrderStateName
+JobStateName = views.JobStateName
 
 
-class AcceptCommand(JobRef, AcceptIn):
-    pass
+class OrdersQuery(Query):
+    state: OrderStateName | None = Field(None, description="only orders in this state")
+    shop_id: str | None = Field(None, description="admin: orders with a job at this shop")
+    courier_id: str | None = Field(None, description="admin: orders with a job on this courier's route")
+    resident_id: str | None = Field(None, description="admin: this resident's orders")
+    since: AwareDatetime | None = Field(None, description="placed at or after (ISO 8601 with offset)")
+    until: AwareDatetime | None = Field(None, description="placed before")
+    limit: int = Field(50, ge=1, le=200, description="page size")
+    cursor: str | None = Field(None, max_length=200, description="from the previous page's `next`")
 
 
-class RejectCommand(JobRef, RejectIn):
-    pass
+class ShopJobsQuery(Query):
+    state: JobStateName | None = Field(None, description="only jobs in this state")
+    limit: int = Field(50, ge=1, le=200, description="page size")
 
 
-class OrderRef(_Strict):
-    order_id: str = Field(min_length=1, max_length=40)
+class EventsQuery(Query):
+    after_seq: int = Field(0, ge=0, le=2**62, description="the last seq seen")
+    limit: int = Field(100, ge=1, le=500, description="most events returned")
 
 
-def _order_request(app: web.Application, who: Principal, body: OrderIn) -> orders.OrderRequest:
-    settings = app[SERVICES].settings
-    now = app[SERVICES].clock.now()
+ORDER = Id("order_id", "ord")
+JOB = Id("job_id", "job")
+SHOP = Id("shop_id", "shop")
+
+
+def _order_request(call: Call[OrderIn]) -> orders.OrderRequest:
+    body, settings, now = call.input, call.svc.settings, call.svc.clock.now()
     errors = []
     if len(body.items) > settings.max_order_lines:
         errors.append(field_error(["items"], f"at most {settings.max_order_lines} lines", "too_many_items"))
@@ -107,7 +107,7 @@ def _order_request(app: web.Application, who: Principal, body: OrderIn) -> order
     if errors:
         raise ValidationFailed(f"{len(errors)} field(s) are not valid", details=errors)
     return orders.OrderRequest(
-        resident_id=who.subject,
+        resident_id=call.principal().subject,
         lat=body.dropoff.lat,
         lng=body.dropoff.lng,
         fulfilment=body.fulfilment,
@@ -118,188 +118,188 @@ def _order_request(app: web.Application, who: Principal, body: OrderIn) -> order
     )
 
 
-@routes.route(
-    "POST",
-    "/v1/orders",
-    summary="Place an order (Idempotency-Key header makes retries safe)",
-    body=OrderIn,
-    roles=("resident",),
-    statuses=(409,),
-)
-async def place_order(request: web.Request) -> web.Response:
-    who = principal(request, Role.RESIDENT)
-    raw = await read_json(request)
-    if not isinstance(raw, dict):
-        raise ValidationFailed(
-            "request body must be a JSON object", details=[field_error([], "expected an object")]
-        )
-    body = validate(OrderIn, raw)
-    key = request.headers.get("Idempotency-Key")
+async def place_order(call: Call[OrderIn]) -> Answer:
+    key = call.headers.get("Idempotency-Key")
     if key is not None and not 1 <= len(key) <= IDEMPOTENCY_KEY_MAX:
         raise BadRequest(
             f"Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX} characters", code="bad_idempotency_key"
         )
-    req = _order_request(request.app, who, body)
-    idem = (key, orders.request_hash(raw)) if key else None
-    status, order = await orders.place_order(request.app[SERVICES], req, idem)
-    return json_response(order, status=status)
+    req = _order_request(call)
+    idem = (key, orders.request_hash(call.raw)) if key else None
+    status, order = await orders.place_order(call.svc, req, idem)
+    return Answer(order, status)  # 201, or 200: a retry with the same key, answered as the first time
 
 
-@routes.route(
-    "GET",
-    "/v1/orders/{order_id}",
-    summary="An order (its resident, or admin)",
-    roles=("resident", "admin"),
-    statuses=(404,),
+async def get_order(call: Call[Any]) -> dict[str, Any]:
+    who = call.principal()
+    return await orders.get_order(call.svc, call.ids["order_id"], None if who.is_admin else who.subject)
+
+
+async def list_orders(call: Call[Any]) -> dict[str, Any]:
+    """A resident sees its own orders; an operator any, by the filters."""
+    who, q = call.principal(), call.query
+    assert isinstance(q, OrdersQuery)
+    resident = q.resident_id
+    if not who.is_admin:
+        operator_only = {"shop_id": q.shop_id, "courier_id": q.courier_id}
+        for name, value in operator_only.items():
+            if value is not None:
+                raise ValidationFailed(
+                    f"{name} is a filter for operators",
+                    details=[field_error([name], "admin only", "admin_only")],
+                )
+        if resident is not None and resident != who.subject:
+            raise ValidationFailed(
+                "a resident sees only its own orders",
+                details=[field_error(["resident_id"], "not yours", "not_owner")],
+            )
+        resident = who.subject
+    where = orders.OrderFilter(q.state, q.shop_id, q.courier_id, resident, q.since, q.until)
+    items, next_cursor = await orders.find_orders(call.svc, where, q.limit, q.cursor)
+    return {"items": items, "next": next_cursor}
+
+
+async def cancel_order(call: Call[Any]) -> dict[str, Any]:
+    who = call.principal()
+    return await orders.cancel_order(call.svc, call.ids["order_id"], None if who.is_admin else who.subject)
+
+
+async def get_job(call: Call[Any]) -> dict[str, Any]:
+    who = call.principal()
+    return await jobs.get_job(call.svc, call.ids["job_id"], None if who.is_admin else who.subject)
+
+
+async def accept_job(call: Call[AcceptIn]) -> dict[str, Any]:
+    return await jobs.accept(call.svc, call.ids["job_id"], call.principal().subject, call.input.prep_minutes)
+
+
+async def reject_job(call: Call[RejectIn]) -> dict[str, Any]:
+    return await jobs.reject(call.svc, call.ids["job_id"], call.principal().subject, call.input.reason)
+
+
+async def ready_job(call: Call[Any]) -> dict[str, Any]:
+    return await jobs.mark_ready(call.svc, call.ids["job_id"], call.principal().subject)
+
+
+async def shop_jobs(call: Call[Any]) -> dict[str, Any]:
+    require_subject(call.principal(), Role.SHOP, call.ids["shop_id"])
+    q = call.query
+    assert isinstance(q, ShopJobsQuery)
+    return {"items": await jobs.shop_jobs(call.svc, call.ids["shop_id"], q.state, q.limit)}
+
+
+async def events_after(call: Call[Any]) -> dict[str, Any]:
+    q = call.query
+    assert isinstance(q, EventsQuery)
+    return {"events": await streams.events_of(call.svc, call.principal().subject, q.after_seq, q.limit)}
+
+
+OPERATIONS = (
+    Operation(
+        "order.place",
+        "Place an order (an Idempotency-Key header makes retries safe: a retry answers 200 with the order)",
+        "orders",
+        place_order,
+        views.Order,
+        roles=("resident",),
+        input=OrderIn,
+        http=Http("POST", "/v1/orders", 201, errors=(409,), also=(200,)),
+    ),
+    Operation(
+        "order.get",
+        "An order (its resident, or admin)",
+        "orders",
+        get_order,
+        views.Order,
+        roles=("resident", "admin"),
+        ids=(ORDER,),
+        http=Http("GET", "/v1/orders/{order_id}"),
+    ),
+    Operation(
+        "orders.list",
+        "Orders, newest first, a page at a time: a resident's own; an operator's by state, shop, courier, "
+        "resident and time",
+        "orders",
+        list_orders,
+        views.Orders,
+        roles=("resident", "admin"),
+        query=OrdersQuery,
+        http=Http("GET", "/v1/orders"),
+    ),
+    Operation(
+        "order.cancel",
+        "Cancel an order before pickup (releases stock, withdraws the jobs, frees the route)",
+        "orders",
+        cancel_order,
+        views.Order,
+        roles=("resident", "admin"),
+        ids=(ORDER,),
+        http=Http("POST", "/v1/orders/{order_id}/cancel", errors=(409,)),
+        ws=True,
+    ),
+    Operation(
+        "job.get",
+        "A job (its shop, or admin)",
+        "jobs",
+        get_job,
+        views.ShopJob,
+        roles=("shop", "admin"),
+        ids=(JOB,),
+        http=Http("GET", "/v1/jobs/{job_id}"),
+    ),
+    Operation(
+        "job.accept",
+        "Accept an offered job, with the minutes it takes to prepare",
+        "jobs",
+        accept_job,
+        views.Job,
+        roles=("shop",),
+        input=AcceptIn,
+        ids=(JOB,),
+        http=Http("POST", "/v1/jobs/{job_id}/accept", errors=(409,)),
+        ws=True,
+    ),
+    Operation(
+        "job.reject",
+        "Reject an offered job (its lines are offered to the next shop)",
+        "jobs",
+        reject_job,
+        views.Job,
+        roles=("shop",),
+        input=RejectIn,
+        ids=(JOB,),
+        http=Http("POST", "/v1/jobs/{job_id}/reject", errors=(409,)),
+        ws=True,
+    ),
+    Operation(
+        "job.ready",
+        "The goods of an accepted job are ready",
+        "jobs",
+        ready_job,
+        views.Job,
+        roles=("shop",),
+        ids=(JOB,),
+        http=Http("POST", "/v1/jobs/{job_id}/ready", errors=(409,)),
+        ws=True,
+    ),
+    Operation(
+        "shop.jobs",
+        "A shop's jobs, newest first (the shop, or admin)",
+        "jobs",
+        shop_jobs,
+        views.ShopJobs,
+        roles=("shop", "admin"),
+        ids=(SHOP,),
+        query=ShopJobsQuery,
+        http=Http("GET", "/v1/shops/{shop_id}/jobs"),
+    ),
+    Operation(
+        "events.after",
+        "The caller's events after a seq (the HTTP twin of the websocket's resume)",
+        "realtime",
+        events_after,
+        views.Events,
+        query=EventsQuery,
+        http=Http("GET", "/v1/events"),
+    ),
 )
-async def get_order(request: web.Request) -> web.Response:
-    who = principal(request, Role.RESIDENT, Role.ADMIN)
-    order_id = path_id(request, "order_id", "ord")
-    owner = None if who.is_admin else who.subject
-    return json_response(await orders.get_order(request.app[SERVICES], order_id, owner))
-
-
-@routes.route(
-    "GET",
-    "/v1/orders",
-    summary="The caller's orders, newest first",
-    query={"state": "filter by order state", "limit": "1-200 (default 50)"},
-    roles=("resident",),
-)
-async def list_orders(request: web.Request) -> web.Response:
-    who = principal(request, Role.RESIDENT)
-    state = query_choice(request, "state", tuple(s.value for s in OrderState))
-    limit = query_int(request, "limit", 50, 1, 200)
-    return json_response(
-        {"items": await orders.list_orders(request.app[SERVICES], who.subject, state, limit)}
-    )
-
-
-@routes.route(
-    "POST",
-    "/v1/orders/{order_id}/cancel",
-    summary="Cancel an order before pickup (releases stock, withdraws the jobs)",
-    roles=("resident", "admin"),
-    statuses=(404, 409),
-)
-async def cancel_order(request: web.Request) -> web.Response:
-    who = principal(request, Role.RESIDENT, Role.ADMIN)
-    order_id = path_id(request, "order_id", "ord")
-    owner = None if who.is_admin else who.subject
-    return json_response(await orders.cancel_order(request.app[SERVICES], order_id, owner))
-
-
-@routes.route(
-    "GET", "/v1/jobs/{job_id}", summary="A job (its shop, or admin)", roles=("shop", "admin"), statuses=(404,)
-)
-async def get_job(request: web.Request) -> web.Response:
-    who = principal(request, Role.SHOP, Role.ADMIN)
-    job_id = path_id(request, "job_id", "job")
-    return json_response(
-        await jobs.get_job(request.app[SERVICES], job_id, None if who.is_admin else who.subject)
-    )
-
-
-@routes.route(
-    "POST",
-    "/v1/jobs/{job_id}/accept",
-    summary="Accept an offered job",
-    body=AcceptIn,
-    roles=("shop",),
-    statuses=(404, 409),
-)
-async def accept_job(request: web.Request) -> web.Response:
-    who = principal(request, Role.SHOP)
-    job_id = path_id(request, "job_id", "job")
-    body = await parse_body(request, AcceptIn)
-    return json_response(await jobs.accept(request.app[SERVICES], job_id, who.subject, body.prep_minutes))
-
-
-@routes.route(
-    "POST",
-    "/v1/jobs/{job_id}/reject",
-    summary="Reject an offered job",
-    body=RejectIn,
-    roles=("shop",),
-    statuses=(404, 409),
-)
-async def reject_job(request: web.Request) -> web.Response:
-    who = principal(request, Role.SHOP)
-    job_id = path_id(request, "job_id", "job")
-    body = await parse_body(request, RejectIn)
-    return json_response(await jobs.reject(request.app[SERVICES], job_id, who.subject, body.reason))
-
-
-@routes.route(
-    "POST",
-    "/v1/jobs/{job_id}/ready",
-    summary="Mark an accepted job ready",
-    roles=("shop",),
-    statuses=(404, 409),
-)
-async def ready_job(request: web.Request) -> web.Response:
-    who = principal(request, Role.SHOP)
-    job_id = path_id(request, "job_id", "job")
-    return json_response(await jobs.mark_ready(request.app[SERVICES], job_id, who.subject))
-
-
-@routes.route(
-    "GET",
-    "/v1/shops/{shop_id}/jobs",
-    summary="A shop's jobs, newest first",
-    query={"state": "filter by job state", "limit": "1-200 (default 50)"},
-    roles=("shop", "admin"),
-)
-async def list_shop_jobs(request: web.Request) -> web.Response:
-    who = principal(request, Role.SHOP, Role.ADMIN)
-    shop_id = path_id(request, "shop_id", "shop")
-    require_subject(who, Role.SHOP, shop_id)
-    state = query_choice(request, "state", tuple(s.value for s in JobState))
-    limit = query_int(request, "limit", 50, 1, 200)
-    return json_response({"items": await jobs.shop_jobs(request.app[SERVICES], shop_id, state, limit)})
-
-
-@routes.route(
-    "GET",
-    "/v1/events",
-    summary="The caller's events after a seq (the HTTP twin of the websocket's resume)",
-    query={"after_seq": "last seq seen (default 0)", "limit": "1-500 (default 100)"},
-    roles=("any",),
-)
-async def list_events(request: web.Request) -> web.Response:
-    who = principal(request)
-    after = query_int(request, "after_seq", 0, 0, 2**62)
-    limit = query_int(request, "limit", 100, 1, 500)
-    events = await events_after(request.app[POOL], who.subject, after, limit)
-    return json_response({"events": [e.to_message() for e in events]})
-
-
-# --- websocket twins -----------------------------------------------------------------------------
-
-
-@command("job.accept")
-async def ws_accept(app: web.Application, who: Principal, body: dict[str, Any]) -> Any:
-    require_role(who, Role.SHOP)
-    cmd = validate(AcceptCommand, body)
-    return await jobs.accept(app[SERVICES], cmd.job_id, who.subject, cmd.prep_minutes)
-
-
-@command("job.reject")
-async def ws_reject(app: web.Application, who: Principal, body: dict[str, Any]) -> Any:
-    require_role(who, Role.SHOP)
-    cmd = validate(RejectCommand, body)
-    return await jobs.reject(app[SERVICES], cmd.job_id, who.subject, cmd.reason)
-
-
-@command("job.ready")
-async def ws_ready(app: web.Application, who: Principal, body: dict[str, Any]) -> Any:
-    require_role(who, Role.SHOP)
-    cmd = validate(JobRef, body)
-    return await jobs.mark_ready(app[SERVICES], cmd.job_id, who.subject)
-
-
-@command("order.cancel")
-async def ws_cancel(app: web.Application, who: Principal, body: dict[str, Any]) -> Any:
-    require_role(who, Role.RESIDENT, Role.ADMIN)
-    cmd = validate(OrderRef, body)
-    return await orders.cancel_order(app[SERVICES], cmd.order_id, None if who.is_admin else who.subject)

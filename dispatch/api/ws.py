@@ -12,15 +12,13 @@ import logging
 import random
 import secrets
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from dispatch.api.keys import CLOCK, HUB, METRICS, SECRET, WEBSOCKETS
+from dispatch.api.keys import CLOCK, HUB, METRICS, REGISTRY, SECRET, WEBSOCKETS
 from dispatch.api.routing import RouteTable
 from dispatch.auth import Principal, bearer_token, verify_token
-from dispatch.errors import DispatchError, ServiceUnavailable
+from dispatch.errors import DispatchError, ServiceUnavailable, ValidationFailed, field_error
 from dispatch.logs import Throttle, request_id
 from dispatch.translate import translate
 from websocket.connection import TRY_AGAIN_LATER, Connection
@@ -46,19 +44,6 @@ _FREQUENT = frozenset({"ping", "courier.location"})
 _outage_log = Throttle(1.0)
 POLICY_VIOLATION = WSCloseCode.POLICY_VIOLATION
 
-Command = Callable[[web.Application, Principal, dict[str, Any]], Awaitable[Any]]
-COMMANDS: dict[str, Command] = {}
-
-
-def command(name: str) -> Callable[[Command], Command]:
-    """Register a websocket command; it should be the twin of an HTTP endpoint."""
-
-    def register(fn: Command) -> Command:
-        COMMANDS[name] = fn
-        return fn
-
-    return register
-
 
 def _after_seq(value: object, where: str) -> int | None:
     if value is None:
@@ -70,16 +55,28 @@ def _after_seq(value: object, where: str) -> int | None:
     return value
 
 
-async def _authenticate(
-    request: web.Request, ws: web.WebSocketResponse
-) -> tuple[Principal | None, int | None]:
-    """Who the client is, and the seq it resumes after (`?after_seq=` or the auth message's `after_seq`)."""
-    app = request.app
-    header = request.headers.get("Authorization")
+def _before_upgrade(request: web.Request) -> tuple[Principal | None, int | None]:
+    """What can be refused with a plain HTTP error before the upgrade: a bad `after_seq` (422) and a bad
+    token in the Authorization header (401/403). No header: the client authenticates with a message."""
     try:
         after_seq = _after_seq(request.query.get("after_seq"), "the query's")
-        if header:
-            return verify_token(app[SECRET], bearer_token(header), app[CLOCK].now()), after_seq
+    except ProtocolError as exc:
+        raise ValidationFailed(
+            exc.message, details=[field_error(["after_seq"], exc.message, exc.code)]
+        ) from None
+    header = request.headers.get("Authorization")
+    if not header:
+        return None, after_seq
+    return verify_token(request.app[SECRET], bearer_token(header), request.app[CLOCK].now()), after_seq
+
+
+async def _authenticate(
+    request: web.Request, ws: web.WebSocketResponse, after_seq: int | None
+) -> tuple[Principal | None, int | None]:
+    """Who the client is, by its first message, and the seq it resumes after (the query's, or the auth
+    message's `after_seq`)."""
+    app = request.app
+    try:
         async with asyncio.timeout(AUTH_TIMEOUT_S):
             while True:
                 msg = await ws.receive()
@@ -112,18 +109,22 @@ async def _authenticate(
         return None, None
 
 
-@routes.route("GET", "/v1/ws", summary="Realtime websocket (see the protocol in the README)")
+@routes.route(
+    "GET", "/v1/ws", summary="The realtime websocket (protocol: /asyncapi.json)", status=101, statuses=(401,)
+)
 async def websocket_handler(request: web.Request) -> web.StreamResponse:
     # Spread heartbeats: connections opened together would otherwise ping together, every 20 s.
     heartbeat = HEARTBEAT_S * random.uniform(0.8, 1.2)
     ws = web.WebSocketResponse(heartbeat=heartbeat, max_msg_size=MAX_FRAME_BYTES)
+    who, after_seq = _before_upgrade(request)
     try:
         await ws.prepare(request)
     except ConnectionResetError:  # aiohttp's ClientConnectionResetError included
         log.info("websocket client left during the handshake")
         return ws
     app = request.app
-    who, after_seq = await _authenticate(request, ws)
+    if who is None:
+        who, after_seq = await _authenticate(request, ws, after_seq)
     if who is None:
         await ws.close(code=POLICY_VIOLATION, message=b"unauthorized")
         return ws
@@ -204,6 +205,7 @@ async def _run_commands(
 async def _handle(app: web.Application, conn: Connection, who: Principal, msg: ClientMessage) -> None:
     """Run one command and reply; log its outcome (with a request id, as HTTP requests are) and count it."""
     started = time.perf_counter()
+    registry = app[REGISTRY]
     rid = secrets.token_hex(8)
     token = request_id.set(rid)
     result = "ok"
@@ -213,8 +215,8 @@ async def _handle(app: web.Application, conn: Connection, who: Principal, msg: C
             conn.send(reply_ok(msg.id, {"last_seq": last}))
         elif msg.type == "ping":
             conn.send(reply_ok(msg.id, {"pong": True}))
-        elif msg.type in COMMANDS:
-            data = await COMMANDS[msg.type](app, who, msg.body)
+        elif msg.type in registry.commands:
+            data = await registry.command(app, who, msg.type, msg.body)
             conn.send(reply_ok(msg.id, data))
         else:
             raise ProtocolError(f"unknown message type {msg.type!r}", code="unknown_type")
@@ -231,7 +233,7 @@ async def _handle(app: web.Application, conn: Connection, who: Principal, msg: C
         result = error.code
         conn.send(reply_error(msg.id, error.code, error.message, error.details, error.retry_after))
     finally:
-        kind = msg.type if msg.type in COMMANDS or msg.type in ("resume", "ping") else "other"
+        kind = msg.type if msg.type in registry.commands or msg.type in ("resume", "ping") else "other"
         app[METRICS].ws_commands.labels(kind, result).inc()
         # Pings and location fixes come every second from every app: they are counted, logged at debug.
         level = logging.DEBUG if kind in _FREQUENT else logging.INFO

@@ -1,130 +1,104 @@
-"""Delivery zones and "who delivers here": zone get/set, nearby shops, coverage."""
+"""Delivery zones and "who delivers here": a shop's zone, nearby shops, coverage."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from aiohttp import web
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict, Field
 
-from dispatch.api.auth import principal
-from dispatch.api.json import json_response, read_json
-from dispatch.api.keys import CLOCK, POOL, REDIS, SETTINGS, ZONES
-from dispatch.api.params import path_id, query_float, query_int
-from dispatch.api.routing import RouteTable
+from dispatch import views
+from dispatch.api.operations import ANY, Call, Http, Id, Input, Operation, Query
 from dispatch.auth import Role, require_subject
-from dispatch.errors import ValidationFailed, field_error
 from dispatch.services import shops, zones
-from geo import TravelModel, haversine_m
-
-routes = RouteTable("zones")
 
 
-class ZoneIn(BaseModel):
+class ZoneIn(Input):
     """GeoJSON Polygon or MultiPolygon ([lng, lat] positions, holes allowed), or
     {"type": "Circle", "center": [lng, lat], "radius_m": 1500}."""
 
-    model_config = ConfigDict(extra="allow")
-    type: str
+    model_config = ConfigDict(extra="allow", strict=True)
+    type: str = Field(description="Polygon, MultiPolygon or Circle")
 
 
-@routes.route(
-    "PUT",
-    "/v1/shops/{shop_id}/zone",
-    summary="Set a shop's delivery zone (GeoJSON Polygon/MultiPolygon or a circle)",
-    body=ZoneIn,
-    roles=("admin", "shop"),
-    statuses=(404,),
+class PointQuery(Query):
+    lat: float = Field(ge=-85, le=85, allow_inf_nan=False, description="latitude")
+    lng: float = Field(ge=-180, le=180, allow_inf_nan=False, description="longitude")
+
+
+class NearbyQuery(PointQuery):
+    limit: int = Field(20, ge=1, le=100, description="most shops returned")
+
+
+SHOP = Id("shop_id", "shop")
+
+
+async def put_zone(call: Call[ZoneIn]) -> dict[str, Any]:
+    shop_id = call.ids["shop_id"]
+    require_subject(call.principal(), Role.SHOP, shop_id)
+    shop = await shops.get(call.svc.pool, shop_id)
+    # Validation and the cover happen before anything is written: a bad zone changes nothing.
+    zone = await zones.prepared(call.svc, call.raw, shop["lat"], shop["lng"])
+    result = await shops.set_zone(call.svc.pool, shop_id, zone, call.svc.clock.now())
+    await shops.changed(call.svc, shop_id)
+    return result
+
+
+async def get_zone(call: Call[Any]) -> dict[str, Any]:
+    return await shops.get_zone(call.svc.pool, call.ids["shop_id"])
+
+
+async def nearby(call: Call[Any]) -> dict[str, Any]:
+    q = call.query
+    assert isinstance(q, NearbyQuery)
+    return {"lat": q.lat, "lng": q.lng, "shops": await shops.nearby(call.svc, q.lat, q.lng, q.limit)}
+
+
+async def coverage(call: Call[Any]) -> dict[str, Any]:
+    q = call.query
+    assert isinstance(q, PointQuery)
+    return await shops.coverage(call.svc, q.lat, q.lng)
+
+
+OPERATIONS = (
+    Operation(
+        "zone.put",
+        "Set a shop's delivery zone (GeoJSON Polygon/MultiPolygon or a circle; admin, or the shop itself)",
+        "zones",
+        put_zone,
+        views.ZoneSet,
+        roles=("admin", "shop"),
+        input=ZoneIn,
+        ids=(SHOP,),
+        http=Http("PUT", "/v1/shops/{shop_id}/zone"),
+    ),
+    Operation(
+        "zone.get",
+        "A shop's zone and its H3 cover's size",
+        "zones",
+        get_zone,
+        views.Zone,
+        roles=ANY,
+        ids=(SHOP,),
+        http=Http("GET", "/v1/shops/{shop_id}/zone"),
+    ),
+    Operation(
+        "shops.nearby",
+        "Open shops that deliver to a point, nearest first, with distance and travel minutes",
+        "zones",
+        nearby,
+        views.Nearby,
+        roles=ANY,
+        query=NearbyQuery,
+        http=Http("GET", "/v1/shops/nearby"),
+    ),
+    Operation(
+        "coverage",
+        "Whether any shop delivers to a point (and how many are open now)",
+        "zones",
+        coverage,
+        views.Coverage,
+        roles=ANY,
+        query=PointQuery,
+        http=Http("GET", "/v1/coverage"),
+    ),
 )
-async def put_zone(request: web.Request) -> web.Response:
-    who = principal(request, Role.ADMIN, Role.SHOP)
-    shop_id = path_id(request, "shop_id", "shop")
-    require_subject(who, Role.SHOP, shop_id)
-    body = await read_json(request)
-    if not isinstance(body, dict):
-        raise ValidationFailed(
-            "the zone must be a JSON object",
-            details=[field_error([], "expected a GeoJSON Polygon, MultiPolygon or a Circle", "type")],
-        )
-    pool = request.app[POOL]
-    shop = await shops.get(pool, shop_id)
-    # Validation and the cover happen before anything is written; a bad zone changes nothing.
-    zone = zones.prepare(body, shop["lat"], shop["lng"], request.app[SETTINGS], path="zone")
-    result = await shops.set_zone(pool, shop_id, zone, request.app[CLOCK].now())
-    await zone_changed(request, shop_id)
-    return json_response(result)
-
-
-@routes.route(
-    "GET", "/v1/shops/{shop_id}/zone", summary="A shop's zone and cell count", roles=("any",), statuses=(404,)
-)
-async def get_zone(request: web.Request) -> web.Response:
-    principal(request)
-    shop_id = path_id(request, "shop_id", "shop")
-    return json_response(await shops.get_zone(request.app[POOL], shop_id))
-
-
-def _point(request: web.Request) -> tuple[float, float]:
-    return query_float(request, "lat", -85.0, 85.0), query_float(request, "lng", -180.0, 180.0)
-
-
-@routes.route(
-    "GET",
-    "/v1/shops/nearby",
-    summary="Open shops that deliver to a point, nearest first, with distance and travel minutes",
-    query={"lat": "latitude", "lng": "longitude", "limit": "1-100 (default 20)"},
-    roles=("any",),
-)
-async def nearby(request: web.Request) -> web.Response:
-    principal(request)
-    lat, lng = _point(request)
-    limit = query_int(request, "limit", 20, 1, 100)
-    settings = request.app[SETTINGS]
-    delivering = request.app[ZONES].index.shops_delivering_to(lat, lng)
-    open_rows = await shops.open_shops_at(request.app[POOL], delivering, request.app[CLOCK].now())
-    travel = TravelModel(settings.speed_m_per_min, settings.detour_factor, round_up=settings.travel_round_up)
-    found: list[dict[str, Any]] = []
-    for shop_id, row in open_rows.items():
-        distance = haversine_m(lat, lng, row["lat"], row["lng"])
-        found.append(
-            {
-                "shop_id": shop_id,
-                "name": row["name"],
-                "lat": row["lat"],
-                "lng": row["lng"],
-                "distance_m": round(distance, 1),
-                "travel_minutes": round(travel.minutes_for_distance(distance), 1),
-                "prep_minutes": row["prep_minutes"],
-            }
-        )
-    found.sort(key=lambda s: (s["distance_m"], s["shop_id"]))
-    return json_response({"lat": lat, "lng": lng, "shops": found[:limit]})
-
-
-@routes.route(
-    "GET",
-    "/v1/coverage",
-    summary="Whether any shop delivers to a point (and how many are open now)",
-    query={"lat": "latitude", "lng": "longitude"},
-    roles=("any",),
-)
-async def coverage(request: web.Request) -> web.Response:
-    principal(request)
-    lat, lng = _point(request)
-    delivering = request.app[ZONES].index.shops_delivering_to(lat, lng)
-    open_rows = await shops.open_shops_at(request.app[POOL], delivering, request.app[CLOCK].now())
-    return json_response(
-        {
-            "lat": lat,
-            "lng": lng,
-            "covered": bool(delivering),
-            "shops_delivering": len(delivering),
-            "shops_open_now": len(open_rows),
-        }
-    )
-
-
-async def zone_changed(request: web.Request, shop_id: str) -> None:
-    """This node sees the change before it answers (read your writes); the others hear it on Redis."""
-    await request.app[ZONES].reload_shop(shop_id)
-    await zones.announce(request.app[REDIS], shop_id)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import asyncpg
+from redis.asyncio import Redis
 
 from dispatch.clock import Clock
 from dispatch.config import Settings
@@ -39,6 +40,11 @@ class Services:
         self.travel = TravelModel(
             self.settings.speed_m_per_min, self.settings.detour_factor, round_up=self.settings.travel_round_up
         )
+
+    @property
+    def redis(self) -> Redis:
+        """The node's Redis client (shared with the live locations)."""
+        return self.live.redis
 
     async def publish(self, events: Sequence[Event]) -> None:
         """After commit: the fast path to every node. A failure loses nothing (clients resume)."""

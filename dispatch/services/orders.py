@@ -236,26 +236,6 @@ async def get_order(svc: Services, order_id: str, resident_id: str | None) -> di
 
 
 @retried
-async def list_orders(svc: Services, resident_id: str, state: str | None, limit: int) -> list[dict[str, Any]]:
-    orders = await svc.pool.fetch(
-        """SELECT * FROM orders WHERE resident_id = $1 AND ($2::text IS NULL OR state = $2)
-           ORDER BY created_at DESC, id LIMIT $3""",
-        resident_id,
-        state,
-        limit,
-    )
-    if not orders:
-        return []
-    jobs = await svc.pool.fetch(
-        "SELECT * FROM jobs WHERE order_id = ANY($1) ORDER BY created_at, id", [o["id"] for o in orders]
-    )
-    by_order: dict[str, list[asyncpg.Record]] = {}
-    for j in jobs:
-        by_order.setdefault(j["order_id"], []).append(j)
-    return [order_json(o, by_order.get(o["id"], [])) for o in orders]
-
-
-@retried
 async def cancel_order(svc: Services, order_id: str, resident_id: str | None) -> dict[str, Any]:
     now = svc.clock.now()
     async with transaction(svc.pool) as conn:

@@ -11,7 +11,9 @@ from dispatch.db import Conn, retried, transaction, translated_errors
 from dispatch.errors import NotFound
 from dispatch.ids import new_id
 from dispatch.services import zones
+from dispatch.services.context import Services
 from dispatch.services.hours import hours_of
+from geo import haversine_m
 
 SHOP_COLUMNS = (
     "name",
@@ -158,3 +160,45 @@ async def open_shops_at(pool: asyncpg.Pool, shop_ids: list[str], at: datetime) -
         shop_ids,
     )
     return {r["id"]: r for r in rows if hours_of(r["id"], r["updated_at"], r["opening_hours"]).is_open(at)}
+
+
+async def changed(svc: Services, shop_id: str) -> None:
+    """This node sees a shop's change before it answers (read your writes); the others hear it on Redis."""
+    await svc.zones.reload_shop(shop_id)
+    await zones.announce(svc.redis, shop_id)
+
+
+@retried
+async def nearby(svc: Services, lat: float, lng: float, limit: int) -> list[dict[str, Any]]:
+    """Open shops that deliver to a point, nearest first, with distance and travel minutes."""
+    delivering = svc.zones.index.shops_delivering_to(lat, lng)
+    open_rows = await open_shops_at(svc.pool, delivering, svc.clock.now())
+    found: list[dict[str, Any]] = []
+    for shop_id, row in open_rows.items():
+        distance = haversine_m(lat, lng, row["lat"], row["lng"])
+        found.append(
+            {
+                "shop_id": shop_id,
+                "name": row["name"],
+                "lat": row["lat"],
+                "lng": row["lng"],
+                "distance_m": round(distance, 1),
+                "travel_minutes": round(svc.travel.minutes_for_distance(distance), 1),
+                "prep_minutes": row["prep_minutes"],
+            }
+        )
+    found.sort(key=lambda s: (s["distance_m"], s["shop_id"]))
+    return found[:limit]
+
+
+@retried
+async def coverage(svc: Services, lat: float, lng: float) -> dict[str, Any]:
+    delivering = svc.zones.index.shops_delivering_to(lat, lng)
+    open_rows = await open_shops_at(svc.pool, delivering, svc.clock.now())
+    return {
+        "lat": lat,
+        "lng": lng,
+        "covered": bool(delivering),
+        "shops_delivering": len(delivering),
+        "shops_open_now": len(open_rows),
+    }

@@ -13,6 +13,7 @@ from redis.exceptions import RedisError
 from dispatch.config import Settings
 from dispatch.db import Conn
 from dispatch.errors import ValidationFailed, field_error
+from dispatch.services.context import Services
 from geo import GeoError, ZoneError, ZoneLimits, cover_zone, parse_zone
 
 log = logging.getLogger(__name__)
@@ -92,3 +93,8 @@ async def announce_reload(redis_url: str) -> None:
         await client.publish(CHANNEL, "*")
     finally:
         await client.aclose()
+
+
+async def prepared(svc: Services, zone: dict[str, Any] | None, lat: float, lng: float) -> PreparedZone:
+    """A zone validated and covered for a shop at (lat, lng) (no zone: the default circle)."""
+    return prepare(zone, lat, lng, svc.settings)

@@ -280,3 +280,24 @@ async def test_commands_log_their_outcome_with_a_request_id(
     assert "ws resume ok" in lines
     refused = lines["ws order.cancel order_not_found"]
     assert refused.__dict__["result"] == "order_not_found" and len(refused.__dict__["request_id"]) == 16
+
+
+async def test_a_bad_token_in_the_header_is_a_401_before_any_upgrade(client: Client) -> None:
+    for headers, code in (
+        ({"Authorization": "Bearer forged"}, "invalid_token"),
+        ({"Authorization": "Basic abc"}, "invalid_token"),
+    ):
+        r = await client.get(
+            "/v1/ws",
+            headers={
+                **headers,
+                "Connection": "Upgrade",
+                "Upgrade": "websocket",
+                "Sec-WebSocket-Version": "13",
+                "Sec-WebSocket-Key": "x" * 22 + "==",
+            },
+        )
+        assert r.status == 401, await r.text()
+        assert (await r.json())["error"]["code"] == code
+    r = await client.get("/v1/ws?after_seq=-1", headers={"Authorization": "Bearer x"})
+    assert r.status == 422 and (await r.json())["error"]["details"][0]["path"] == ["after_seq"]
