@@ -95,8 +95,10 @@ class Fanout:
             if listener is not None:
                 try:
                     await listener(channel, message["data"])
-                except Exception:
-                    log.exception("fan-out listener failed on %s", channel)
+                except Exception as exc:
+                    # Most likely PostgreSQL away while a listener reads it; the sweep catches up later.
+                    log.warning("fan-out listener failed on %s: %s: %s", channel, type(exc).__name__, exc)
+                    log.debug("fan-out listener failure", exc_info=True)
 
     async def _resubscribe(self) -> None:
         try:
@@ -111,5 +113,6 @@ class Fanout:
         for callback in self.on_reconnect:
             try:
                 await callback()
-            except Exception:
-                log.exception("reconnect callback failed")
+            except Exception as exc:
+                log.warning("reconnect callback failed: %s: %s", type(exc).__name__, exc)
+                log.debug("reconnect callback failure", exc_info=True)

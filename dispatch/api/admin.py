@@ -184,6 +184,7 @@ def _people(
             roles=("admin",),
             input=create_in,
             http=Http("POST", path, 201),
+            creates=ident,
         ),
         Operation(
             f"{kind}.update",
@@ -229,6 +230,7 @@ OPERATIONS = (
         roles=("admin",),
         input=ShopIn,
         http=Http("POST", "/v1/shops", 201),
+        creates=SHOP,
     ),
     Operation(
         "shop.update",

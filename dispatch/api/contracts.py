@@ -153,6 +153,9 @@ def openapi(registry: Registry, plain: Iterable[RouteTable], version: str) -> di
         success: dict[str, Any] = {"description": _first_line(op.output) if op.output else "OK"}
         if op.output is not None:
             success["content"] = {"application/json": {"schema": schemas.ref(op.output)}}
+        links = _links(registry, op)
+        if links:
+            success["links"] = links
         doc["responses"] = {str(status): success for status in (op.http.status, *op.http.also)}
         for status in _error_statuses(op):
             response: dict[str, Any] = {"description": _STATUS_TEXT.get(status, "Error"), "content": error}
@@ -174,6 +177,21 @@ def openapi(registry: Registry, plain: Iterable[RouteTable], version: str) -> di
             "schemas": schemas.schemas,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
         },
+    }
+
+
+def _links(registry: Registry, op: Operation) -> dict[str, Any]:
+    """From an operation that creates a thing to the operations on that thing alone (stateful testing)."""
+    if op.creates is None:
+        return {}
+    name = op.creates.name
+    return {
+        other.name.replace(".", "_"): {
+            "operationId": other.name,
+            "parameters": {name: "$response.body#/id"},
+        }
+        for other in registry.operations.values()
+        if other.http is not None and [i.name for i in other.ids] == [name]
     }
 
 

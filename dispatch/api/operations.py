@@ -127,6 +127,7 @@ class Operation:
     http: Http | None = None
     ws: bool = False
     description: str = ""
+    creates: Id | None = None  # the result's `id` names a new one of these (OpenAPI links follow it)
 
     def authorise(self, who: Principal) -> None:
         require_role(who, *(Role(r) for r in self.roles))

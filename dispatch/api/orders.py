@@ -204,6 +204,7 @@ OPERATIONS = (
         roles=("resident",),
         input=OrderIn,
         http=Http("POST", "/v1/orders", 201, errors=(409,), also=(200,)),
+        creates=ORDER,
     ),
     Operation(
         "order.get",

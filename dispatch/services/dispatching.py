@@ -45,8 +45,8 @@ from dispatch.core.assignment import (
 from dispatch.core.courier_state import CourierState
 from dispatch.core.routes import Point, ServiceTimes, StopTiming
 from dispatch.db import Conn
-from dispatch.errors import DispatchError
 from dispatch.ids import new_id
+from dispatch.logs import Throttle
 from dispatch.outbox import NewEvent, append_events
 from dispatch.services import couriers as courier_service
 from dispatch.services.context import Services
@@ -66,6 +66,7 @@ from dispatch.services.routes import (
     travel_of,
     trusted_point,
 )
+from dispatch.translate import translate
 from geo import EARTH_RADIUS_M
 
 log = logging.getLogger(__name__)
@@ -516,6 +517,7 @@ def etas_of(route: dict[str, Any], orders: dict[str, asyncpg.Record]) -> list[Ne
 async def run_dispatch(svc: Services, live: LiveLocations) -> None:
     """This node's share of the courier timers: planned shifts, offer deadlines, and the dispatch round.
     Every node runs it; each due item is claimed in PostgreSQL, so each fires once."""
+    outage = Throttle(5.0)
     while True:
         try:
             await courier_service.fire_due_shifts(svc)
@@ -525,8 +527,11 @@ async def run_dispatch(svc: Services, live: LiveLocations) -> None:
                 log.info("dispatch round", extra={"round": report.round, "routes": report.routes})
         except asyncio.CancelledError:
             raise
-        except (asyncpg.PostgresError, OSError, DispatchError, RoundConflict) as exc:
-            log.warning("dispatch loop: %s", exc)
-        except Exception:
-            log.exception("dispatch loop failed")
+        except RoundConflict as exc:
+            log.warning("dispatch round rolled back: %s", exc)
+        except Exception as exc:
+            if translate(exc) is None:
+                log.exception("dispatch loop failed")
+            elif outage.ready():  # a dependency away: one line now and then, the loop goes on
+                log.warning("dispatch loop: %s: %s", type(exc).__name__, exc)
         await svc.clock.sleep(min(svc.settings.timer_poll_s, svc.settings.dispatch_round_s))

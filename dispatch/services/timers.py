@@ -6,15 +6,16 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import asyncpg
-
+from dispatch.logs import Throttle
 from dispatch.services import jobs
 from dispatch.services.context import Services
+from dispatch.translate import translate
 
 log = logging.getLogger(__name__)
 
 
 async def run_timers(svc: Services) -> None:
+    outage = Throttle(5.0)
     while True:
         try:
             fired = await jobs.expire_due(svc)
@@ -22,8 +23,9 @@ async def run_timers(svc: Services) -> None:
                 log.info("offer deadlines fired", extra={"count": fired})
         except asyncio.CancelledError:
             raise
-        except (asyncpg.PostgresError, OSError) as exc:
-            log.warning("timer round failed: %s", exc)
-        except Exception:
-            log.exception("timer round failed")
+        except Exception as exc:
+            if translate(exc) is None:
+                log.exception("timer round failed")
+            elif outage.ready():  # PostgreSQL away: one line now and then, the loop goes on
+                log.warning("timer round failed: %s: %s", type(exc).__name__, exc)
         await svc.clock.sleep(svc.settings.timer_poll_s)

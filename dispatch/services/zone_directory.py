@@ -98,7 +98,12 @@ class ZoneDirectory:
                 fingerprint = tuple(await self._pool.fetchrow(_FINGERPRINT) or ())
                 if fingerprint != self._fingerprint:
                     await self.load_all()
-            except (asyncpg.PostgresError, OSError) as exc:
-                log.warning("zone index resync failed: %s", exc)
+            except (
+                asyncpg.PostgresError,
+                asyncpg.InterfaceError,
+                asyncpg.InternalClientError,
+                OSError,
+            ) as exc:
+                log.warning("zone index resync failed: %s: %s", type(exc).__name__, exc)
             except asyncio.CancelledError:
                 raise
