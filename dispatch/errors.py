@@ -8,6 +8,7 @@
     ├── MethodNotAllowed        405 method_not_allowed
     ├── Conflict                409 conflict          already_accepted, offer_expired, ...
     ├── PayloadTooLarge         413 payload_too_large
+    ├── UpgradeRequired         426 websocket_upgrade_required (a plain GET of /v1/ws)
     ├── ValidationFailed        422 validation_failed details: [{"path", "message", "code"}, ...]
     ├── RateLimited             429 rate_limited      (retry_after)
     ├── ServiceUnavailable      503 unavailable       a dependency unreachable, starting (retry_after)
@@ -84,6 +85,11 @@ class MethodNotAllowed(DispatchError):
 class Conflict(DispatchError):
     status = 409
     code = "conflict"
+
+
+class UpgradeRequired(DispatchError):
+    status = 426
+    code = "upgrade_required"
 
 
 class PayloadTooLarge(DispatchError):

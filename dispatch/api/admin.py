@@ -2,18 +2,34 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
 from dispatch import views
-from dispatch.api.operations import ANY, Call, Http, Id, Input, Operation, Query
+from dispatch.api.operations import ANY, Call, Http, Id, Input, Int, Operation, Query
 from dispatch.auth import Role, require_subject
 from dispatch.errors import ValidationFailed, field_error
 from dispatch.services import people, shops, zones
 from dispatch.services.hours import validated_hours
 
 Name = Field(min_length=1, max_length=200)
+Clock = Annotated[
+    str, Field(pattern=r"^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$", description="HH:MM, or 24:00")
+]
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
+
+class OpeningHoursIn(Input):
+    """Local wall-clock hours: an interval [open, close) may cross midnight; a missing day is closed."""
+
+    tz: str = Field("UTC", min_length=1, max_length=64, description="IANA time zone, e.g. Europe/Paris")
+    weekly: dict[Weekday, list[Annotated[list[Clock], Field(min_length=2, max_length=2)]]] = Field(
+        default_factory=dict, description='{"mon": [["08:00", "20:00"]], ...}'
+    )
+    closed_dates: list[Annotated[str, Field(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")]] = Field(
+        default_factory=list, max_length=1000, description="YYYY-MM-DD"
+    )
 
 
 class ShopIn(Input):
@@ -23,35 +39,35 @@ class ShopIn(Input):
     zone: dict[str, Any] | None = Field(
         None, description="GeoJSON Polygon/MultiPolygon or {type: Circle, center, radius_m}; default 2 km"
     )
-    opening_hours: dict[str, Any] | None = Field(None, description="{tz, weekly: {mon: [[open, close]]}}")
-    prep_minutes: int = Field(15, ge=1, le=240)
+    opening_hours: OpeningHoursIn | None = Field(None, description="default: always open")
+    prep_minutes: Int = Field(15, ge=1, le=240)
     auto_accept: bool = False
-    capacity: int = Field(20, ge=1, le=10000)
+    capacity: Int = Field(20, ge=1, le=10000)
 
 
 class ShopPatch(Input):
     """Only the fields given change; none may be null."""
 
     name: str = Field(None, min_length=1, max_length=200)  # type: ignore[assignment]
-    opening_hours: dict[str, Any] = None  # type: ignore[assignment]
-    prep_minutes: int = Field(None, ge=1, le=240)  # type: ignore[assignment]
+    opening_hours: OpeningHoursIn = None  # type: ignore[assignment]
+    prep_minutes: Int = Field(None, ge=1, le=240)  # type: ignore[assignment]
     auto_accept: bool = None  # type: ignore[assignment]
-    capacity: int = Field(None, ge=1, le=10000)  # type: ignore[assignment]
+    capacity: Int = Field(None, ge=1, le=10000)  # type: ignore[assignment]
     active: bool = None  # type: ignore[assignment]
 
 
 class ItemIn(Input):
     name: str = Name
-    price_cents: int = Field(ge=0, le=10_000_000)
-    stock: int = Field(ge=0, le=1_000_000)
+    price_cents: Int = Field(ge=0, le=10_000_000)
+    stock: Int = Field(ge=0, le=1_000_000)
     preorder_only: bool = False
-    lead_minutes: int = Field(0, ge=0, le=60 * 24 * 14)
+    lead_minutes: Int = Field(0, ge=0, le=60 * 24 * 14)
 
 
 class CourierIn(Input):
     name: str = Name
     phone: str | None = Field(None, max_length=40)
-    capacity: int = Field(4, ge=1, le=100)
+    capacity: Int = Field(4, ge=1, le=100)
 
 
 class CourierPatch(Input):
@@ -59,7 +75,7 @@ class CourierPatch(Input):
 
     name: str = Field(None, min_length=1, max_length=200)  # type: ignore[assignment]
     phone: str | None = Field(None, max_length=40)
-    capacity: int = Field(None, ge=1, le=100)  # type: ignore[assignment]
+    capacity: Int = Field(None, ge=1, le=100)  # type: ignore[assignment]
     active: bool = None  # type: ignore[assignment]
 
 
@@ -91,14 +107,14 @@ RESIDENT = Id("resident_id", "res")
 
 
 def _given(model: BaseModel) -> dict[str, Any]:
-    """The fields a PATCH sent (a null one is refused by the model before this)."""
-    return model.model_dump(exclude_unset=True)
+    """The fields a PATCH sent (a null one is refused by the model before this), each whole."""
+    return model.model_dump(include=set(model.model_fields_set))
 
 
 async def create_shop(call: Call[ShopIn]) -> dict[str, Any]:
     body = call.input
     fields = body.model_dump(exclude={"zone"})
-    fields["opening_hours"] = validated_hours(body.opening_hours)
+    fields["opening_hours"] = validated_hours(fields["opening_hours"])
     zone = await zones.prepared(call.svc, body.zone, body.lat, body.lng)
     shop = await shops.create(call.svc.pool, fields, zone, call.svc.clock.now())
     await shops.changed(call.svc, shop["id"])
@@ -215,7 +231,7 @@ def _people(
             listing,
             roles=("admin",),
             query=PageQuery,
-            http=Http("GET", path),
+            http=Http("GET", path, errors=(422,)),
         ),
     )
 
@@ -229,7 +245,7 @@ OPERATIONS = (
         views.Shop,
         roles=("admin",),
         input=ShopIn,
-        http=Http("POST", "/v1/shops", 201),
+        http=Http("POST", "/v1/shops", 201, errors=(422,)),
         creates=SHOP,
     ),
     Operation(
@@ -241,7 +257,7 @@ OPERATIONS = (
         roles=("admin",),
         input=ShopPatch,
         ids=(SHOP,),
-        http=Http("PATCH", "/v1/shops/{shop_id}"),
+        http=Http("PATCH", "/v1/shops/{shop_id}", errors=(422,)),
     ),
     Operation(
         "shops.list",

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from dispatch import events
-from dispatch.api.operations import Nothing, Operation, Registry
+from dispatch.api.operations import Nothing, Operation, Registry, required_fields
 from dispatch.api.routing import RouteTable
 from dispatch.views import View
 
@@ -147,7 +147,7 @@ def openapi(registry: Registry, plain: Iterable[RouteTable], version: str) -> di
             doc["parameters"] = params
         if op.input is not Nothing:
             doc["requestBody"] = {
-                "required": True,
+                "required": required_fields(op.input),
                 "content": {"application/json": {"schema": schemas.ref(op.input)}},
             }
         success: dict[str, Any] = {"description": _first_line(op.output) if op.output else "OK"}

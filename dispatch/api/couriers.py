@@ -172,7 +172,7 @@ OPERATIONS = (
         roles=("admin",),
         input=ShiftIn,
         ids=(COURIER,),
-        http=Http("POST", "/v1/couriers/{courier_id}/shifts", 201, errors=(409,)),
+        http=Http("POST", "/v1/couriers/{courier_id}/shifts", 201, errors=(409, 422)),
     ),
     Operation(
         "courier.shifts",
@@ -193,7 +193,7 @@ OPERATIONS = (
         roles=("courier",),
         input=LocationIn,
         ids=(COURIER,),
-        http=Http("POST", "/v1/couriers/{courier_id}/location"),
+        http=Http("POST", "/v1/couriers/{courier_id}/location", errors=(422,)),
         ws=True,
     ),
     Operation(

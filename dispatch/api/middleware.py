@@ -39,10 +39,13 @@ def _route_label(request: web.Request) -> str:
 def _allowed(request: web.Request, exc: web.HTTPMethodNotAllowed) -> list[str]:
     """The methods of the route the path names. aiohttp merges those of every route whose pattern matches
     (/v1/shops/nearby would also offer PATCH, from /v1/shops/{shop_id}); a fixed path wins over a pattern."""
-    for resource in request.app.router.resources():
-        if resource.canonical == request.path:
-            return sorted({route.method for route in resource} - {"HEAD"} | ({"HEAD"} & exc.allowed_methods))
-    return sorted(exc.allowed_methods)
+    exact = {
+        route.method
+        for resource in request.app.router.resources()
+        if resource.canonical == request.path
+        for route in resource
+    }
+    return sorted(exact or exc.allowed_methods)
 
 
 def _translate_http(request: web.Request, exc: web.HTTPException) -> DispatchError:

@@ -13,12 +13,13 @@ documents (`dispatch.api.contracts`) are built from these declarations.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, ValidationError
 
 from dispatch.api.json import json_response, read_json, validate
 from dispatch.api.keys import CLOCK, SECRET, SERVICES, SETTINGS
@@ -39,6 +40,27 @@ class Input(BaseModel):
     """Base of request bodies and command fields: unknown fields are refused, types are not coerced."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
+
+
+def _integral(value: object) -> object:
+    # JSON has one number type: 70.0 is the integer 70 (as JSON Schema says), "70" is not.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_integral)]
+
+
+def _iso(value: object) -> object:
+    # pydantic would read "0.5" as a Unix time; a time here is ISO 8601 text only.
+    if isinstance(value, str) and not _ISO.match(value):
+        raise ValueError("expected an ISO 8601 time with a UTC offset, e.g. 2026-11-23T18:00:00+01:00")
+    return value
+
+
+_ISO = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
+IsoTime = Annotated[AwareDatetime, BeforeValidator(_iso)]
 
 
 class Query(BaseModel):
@@ -146,9 +168,12 @@ class Registry:
         self.commands = {name: op for name, op in self.operations.items() if op.ws}
 
     def install(self, app: web.Application) -> None:
-        for op in self.operations.values():
-            if op.http is not None:
-                app.router.add_route(op.http.method, op.http.path, _http_handler(op))
+        # Grouped by path: aiohttp makes one resource of consecutive routes on one path, so 405 answers
+        # list every method of that path.
+        bound = sorted((op for op in self.operations.values() if op.http), key=lambda op: op.http.path)  # type: ignore[union-attr]
+        for op in bound:
+            assert op.http is not None
+            app.router.add_route(op.http.method, op.http.path, _http_handler(op))
 
     async def command(self, app: web.Application, who: Principal, name: str, body: dict[str, Any]) -> Any:
         """The websocket adapter: run command `name` with the message's fields."""
@@ -191,7 +216,7 @@ def _http_handler(op: Operation) -> Callable[[web.Request], Awaitable[web.Stream
         raw = None
         if op.input is Nothing:
             data: BaseModel = Nothing()
-        elif not request.can_read_body and not _required(op.input):
+        elif not request.can_read_body and not required_fields(op.input):
             raw, data = {}, op.input()  # every field optional: no body means the defaults
         else:
             raw = await read_json(request)
@@ -216,8 +241,14 @@ def _http_handler(op: Operation) -> Callable[[web.Request], Awaitable[web.Stream
 def _query(model: type[Query], request: web.Request) -> Query:
     values: dict[str, Any] = {}
     for name in model.model_fields:
-        if name in request.query and request.query[name] != "":
-            values[name] = request.query[name]
+        given = request.query.getall(name, [])
+        if len(given) > 1:
+            raise ValidationFailed(
+                f"query parameter {name} is given {len(given)} times",
+                details=[field_error([name], "give it once", "repeated")],
+            )
+        if given:
+            values[name] = given[0]
     try:
         return model.model_validate(values)
     except ValidationError as exc:
@@ -235,5 +266,5 @@ def _checked(app: web.Application, op: Operation, result: Any) -> Any:
     return result
 
 
-def _required(model: type[BaseModel]) -> bool:
+def required_fields(model: type[BaseModel]) -> bool:
     return any(f.is_required() for f in model.model_fields.values())

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AwareDatetime, Field
 
 from dispatch import views
-from dispatch.api.operations import Answer, Call, Http, Id, Input, Operation, Query
+from dispatch.api.operations import Answer, Call, Http, Id, Input, Int, IsoTime, Operation, Query
 from dispatch.auth import Role, require_subject
 from dispatch.core.matching import RequestedItem
 from dispatch.errors import BadRequest, ValidationFailed, field_error
@@ -30,7 +30,7 @@ class PointIn(Input):
 
 class OrderItemIn(Input):
     sku: str = Field(min_length=1, max_length=64)
-    qty: int = Field(ge=1, le=10_000)
+    qty: Int = Field(ge=1, le=10_000)
     shop_id: str | None = Field(None, pattern=SHOP_ID, description="pin the item to this shop")
 
 
@@ -48,7 +48,7 @@ class OrderIn(Input):
 
 
 class AcceptIn(Input):
-    prep_minutes: int = Field(ge=1, le=240)
+    prep_minutes: Int = Field(ge=1, le=240)
 
 
 class RejectIn(Input):
@@ -64,8 +64,8 @@ class OrdersQuery(Query):
     shop_id: str | None = Field(None, description="admin: orders with a job at this shop")
     courier_id: str | None = Field(None, description="admin: orders with a job on this courier's route")
     resident_id: str | None = Field(None, description="admin: this resident's orders")
-    since: AwareDatetime | None = Field(None, description="placed at or after (ISO 8601 with offset)")
-    until: AwareDatetime | None = Field(None, description="placed before")
+    since: IsoTime | None = Field(None, description="placed at or after (ISO 8601 with offset)")
+    until: IsoTime | None = Field(None, description="placed before (ISO 8601 with offset)")
     limit: int = Field(50, ge=1, le=200, description="page size")
     cursor: str | None = Field(None, max_length=200, description="from the previous page's `next`")
 
@@ -203,7 +203,7 @@ OPERATIONS = (
         views.Order,
         roles=("resident",),
         input=OrderIn,
-        http=Http("POST", "/v1/orders", 201, errors=(409,), also=(200,)),
+        http=Http("POST", "/v1/orders", 201, errors=(409, 422), also=(200,)),
         creates=ORDER,
     ),
     Operation(
@@ -225,7 +225,7 @@ OPERATIONS = (
         views.Orders,
         roles=("resident", "admin"),
         query=OrdersQuery,
-        http=Http("GET", "/v1/orders"),
+        http=Http("GET", "/v1/orders", errors=(422,)),
     ),
     Operation(
         "order.cancel",

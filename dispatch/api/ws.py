@@ -18,7 +18,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from dispatch.api.keys import CLOCK, HUB, METRICS, REGISTRY, SECRET, WEBSOCKETS
 from dispatch.api.routing import RouteTable
 from dispatch.auth import Principal, bearer_token, verify_token
-from dispatch.errors import DispatchError, ServiceUnavailable, ValidationFailed, field_error
+from dispatch.errors import DispatchError, ServiceUnavailable, UpgradeRequired, ValidationFailed, field_error
 from dispatch.logs import Throttle, request_id
 from dispatch.translate import translate
 from websocket.connection import TRY_AGAIN_LATER, Connection
@@ -110,12 +110,21 @@ async def _authenticate(
 
 
 @routes.route(
-    "GET", "/v1/ws", summary="The realtime websocket (protocol: /asyncapi.json)", status=101, statuses=(401,)
+    "GET",
+    "/v1/ws",
+    summary="The realtime websocket (protocol: /asyncapi.json)",
+    status=101,
+    statuses=(401, 403, 422, 426),
 )
 async def websocket_handler(request: web.Request) -> web.StreamResponse:
     # Spread heartbeats: connections opened together would otherwise ping together, every 20 s.
     heartbeat = HEARTBEAT_S * random.uniform(0.8, 1.2)
     ws = web.WebSocketResponse(heartbeat=heartbeat, max_msg_size=MAX_FRAME_BYTES)
+    if not ws.can_prepare(request).ok:
+        raise UpgradeRequired(
+            "this is the websocket endpoint: open it with a websocket client (protocol: /asyncapi.json)",
+            code="websocket_upgrade_required",
+        )
     who, after_seq = _before_upgrade(request)
     try:
         await ws.prepare(request)

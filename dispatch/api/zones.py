@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 
@@ -17,7 +17,7 @@ class ZoneIn(Input):
     {"type": "Circle", "center": [lng, lat], "radius_m": 1500}."""
 
     model_config = ConfigDict(extra="allow", strict=True)
-    type: str = Field(description="Polygon, MultiPolygon or Circle")
+    type: Literal["Polygon", "MultiPolygon", "Circle"]
 
 
 class PointQuery(Query):
@@ -69,7 +69,7 @@ OPERATIONS = (
         roles=("admin", "shop"),
         input=ZoneIn,
         ids=(SHOP,),
-        http=Http("PUT", "/v1/shops/{shop_id}/zone"),
+        http=Http("PUT", "/v1/shops/{shop_id}/zone", errors=(422,)),
     ),
     Operation(
         "zone.get",
