@@ -24,9 +24,10 @@ serve: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
-	$(BIN)/mypy dispatch geo websocket
+	$(BIN)/mypy dispatch geo websocket tests
 
 pytest: $(STAMP)
 	$(BIN)/python -m pytest

@@ -23,8 +23,6 @@ from dispatch.api.keys import (
     ON_DATABASE,
     ON_FATAL,
     PLAIN_ROUTES,
-    POOL,
-    REDIS,
     REDIS_URL,
     REGISTRY,
     SECRET,
@@ -123,7 +121,6 @@ async def _start_steps(
             await migrate(conn)
 
     await wait_for("PostgreSQL", apply_migrations, deadline, state)
-    app[POOL] = pool
     on_database = app[ON_DATABASE]
     if on_database is not None:
         await wait_for("PostgreSQL", lambda: on_database(app[DATABASE_URL]), deadline, state)
@@ -131,7 +128,6 @@ async def _start_steps(
     client = open_redis(app[REDIS_URL])
     stack.push_async_callback(client.aclose)
     await wait_for("Redis", client.ping, deadline, state)
-    app[REDIS] = client
 
     # The node's Redis subscriber and its websocket hub, fed from the outbox in PostgreSQL.
     async def fetch_after(recipient: str, after_seq: int, limit: int) -> list[dict[str, Any]]:

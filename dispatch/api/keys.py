@@ -5,9 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-import asyncpg
 from aiohttp import web
-from redis.asyncio import Redis
 
 from dispatch.clock import Clock
 from dispatch.config import Settings
@@ -27,8 +25,6 @@ CLOCK = web.AppKey("clock", Clock)
 SECRET = web.AppKey("secret", str)
 DATABASE_URL = web.AppKey("database_url", str)
 REDIS_URL = web.AppKey("redis_url", str)
-POOL = web.AppKey("pool", asyncpg.Pool)
-REDIS = web.AppKey("redis", Redis)
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 WEBSOCKETS = web.AppKey("websockets", set[web.WebSocketResponse])
 HUB = web.AppKey("hub", Hub)

@@ -336,7 +336,11 @@ def test_derivation_ignores_job_order_and_history(states: list[JobState], fulfil
 
 def test_answer_to_an_expired_then_unfulfilled_offer_is_offer_expired() -> None:
     job = Job("job-1", "shop-1", S.UNFULFILLED, DEADLINE)
-    for act in (lambda: accept(job, "shop-1", DEADLINE, 15), lambda: reject(job, "shop-1", DEADLINE, "no")):
+    acts: list[Callable[[], object]] = [
+        lambda: accept(job, "shop-1", DEADLINE, 15),
+        lambda: reject(job, "shop-1", DEADLINE, "no"),
+    ]
+    for act in acts:
         with pytest.raises(TransitionError) as err:
             act()
         assert err.value.code == "offer_expired"

@@ -4,6 +4,7 @@ retries, the loop's lag and the process."""
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -51,7 +52,7 @@ async def test_metrics_follow_the_day(client: Client, auth: AuthFn, clock: Manua
         await ws.send_json({"type": "job.accept", "id": 1, "job_id": job["id"], "prep_minutes": 5})
         await ws.send_json({"type": "job.accept", "id": 2, "job_id": job["id"], "prep_minutes": 5})
         await ws.send_json({"type": "no.such.thing", "id": 3})
-        replies = {}
+        replies: dict[int, dict[str, Any]] = {}
         while len(replies) < 3:
             message = await recv(ws)
             if message["type"] == "reply":

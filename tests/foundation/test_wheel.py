@@ -134,7 +134,9 @@ def test_wheel_installed_elsewhere_says_which_extra_is_missing_then_migrates_and
     assert names.split() == MIGRATIONS
 
     # Without the extras, the commands that need them say which to install, in one line.
-    line = _one_error_line(_run([dispatch, "serve", "--data-dir", data, "--port", _free_port()], elsewhere))
+    line = _one_error_line(
+        _run([dispatch, "serve", "--data-dir", data, "--port", str(_free_port())], elsewhere)
+    )
     assert "DATABASE_URL" in line and "install 'dispatch[embedded]'" in line
     instance = tmp_path / "instance"
     generated = _run([dispatch, "replay", "generate", instance, "--orders", "5"], elsewhere)

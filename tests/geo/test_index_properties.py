@@ -81,7 +81,7 @@ def scenes(draw: st.DrawFn) -> tuple[list[Any], list[tuple[float, float]]]:
         st.lists(st.sampled_from(["star", "holes", "multi", "sliver", "family"]), min_size=1, max_size=4)
     )
     rnd = random.Random(draw(st.integers(0, 2**32 - 1)))
-    zones = []
+    zones: list[Any] = []
     for kind in kinds:
         lng = place_lng + rnd.uniform(-size, size)
         lat = place_lat + rnd.uniform(-size, size)

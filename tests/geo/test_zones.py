@@ -186,7 +186,7 @@ def test_multipolygon_parts_touching_at_a_point_are_valid() -> None:
 
 
 def test_zone_too_large() -> None:
-    big = [[0, 0], [0.1, 0], [0.1, 0.1], [0, 0.1], [0, 0]]  # ~123 km²
+    big: list[list[float]] = [[0, 0], [0.1, 0], [0.1, 0.1], [0, 0.1], [0, 0]]  # ~123 km²
     error = reject(polygon(big))
     assert (error.code, error.path) == ("zone_too_large", ["coordinates"])
     assert parse_zone(polygon(big), ZoneLimits(max_area_km2=200)).area_km2 == pytest.approx(123.6, rel=0.01)

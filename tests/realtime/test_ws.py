@@ -216,7 +216,7 @@ async def test_slow_client_is_cut_off_with_1013(
         async def stall(data: str, compress: int | None = None) -> None:
             await stalled.wait()
 
-        conn.ws.send_str = stall  # type: ignore[method-assign]
+        conn.ws.send_str = stall
         events = await _write(db, clock, RES, 300)
         await _publish(client, events)
         for _ in range(50):
