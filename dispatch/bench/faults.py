@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import orjson
 
 from dispatch.auth import Role
@@ -225,16 +226,7 @@ async def check(stack: FaultStack, load: Load, marks: Marks, name: str) -> dict[
                  WHERE r.state IN ('offered', 'active') AND s.state IN ('pending', 'arrived')
                  GROUP BY j HAVING count(DISTINCT r.id) > 1) t"""
         )
-        stock_off = await conn.fetchval(
-            """WITH held AS (
-                 SELECT j.shop_id, l->>'sku' AS sku, sum((l->>'qty')::int) AS qty
-                 FROM jobs j, jsonb_array_elements(j.lines) AS l
-                 WHERE j.state IN ('offered', 'accepted', 'ready', 'picked_up', 'delivered')
-                 GROUP BY 1, 2)
-               SELECT count(*) FROM catalogue_items c LEFT JOIN held h USING (shop_id, sku)
-               WHERE c.stock + coalesce(h.qty, 0) <> $1""",
-            STOCK,
-        )
+        stock_off = await stock_lines_off(conn)
         outbox_gaps = await conn.fetchval(
             """SELECT count(*) FROM (SELECT recipient, count(*) AS n, max(seq) AS m FROM events
                                      GROUP BY recipient) e
@@ -281,6 +273,21 @@ async def check(stack: FaultStack, load: Load, marks: Marks, name: str) -> dict[
         "probe": marks.probe,
         **_recovery(out.ok_times, marks.fault_end),
     }
+
+
+async def stock_lines_off(conn: asyncpg.Connection) -> int:
+    """Catalogue lines whose stock plus what live jobs hold is not what they started with (conservation)."""
+    off: int = await conn.fetchval(
+        """WITH held AS (
+             SELECT j.shop_id, l->>'sku' AS sku, sum((l->>'qty')::int) AS qty
+             FROM jobs j, jsonb_array_elements(j.lines) AS l
+             WHERE j.state IN ('offered', 'accepted', 'ready', 'picked_up', 'delivered')
+             GROUP BY 1, 2)
+           SELECT count(*) FROM catalogue_items c LEFT JOIN held h USING (shop_id, sku)
+           WHERE c.stock + coalesce(h.qty, 0) <> $1""",
+        STOCK,
+    )
+    return off
 
 
 def _recovery(ok_times: list[tuple[float, float]], fault_end: float) -> dict[str, float | None]:
@@ -357,16 +364,7 @@ async def run_lock_order(
         out = load.outcomes()
         conn = await connect(stack.database_url)
         try:
-            stock_off = await conn.fetchval(
-                """WITH held AS (
-                     SELECT j.shop_id, l->>'sku' AS sku, sum((l->>'qty')::int) AS qty
-                     FROM jobs j, jsonb_array_elements(j.lines) AS l
-                     WHERE j.state IN ('offered', 'accepted', 'ready', 'picked_up', 'delivered')
-                     GROUP BY 1, 2)
-                   SELECT count(*) FROM catalogue_items c LEFT JOIN held h USING (shop_id, sku)
-                   WHERE c.stock + coalesce(h.qty, 0) <> $1""",
-                STOCK,
-            )
+            stock_off = await stock_lines_off(conn)
         finally:
             await conn.close()
         return {
