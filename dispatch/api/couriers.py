@@ -3,7 +3,7 @@ shop's hand-over."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from aiohttp import web
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
@@ -49,6 +49,10 @@ class DeclineIn(_Strict):
 
 class CompleteIn(_Strict):
     code: str | None = Field(None, min_length=1, max_length=16, description="drop-offs: the resident's code")
+
+
+class OverrideIn(_Strict):
+    step: Literal["arrived", "completed"] = Field(description="what to record for the stop's courier")
 
 
 class DeliveryOptionsIn(_Strict):
@@ -285,6 +289,25 @@ async def stop_unlock(request: web.Request) -> web.Response:
     principal(request, Role.ADMIN)
     stop_id = path_id(request, "stop_id", "stp")
     return json_response(await route_service.unlock(request.app[SERVICES], stop_id))
+
+
+@routes.route(
+    "POST",
+    "/v1/stops/{stop_id}/override",
+    summary="Record the courier's arrival at, or completion of, its next stop without the proof it needs "
+    "(position, ready goods, code); the stop's proof reads admin",
+    body=OverrideIn,
+    roles=("admin",),
+    statuses=(404, 409),
+)
+async def stop_override(request: web.Request) -> web.Response:
+    principal(request, Role.ADMIN)
+    stop_id = path_id(request, "stop_id", "stp")
+    body = await parse_body(request, OverrideIn)
+    svc = request.app[SERVICES]
+    if body.step == "arrived":
+        return json_response(await route_service.arrive(svc, svc.live, None, stop_id))
+    return json_response(await route_service.complete(svc, svc.live, None, stop_id, None))
 
 
 @routes.route(
