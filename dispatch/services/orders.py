@@ -102,14 +102,16 @@ async def _place_once(
         if isinstance(plan, Unavailable):
             raise await _unavailable(conn, req, plan)
         # The order's state and total follow from the plan, so the order row is written once.
-        state = job_rules.derive_order_state(
+        state, total = job_rules.order_summary(
             [
-                job_rules.JobState.ACCEPTED if shops[j.shop_id].auto_accept else job_rules.JobState.OFFERED
+                (
+                    job_rules.initial_state(shops[j.shop_id].auto_accept),
+                    [(line.qty, line.unit_price_cents) for line in j.lines],
+                )
                 for j in plan.jobs
             ],
             job_rules.Fulfilment(req.fulfilment),
         )
-        total = sum(line.qty * line.unit_price_cents for j in plan.jobs for line in j.lines)
         order = await conn.fetchrow(
             """INSERT INTO orders (id, resident_id, state, fulfilment, drop_lat, drop_lng, slot_start,
                                    slot_end, note, items, created_at, updated_at, total_cents)
