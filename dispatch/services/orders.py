@@ -13,6 +13,7 @@ import orjson
 
 from dispatch.core import jobs as job_rules
 from dispatch.core.matching import OrderTiming, RequestedItem, Unavailable, plan_order
+from dispatch.core.stops import LIVE_ROUTES
 from dispatch.db import Conn, retried, transaction
 from dispatch.errors import Conflict, DispatchError, NotFound, ValidationFailed
 from dispatch.ids import new_id
@@ -27,6 +28,7 @@ from dispatch.services.records import (
     refresh_order,
     shop_job_json,
 )
+from dispatch.services.routes import CourierChange, courier_open_stops, lock_courier, settle_stops
 
 RETRIES = 3
 
@@ -256,14 +258,34 @@ async def list_orders(svc: Services, resident_id: str, state: str | None, limit:
     return [order_json(o, by_order.get(o["id"], [])) for o in orders]
 
 
+class _CouriersMoved(Exception):
+    """A dispatch round put the order's jobs on a route between reading the couriers and locking the order."""
+
+
 @retried
 async def cancel_order(svc: Services, order_id: str, resident_id: str | None) -> dict[str, Any]:
+    """Cancel what is not picked up yet; a courier with the order's stops has its route freed at once."""
+    for _ in range(RETRIES):
+        try:
+            return await _cancel_once(svc, order_id, resident_id)
+        except _CouriersMoved:
+            continue
+    raise Conflict("the order was being dispatched; try again", code="order_busy")
+
+
+async def _cancel_once(svc: Services, order_id: str, resident_id: str | None) -> dict[str, Any]:
     now = svc.clock.now()
     async with transaction(svc.pool) as conn:
+        # The couriers first: every change to a courier's route holds its row before any order's.
+        couriers = await _couriers_of(conn, order_id)
+        for courier_id in couriers:
+            await lock_courier(conn, courier_id)
         order = await conn.fetchrow("SELECT * FROM orders WHERE id = $1 FOR UPDATE", order_id)
         if order is None or (resident_id is not None and order["resident_id"] != resident_id):
             raise NotFound(f"no order {order_id}", code="order_not_found")
         jobs = await conn.fetch("SELECT * FROM jobs WHERE order_id = $1 ORDER BY id FOR UPDATE", order_id)
+        if not set(await _couriers_of(conn, order_id)) <= set(couriers):
+            raise _CouriersMoved()
         if order["state"] == "cancelled":
             raise Conflict("the order is already cancelled", code="already_cancelled")
         decisions = []
@@ -296,5 +318,23 @@ async def cancel_order(svc: Services, order_id: str, resident_id: str | None) ->
         body = order_json(order, jobs)
         new_events.append(NewEvent(order["resident_id"], "order.updated", body))
         events = await append_events(conn, new_events, now)
+        freed = []
+        for courier_id in couriers:
+            change = CourierChange(conn, svc, svc.live, courier_id, now)
+            await settle_stops(change, await courier_open_stops(conn, courier_id, [j["id"] for j in jobs]))
+            freed.append((change, await change.finish(None)))
     await svc.publish(events)
+    for change, route_events in freed:
+        await change.published(route_events)
     return body
+
+
+async def _couriers_of(conn: Conn, order_id: str) -> list[str]:
+    """The couriers whose live routes hold the order's jobs."""
+    rows = await conn.fetch(
+        """SELECT DISTINCT r.courier_id FROM jobs j JOIN routes r ON r.id = j.route_id
+           WHERE j.order_id = $1 AND r.state = ANY ($2::text[]) ORDER BY r.courier_id""",
+        order_id,
+        list(LIVE_ROUTES),
+    )
+    return [r["courier_id"] for r in rows]
