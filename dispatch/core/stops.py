@@ -4,9 +4,10 @@ lock, what becomes of stops whose jobs went away, and when a route closes.
 Pure: positions, codes and the time come in as arguments. `STOP_TRANSITIONS` and `ROUTE_TRANSITIONS` are the
 single source of truth for the states; the action functions check who acts and what proves it, then return a
 decision that the service applies with a compare-and-set update under the courier's row lock
-(``UPDATE stops SET state = $to ... WHERE id = $id AND state = ANY($from) AND NOT locked``), in one
-transaction with its events. Refusals raise `TransitionError` with a stable code (HTTP 409) and, where it
-helps, `details`.
+(``UPDATE stops SET state = $to ... WHERE id = $id AND state = ANY($from)``, and ``AND NOT locked`` but
+for a cancel), in one transaction with its events. Refusals raise `TransitionError` with a stable code (HTTP
+409) and, where it helps, `details`. Bounds are inclusive (a fix exactly ``stale_s`` old, or exactly at the
+radius, proves presence); job decisions come in job id order, a job's ``ready`` before its pickup.
 
 Stops:
 
