@@ -317,15 +317,17 @@ async def _cancel_once(svc: Services, order_id: str, resident_id: str | None) ->
         order, jobs = await refresh_order(conn, order, now)
         body = order_json(order, jobs)
         new_events.append(NewEvent(order["resident_id"], "order.updated", body))
+        freed = [CourierChange(conn, svc, svc.live, courier_id, now) for courier_id in couriers]
+        for change in freed:
+            await settle_stops(
+                change, await courier_open_stops(conn, change.courier_id, [j["id"] for j in jobs])
+            )
+            await change.conclude(None)
+            new_events += change.events
         events = await append_events(conn, new_events, now)
-        freed = []
-        for courier_id in couriers:
-            change = CourierChange(conn, svc, svc.live, courier_id, now)
-            await settle_stops(change, await courier_open_stops(conn, courier_id, [j["id"] for j in jobs]))
-            freed.append((change, await change.finish(None)))
     await svc.publish(events)
-    for change, route_events in freed:
-        await change.published(route_events)
+    for change in freed:
+        await svc.live.grant(change.grants)
     return body
 
 

@@ -223,12 +223,18 @@ class CourierChange:
 
     async def finish(self, start: Point | None) -> list[Event]:
         """ETAs from `start` (None: the next stop), route updates, the plan cache, then the events."""
+        await self.conclude(start)
+        return await append_events(self.conn, self.events, self.now)
+
+    async def conclude(self, start: Point | None) -> None:
+        """`finish` but for appending the events, for a caller that appends them with others: one append
+        per transaction keeps the recipients' counters locked in order."""
         rows = (await open_stops(self.conn, [self.courier_id]))[self.courier_id]
         await close_finished_routes(self, self.touched | self.cancelled)
         if rows:
             await self._refresh_etas(rows, start or (rows[0]["lat"], rows[0]["lng"]))
             first = rows[0]
-            if first["kind"] == "pickup" and first["route_state"] == "active":
+            if first["kind"] == "pickup" and first["route_state"] == RouteState.ACTIVE:
                 self.grants.append(
                     Grant(self.courier_id, first["id"], first["shop_id"], {"stop_id": first["id"]})
                 )
@@ -239,7 +245,6 @@ class CourierChange:
             kind = "route.cancelled" if route_id in self.cancelled else "route.updated"
             self.events.append(NewEvent(self.courier_id, kind, bodies[route_id]))
         await self.live.revoke(self.revokes)  # before commit: no position may follow the change
-        return await append_events(self.conn, self.events, self.now)
 
     async def _refresh_etas(self, rows: list[asyncpg.Record], start: Point) -> None:
         new = simulate(
