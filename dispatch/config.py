@@ -207,6 +207,13 @@ class Settings(BaseSettings):
         "it)",
         ge=1,
     )
+    arrival_radius_m: float = setting(
+        100.0,
+        "DISPATCH_ARRIVAL_RADIUS_M",
+        "how near a stop a courier's last trusted position must be to arrive there or collect a pickup (an "
+        "admin can override)",
+        ge=1,
+    )
     location_skew_s: float = setting(
         5.0, "DISPATCH_LOCATION_SKEW_S", "pings from the future beyond this many seconds are refused", ge=0
     )

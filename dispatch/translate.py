@@ -83,7 +83,7 @@ def translate(exc: BaseException) -> DispatchError | None:
     if is_unreachable(exc) or is_rolled_back(exc):
         return unavailable(exc)
     if isinstance(exc, TransitionError):
-        return Conflict(exc.message, code=exc.code)
+        return Conflict(exc.message, code=exc.code, details=exc.details)
     if isinstance(exc, CoreValidationError):
         return ValidationFailed(exc.message, details=[field_error(list(exc.path), exc.message)])
     if isinstance(exc, asyncpg.UniqueViolationError):

@@ -302,8 +302,9 @@ class Stop(View):
     items: int
     eta: Eta
     arrived_at: AwareDatetime | None
+    arrival_proof: str | None = Field(description="how the arrival was proven: position, or admin")
     completed_at: AwareDatetime | None
-    proof: str | None = Field(description="how the stop was proven: courier, shop, code, proximity, ...")
+    proof: str | None = Field(description="how the stop was proven: courier, shop, code, proximity, admin")
     locked: bool = Field(description="too many wrong codes: an admin must unlock it")
 
 

@@ -3,7 +3,7 @@ delivery."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AwareDatetime, Field
 
@@ -33,6 +33,10 @@ class DeclineIn(Input):
 
 class CompleteIn(Input):
     code: str | None = Field(None, min_length=1, max_length=16, description="drop-offs: the resident's code")
+
+
+class OverrideIn(Input):
+    step: Literal["arrived", "completed"] = Field(description="what to record for the stop's courier")
 
 
 class DeliveryOptionsIn(Input):
@@ -115,6 +119,14 @@ async def completed(call: Call[CompleteIn]) -> dict[str, Any]:
 
 async def unlock(call: Call[Any]) -> dict[str, Any]:
     return await route_service.unlock(call.svc, call.ids["stop_id"])
+
+
+async def override(call: Call[OverrideIn]) -> dict[str, Any]:
+    """An operator records the courier's next step without the proof it needs (the proof reads admin)."""
+    stop_id = call.ids["stop_id"]
+    if call.input.step == "arrived":
+        return await route_service.arrive(call.svc, call.svc.live, None, stop_id)
+    return await route_service.complete(call.svc, call.svc.live, None, stop_id, None)
 
 
 async def handover(call: Call[Any]) -> dict[str, Any]:
@@ -270,6 +282,18 @@ OPERATIONS = (
         roles=("admin",),
         ids=(STOP,),
         http=Http("POST", "/v1/stops/{stop_id}/unlock"),
+    ),
+    Operation(
+        "stop.override",
+        "Record the courier's arrival at, or completion of, its next stop without the proof it needs "
+        "(position, ready goods, code); the stop's proof reads admin",
+        "routes",
+        override,
+        views.Route,
+        roles=("admin",),
+        input=OverrideIn,
+        ids=(STOP,),
+        http=Http("POST", "/v1/stops/{stop_id}/override", errors=(409,)),
     ),
     Operation(
         "job.handover",

@@ -23,10 +23,12 @@ expire              offered                        expired       deadline_not_re
 ready               accepted                       ready         not_job_holder, already_ready,
                                                                  already_picked_up,
                                                                  job_not_accepted
-pick_up             accepted, ready                picked_up     already_picked_up,
+pick_up             ready                          picked_up     already_picked_up, job_not_ready,
                                                                  job_not_accepted
 deliver             picked_up                      delivered     already_delivered,
                                                                  job_not_picked_up
+collect             ready                          delivered     already_picked_up, job_not_ready,
+                                                                 job_not_accepted
 cancel              offered, accepted, ready       cancelled     already_picked_up,
                                                                  already_cancelled, job_closed
 mark_unfulfilled    rejected, expired              unfulfilled   already_unfulfilled,
@@ -34,12 +36,17 @@ mark_unfulfilled    rejected, expired              unfulfilled   already_unfulfi
 ==================  =============================  ============  ==================================
 
 A rejected or expired job is history: its lines go to a new job (same order) or, when no shop is
-left, the job itself becomes ``unfulfilled``. For a ``pickup`` order, ``picked_up`` means the
-resident collected the goods.
+left, the job itself becomes ``unfulfilled``. Goods leave a shop only once they are ready: a job is
+picked up by a courier, or collected by the resident of a ``pickup`` order (which delivers it), from
+``ready`` only, so a shop handing over goods it never marked ready marks them ready first and every
+stream shows ``ready`` before ``picked_up`` (`hand_over`).
+
+A new job starts ``offered``, or ``accepted`` at once for a shop that auto-accepts
+(`initial_state`). The order's total is the price of the lines of its live jobs (`order_summary`).
 
 Order state, from the states of all the order's jobs (first matching rule wins). Jobs are *live*
 (offered, accepted, ready, picked_up, delivered), *dropped* (unfulfilled, cancelled) or *history*
-(rejected, expired, ignored). For a pickup order, picked_up counts as delivered.
+(rejected, expired, ignored).
 
 1. no live job and some cancelled              -> cancelled
 2. no live job and some unfulfilled            -> unfulfilled (nothing can come)
@@ -89,6 +96,7 @@ class JobAction(StrEnum):
     DELIVER = "deliver"
     CANCEL = "cancel"
     MARK_UNFULFILLED = "mark_unfulfilled"
+    COLLECT = "collect"
 
 
 class OrderState(StrEnum):
@@ -125,8 +133,9 @@ TRANSITIONS: Mapping[JobAction, Rule] = MappingProxyType(
         JobAction.REJECT: _rule({S.OFFERED}, S.REJECTED),
         JobAction.EXPIRE: _rule({S.OFFERED}, S.EXPIRED),
         JobAction.READY: _rule({S.ACCEPTED}, S.READY),
-        JobAction.PICK_UP: _rule({S.ACCEPTED, S.READY}, S.PICKED_UP),
+        JobAction.PICK_UP: _rule({S.READY}, S.PICKED_UP),
         JobAction.DELIVER: _rule({S.PICKED_UP}, S.DELIVERED),
+        JobAction.COLLECT: _rule({S.READY}, S.DELIVERED),
         JobAction.CANCEL: _rule({S.OFFERED, S.ACCEPTED, S.READY}, S.CANCELLED),
         JobAction.MARK_UNFULFILLED: _rule({S.REJECTED, S.EXPIRED}, S.UNFULFILLED),
     }
@@ -260,13 +269,37 @@ def mark_ready(job: Job, shop_id: str, now: datetime) -> JobTransition:
     return _decide(job, JobAction.READY, now)
 
 
-def mark_picked_up(job: Job, now: datetime) -> JobTransition:
-    """The courier (or, for a pickup order, the resident) took the goods; the service checks who."""
+def _require_ready(job: Job) -> None:
     if job.state in (S.PICKED_UP, S.DELIVERED):
         raise TransitionError("already_picked_up", "the job has already been picked up")
-    if job.state not in (S.ACCEPTED, S.READY):
+    if job.state == S.ACCEPTED:
+        raise TransitionError("job_not_ready", "the shop has not marked the job ready")
+    if job.state != S.READY:
         raise TransitionError("job_not_accepted", f"the job is {job.state}, not accepted")
+
+
+def mark_picked_up(job: Job, now: datetime) -> JobTransition:
+    """A courier took the goods; who may say so is the stop rules' business (`core/stops.py`)."""
+    _require_ready(job)
     return _decide(job, JobAction.PICK_UP, now)
+
+
+def collect(job: Job, now: datetime) -> JobTransition:
+    """The resident of a pickup order took the goods at the counter: for them, that is the delivery."""
+    _require_ready(job)
+    return _decide(job, JobAction.COLLECT, now)
+
+
+def hand_over(job: Job, shop_id: str, now: datetime, fulfilment: Fulfilment) -> tuple[JobTransition, ...]:
+    """The shop gives the goods to the courier (delivery) or the resident (pickup): a job it has not marked
+    ready is marked ready first, so that every stream shows ``ready`` before the goods leave."""
+    _require_holder(job, shop_id, "not_job_holder")
+    steps: list[JobTransition] = []
+    if job.state == S.ACCEPTED:
+        steps.append(mark_ready(job, shop_id, now))
+        job = Job(job.job_id, job.shop_id, S.READY, job.offer_deadline)
+    steps.append(collect(job, now) if fulfilment == Fulfilment.PICKUP else mark_picked_up(job, now))
+    return tuple(steps)
 
 
 def mark_delivered(job: Job, now: datetime) -> JobTransition:
@@ -296,13 +329,33 @@ def mark_unfulfilled(job: Job, now: datetime) -> JobTransition:
     return _decide(job, JobAction.MARK_UNFULFILLED, now)
 
 
+def initial_state(auto_accept: bool) -> JobState:
+    """A new job (placed or re-offered): offered to its shop, or accepted at once if the shop auto-accepts."""
+    return S.ACCEPTED if auto_accept else S.OFFERED
+
+
+Line = tuple[int, int]
+"""(quantity, unit price in cents) of one line of a job."""
+
+
+def order_total(jobs: Iterable[tuple[JobState, Iterable[Line]]]) -> int:
+    """What the resident pays: the lines of the live jobs, those they will (still) get."""
+    return sum(qty * price for state, lines in jobs if JobState(state) in _LIVE for qty, price in lines)
+
+
+def order_summary(
+    jobs: Iterable[tuple[JobState, Iterable[Line]]], fulfilment: Fulfilment
+) -> tuple[OrderState, int]:
+    """The order's (state, total in cents) from its jobs' (state, lines)."""
+    listed = [(JobState(state), list(lines)) for state, lines in jobs]
+    return derive_order_state([state for state, _ in listed], fulfilment), order_total(listed)
+
+
 def derive_order_state(job_states: Iterable[JobState], fulfilment: Fulfilment) -> OrderState:
     """The order's state from its jobs' states; the rules are in the module docstring."""
     states = [JobState(s) for s in job_states]
     if not states:
         raise ValueError("an order has at least one job")
-    if fulfilment == Fulfilment.PICKUP:
-        states = [S.DELIVERED if s == S.PICKED_UP else s for s in states]
     live = [s for s in states if s in _LIVE]
     if not live:
         if S.CANCELLED in states:

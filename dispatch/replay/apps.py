@@ -9,9 +9,10 @@ the same start, speed and epoch), so that a day can run faster than real time.
   goods wait).
 - `CourierApp` pings its position, follows the stops of the routes the server sends (`route.offered`,
   `route.updated`, `route.cancelled`), drives each leg in the travel time its `World` gives, and at each stop
-  sends `stop.arrived`, waits half the service time (and, at a shop, for the goods), sends `stop.completed`
-  (with the resident's code at a door) and leaves half a service time later. It logs what it did: the legs
-  driven, the pickups and the deliveries, with their times.
+  pings from there (the server wants a trusted position at the stop), sends `stop.arrived`, waits half the
+  service time (and, at a shop, for the goods to be marked ready), sends `stop.completed` (with the resident's
+  code at a door) and leaves half a service time later. It logs what it did: the legs driven, the pickups and
+  the deliveries, with their times.
 """
 
 from __future__ import annotations
@@ -35,17 +36,20 @@ log = logging.getLogger(__name__)
 LatLng = tuple[float, float]
 OPEN_STOP_STATES = ("pending", "arrived")
 COMMAND_TIMEOUT_S = 30.0  # wall seconds for a websocket command's reply
+# Refusals that changed nothing and say to try again shortly (a busy or recovering server).
+RETRY_CODES = frozenset({"rate_limited", "unavailable", "overloaded"})
 _STOP_RANK = {"pending": 0, "arrived": 1, "completed": 2, "cancelled": 2}
 
 
 class ApiError(Exception):
     """An error answer of the server (HTTP or a websocket reply), with its code."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, details: Any = None) -> None:
         super().__init__(f"{status} {code}: {message}")
         self.status = status
         self.code = code
         self.message = message
+        self.details = details
 
 
 # --- time --------------------------------------------------------------------------------------------------
@@ -110,7 +114,7 @@ class Api:
             if resp.status >= 400:
                 error = (payload or {}).get("error", {}) if isinstance(payload, dict) else {}
                 code, message = error.get("code", "http_error"), error.get("message", str(payload))
-                raise ApiError(resp.status, code, message)
+                raise ApiError(resp.status, code, message, error.get("details"))
             return payload
 
 
@@ -176,7 +180,9 @@ class Socket:
                     future.set_result(message.get("data"))
                 else:
                     err = message.get("error") or {}
-                    future.set_exception(ApiError(409, err.get("code", "error"), err.get("message", "")))
+                    future.set_exception(
+                        ApiError(409, err.get("code", "error"), err.get("message", ""), err.get("details"))
+                    )
             return
         seq = message.get("seq")
         if seq is None:
@@ -205,7 +211,7 @@ class Socket:
                 await ws.send_str(orjson.dumps({"type": kind, "id": ident, **body}).decode())
                 return await asyncio.wait_for(future, COMMAND_TIMEOUT_S)
             except ApiError as exc:
-                if exc.code != "rate_limited":
+                if exc.code not in RETRY_CODES:
                     raise
             except (ConnectionError, aiohttp.ClientError, TimeoutError):
                 pass
@@ -389,6 +395,8 @@ class CourierApp:
         self._changed = asyncio.Event()
         self._leg: tuple[str, str, float, float] | None = None  # origin, destination, departure, arrival
         self._tasks: set[asyncio.Task[None]] = set()
+        self._pinging = asyncio.Lock()  # one ping at a time, so their times only go forward
+        self._last_ping: datetime | None = None
 
     # -- events ------------------------------------------------------------------------------------------
 
@@ -448,15 +456,25 @@ class CourierApp:
             return self.world.along(origin, destination, fraction)
         return self.world.along(self.place, self.place, 0.0)
 
-    async def _pinger(self) -> None:
-        while True:
+    async def ping(self) -> None:
+        """Send where the courier is now. A ping no later than the previous one would be ignored, so two
+        within a millisecond of the clock are spaced by one."""
+        async with self._pinging:
             lat, lng = self.position()
+            at = self.day.clock.now()
+            if self._last_ping is not None and at <= self._last_ping:
+                at = self._last_ping + timedelta(milliseconds=1)
+            self._last_ping = at
             try:
                 await self.socket.command(
-                    "courier.location", lat=lat, lng=lng, accuracy=5.0, at=self.day.clock.now().isoformat()
+                    "courier.location", lat=lat, lng=lng, accuracy=5.0, at=at.isoformat()
                 )
             except ApiError as exc:
                 self.log.errors.append(f"courier.location: {exc}")
+
+    async def _pinger(self) -> None:
+        while True:
+            await self.ping()
             await asyncio.sleep(self.day.wall_seconds(self.ping_every))
 
     # -- the day ---------------------------------------------------------------------------------------
@@ -509,7 +527,12 @@ class CourierApp:
         arrived = self.day.minute()
         try:
             if self._stops[stop_id]["state"] == "pending":
-                self._merge_route(await self.socket.command("stop.arrived", stop_id=stop_id))
+                await self.ping()  # the server takes the arrival from a trusted position at the stop
+                try:
+                    self._merge_route(await self.socket.command("stop.arrived", stop_id=stop_id))
+                except ApiError as exc:
+                    if exc.code != "already_arrived":  # a resent command whose first reply was lost
+                        raise
             if stop["kind"] == "pickup":
                 await self._pick_up(stop_id, arrived)
             else:
@@ -520,23 +543,36 @@ class CourierApp:
 
     async def _pick_up(self, stop_id: str, arrived: float) -> None:
         await self.day.sleep_until(arrived + self.half_pickup)
-        while True:  # at the counter until the goods are ready (or the stop is taken away)
+        while True:  # at the counter until the goods are marked ready (or the stop is taken away)
             self._changed.clear()
             job_ids = self._stops[stop_id]["job_ids"]
             if not self._open(stop_id):
                 return
-            # Goods of shops this process simulates come when posted; others are taken as ready.
+            # Goods of shops this process simulates come when posted; others are taken as ready (and waited
+            # for if the server says they are not).
             waiting = [j for j in job_ids if self.board.expects(j) and not self.board.is_ready(j)]
             if not waiting:
-                break
+                at = self.day.minute()
+                await self.ping()  # a fresh trusted position at the counter
+                try:
+                    route = await self.socket.command("stop.completed", stop_id=stop_id)
+                    break
+                except ApiError as exc:
+                    if exc.code != "job_not_ready":
+                        raise
+                    unready = [j for j in (exc.details or {}).get("job_ids", []) if j in job_ids]
+                    for job_id in unready:
+                        self.board.expect(job_id)
+                    waiting = [j for j in unready if not self.board.is_ready(j)]
+                    if not waiting:  # posted, yet not ready to the server: look again in a minute
+                        await self.day.sleep_until(self.day.minute() + 1.0)
+                        continue
             ready: asyncio.Future[list[None]] = asyncio.gather(*(self.board.wait(j) for j in waiting))
             changed: asyncio.Future[Any] = asyncio.ensure_future(self._changed.wait())
             await asyncio.wait([ready, changed], return_when=asyncio.FIRST_COMPLETED)
             for pending in (ready, changed):
                 pending.cancel()
                 pending.add_done_callback(_consume)
-        at = self.day.minute()
-        route = await self.socket.command("stop.completed", stop_id=stop_id)
         self._done.add(stop_id)
         self.log.pickups.append((at, stop_id, tuple(job_ids)))
         self._merge_route(route)

@@ -33,7 +33,11 @@ from dispatch.replay.apps import Api, ApiError, CourierApp, DayClock, LatLng, Re
 from geo import TravelModel, destination
 
 TOKEN_TTL_S = 7 * 24 * 3600
-FINISH_MINUTES = 60.0  # after the last order, how long couriers may take to deliver what is left
+# After the last order, couriers deliver what is left for as long as deliveries keep coming: the day is called
+# off only after this many minutes without one. A busy day's last orders can take most of an hour (every
+# courier has a queue of trips), so a fixed hour from the last order would cut some of them off on the way.
+FINISH_MINUTES = 60.0
+ON_DUTY_MINUTES = 24 * 60.0  # couriers stay on until the day is called off
 
 
 def add_simulate_arguments(p: argparse.ArgumentParser) -> None:
@@ -114,10 +118,17 @@ class StreetWorld:
 class Tally:
     placed: int = 0
     refused: int = 0
-    delivered: int = 0
-    click_to_door: list[float] = field(default_factory=list)
     placed_at: dict[str, float] = field(default_factory=dict)
-    delivered_at: dict[str, float] = field(default_factory=dict)
+    delivered_at: dict[str, float] = field(default_factory=dict)  # orders the server says are delivered
+    errors: list[str] = field(default_factory=list)  # what the apps were refused, and failed checks
+
+    @property
+    def delivered(self) -> int:
+        return len(self.delivered_at)
+
+    @property
+    def click_to_door(self) -> list[float]:
+        return [at - self.placed_at[order_id] for order_id, at in self.delivered_at.items()]
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -144,6 +155,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         f"demo day: {tally.placed} orders placed ({tally.refused} refused), {tally.delivered} delivered, "
         f"mean click-to-door {mean:.1f} min"
     )
+    if tally.errors:
+        print(f"{len(tally.errors)} error(s) in the apps, the first ones:")
+        for error in tally.errors[:20]:
+            print(f"  {error}")
     return 0
 
 
@@ -173,21 +188,33 @@ async def simulate(
         code: str | None = view.get("code")
         return code
 
-    placing_done, all_delivered = asyncio.Event(), asyncio.Event()
+    placing_done, all_delivered, progress = asyncio.Event(), asyncio.Event(), asyncio.Event()
 
     def check_done() -> None:
+        progress.set()
         if placing_done.is_set() and len(tally.delivered_at) >= tally.placed:
             all_delivered.set()
 
+    checks: set[asyncio.Task[None]] = set()
+
+    async def confirm(order_id: str, minute: float) -> None:
+        # An order split over two routes has a drop-off on each: it is delivered at its last, which only the
+        # server knows (the other part may still be on its way).
+        try:
+            order = await api.call(
+                "GET", f"/v1/orders/{order_id}", token(Role.RESIDENT, resident_of[order_id])
+            )
+        except ApiError as exc:
+            tally.errors.append(f"order {order_id}: {exc}")
+            return
+        if order["state"] == "delivered":
+            tally.delivered_at[order_id] = max(minute, tally.delivered_at.get(order_id, minute))
+            check_done()
+
     def delivered(order_id: str, minute: float) -> None:
-        # An order split over two routes has two drop-offs: it counts once, at its last.
-        if order_id in tally.delivered_at:
-            tally.click_to_door.remove(tally.delivered_at[order_id] - tally.placed_at.get(order_id, minute))
-        else:
-            tally.delivered += 1
-        tally.delivered_at[order_id] = minute
-        tally.click_to_door.append(minute - tally.placed_at.get(order_id, minute))
-        check_done()
+        task = asyncio.create_task(confirm(order_id, minute))
+        checks.add(task)
+        task.add_done_callback(checks.discard)
 
     connector = aiohttp.TCPConnector(limit=0)  # every app holds a websocket
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60), connector=connector) as session:
@@ -219,7 +246,7 @@ async def simulate(
                     dropoff_service=settings.dropoff_service_minutes,
                     # Once a wall second, but often enough to stay fresh (DISPATCH_COURIER_STALE_S).
                     ping_every=min(max(1 / 60, clock.speed / 60), settings.courier_stale_s / 60 / 3),
-                    linger=FINISH_MINUTES,  # on duty until the orders placed are delivered
+                    linger=ON_DUTY_MINUTES,
                     on_delivered=delivered,
                 )
             )
@@ -259,16 +286,22 @@ async def simulate(
                         flush=True,
                     )
                 await day.sleep_until(minute)
-            # Let the couriers deliver what was ordered, for at most another hour of the clock.
+            # Let the couriers deliver what was ordered, while they still deliver.
             placing_done.set()
             check_done()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(all_delivered.wait(), day.wall_seconds(FINISH_MINUTES))
+            while not all_delivered.is_set():
+                progress.clear()
+                try:
+                    await asyncio.wait_for(progress.wait(), day.wall_seconds(FINISH_MINUTES))
+                except TimeoutError:
+                    break  # nothing delivered for a long while: what is left is stuck
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*checks, return_exceptions=True)
             await asyncio.gather(*(c.close() for c in couriers), *(s.close() for s in shops))
+            tally.errors += [e for c in couriers for e in c.log.errors] + [e for s in shops for e in s.errors]
     return tally
 
 

@@ -461,6 +461,7 @@ def _stop_row(stop_id: str, route_id: str, seq: int, timing: StopTiming) -> dict
         "eta_service": instant(timing.service_at),
         "state": "pending",
         "arrived_at": None,
+        "arrival_proof": None,
         "completed_at": None,
         "proof": None,
         "locked": False,

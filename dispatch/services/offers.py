@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from dispatch.core.jobs import JobState, initial_state
 from dispatch.core.matching import PlannedJob
 from dispatch.db import Conn
 from dispatch.ids import new_id
@@ -78,8 +79,8 @@ async def create_jobs(
     release: Mapping[StockKey, int] = {},
 ) -> tuple[list[asyncpg.Record], list[NewEvent]]:
     """Reserve stock for `planned` (giving back `release` in the same locked statement) and insert one job
-    per shop: offered, or accepted at once for shops that auto-accept. Raises StockRace when the stock
-    moved (the caller retries the transaction)."""
+    per shop, in its initial state (offered, or accepted at once for shops that auto-accept). Raises
+    StockRace when the stock moved (the caller retries the transaction)."""
     wanted: Counter[StockKey] = Counter()
     for job in planned:
         for line in job.lines:
@@ -110,14 +111,14 @@ async def create_jobs(
                 ]
             ).decode()
         )
-        if shop.auto_accept:
-            states.append("accepted")
+        state = initial_state(shop.auto_accept)
+        states.append(state.value)
+        if state == JobState.ACCEPTED:
             deadlines.append(None)
             accepted.append(now)
             preps.append(shop.prep_minutes)
             ready.append(now + timedelta(minutes=shop.prep_minutes))
         else:
-            states.append("offered")
             deadlines.append(now + timedelta(seconds=offer_timeout_s))
             accepted.append(None)
             preps.append(None)

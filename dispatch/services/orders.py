@@ -13,6 +13,7 @@ import orjson
 
 from dispatch.core import jobs as job_rules
 from dispatch.core.matching import OrderTiming, RequestedItem, Unavailable, plan_order
+from dispatch.core.stops import LIVE_ROUTES
 from dispatch.db import Conn, retried, transaction
 from dispatch.errors import Conflict, DispatchError, NotFound, ValidationFailed
 from dispatch.ids import new_id
@@ -28,6 +29,7 @@ from dispatch.services.records import (
     refresh_order,
     shop_job_json,
 )
+from dispatch.services.routes import CourierChange, courier_open_stops, lock_courier, settle_stops
 
 RETRIES = 3
 
@@ -103,14 +105,16 @@ async def _place_once(
         if isinstance(plan, Unavailable):
             raise await _unavailable(conn, req, plan)
         # The order's state and total follow from the plan, so the order row is written once.
-        state = job_rules.derive_order_state(
+        state, total = job_rules.order_summary(
             [
-                job_rules.JobState.ACCEPTED if shops[j.shop_id].auto_accept else job_rules.JobState.OFFERED
+                (
+                    job_rules.initial_state(shops[j.shop_id].auto_accept),
+                    [(line.qty, line.unit_price_cents) for line in j.lines],
+                )
                 for j in plan.jobs
             ],
             job_rules.Fulfilment(req.fulfilment),
         )
-        total = sum(line.qty * line.unit_price_cents for j in plan.jobs for line in j.lines)
         order = await conn.fetchrow(
             """INSERT INTO orders (id, resident_id, state, fulfilment, drop_lat, drop_lng, slot_start,
                                    slot_end, note, items, created_at, updated_at, total_cents)
@@ -235,14 +239,34 @@ async def get_order(svc: Services, order_id: str, resident_id: str | None) -> di
     return order_json(order, await order_jobs(svc.pool, order_id))
 
 
+class _CouriersMoved(Exception):
+    """A dispatch round put the order's jobs on a route between reading the couriers and locking the order."""
+
+
 @retried
 async def cancel_order(svc: Services, order_id: str, resident_id: str | None) -> dict[str, Any]:
+    """Cancel what is not picked up yet; a courier with the order's stops has its route freed at once."""
+    for _ in range(RETRIES):
+        try:
+            return await _cancel_once(svc, order_id, resident_id)
+        except _CouriersMoved:
+            continue
+    raise Conflict("the order was being dispatched; try again", code="order_busy")
+
+
+async def _cancel_once(svc: Services, order_id: str, resident_id: str | None) -> dict[str, Any]:
     now = svc.clock.now()
     async with transaction(svc.pool) as conn:
+        # The couriers first: every change to a courier's route holds its row before any order's.
+        couriers = await _couriers_of(conn, order_id)
+        for courier_id in couriers:
+            await lock_courier(conn, courier_id)
         order = await conn.fetchrow("SELECT * FROM orders WHERE id = $1 FOR UPDATE", order_id)
         if order is None or (resident_id is not None and order["resident_id"] != resident_id):
             raise NotFound(f"no order {order_id}", code="order_not_found")
         jobs = await conn.fetch("SELECT * FROM jobs WHERE order_id = $1 ORDER BY id FOR UPDATE", order_id)
+        if not set(await _couriers_of(conn, order_id)) <= set(couriers):
+            raise _CouriersMoved()
         if order["state"] == "cancelled":
             raise Conflict("the order is already cancelled", code="already_cancelled")
         decisions = []
@@ -274,9 +298,29 @@ async def cancel_order(svc: Services, order_id: str, resident_id: str | None) ->
         order, jobs = await refresh_order(conn, order, now)
         body = order_json(order, jobs)
         new_events.append(NewEvent(order["resident_id"], "order.updated", body))
+        freed = [CourierChange(conn, svc, svc.live, courier_id, now) for courier_id in couriers]
+        for change in freed:
+            await settle_stops(
+                change, await courier_open_stops(conn, change.courier_id, [j["id"] for j in jobs])
+            )
+            await change.conclude(None)
+            new_events += change.events
         events = await append_events(conn, new_events, now)
     await svc.publish(events)
+    for change in freed:
+        await svc.live.grant(change.grants)
     return body
+
+
+async def _couriers_of(conn: Conn, order_id: str) -> list[str]:
+    """The couriers whose live routes hold the order's jobs."""
+    rows = await conn.fetch(
+        """SELECT DISTINCT r.courier_id FROM jobs j JOIN routes r ON r.id = j.route_id
+           WHERE j.order_id = $1 AND r.state = ANY ($2::text[]) ORDER BY r.courier_id""",
+        order_id,
+        list(LIVE_ROUTES),
+    )
+    return [r["courier_id"] for r in rows]
 
 
 @dataclass(frozen=True)

@@ -7,12 +7,9 @@ from typing import Any
 
 import asyncpg
 
-from dispatch.core.jobs import Fulfilment, JobState, derive_order_state
+from dispatch.core.jobs import Fulfilment, JobState, order_summary
 from dispatch.core.jobs import Job as CoreJob
 from dispatch.db import Conn
-
-# Jobs whose lines the resident will (still) get, for the order's total.
-_COUNTED = {"offered", "accepted", "ready", "picked_up", "delivered"}
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -82,26 +79,17 @@ async def order_jobs(conn: Conn | asyncpg.Pool, order_id: str) -> list[asyncpg.R
 async def refresh_order(conn: Conn, order: asyncpg.Record, now: datetime) -> tuple[asyncpg.Record, list[Any]]:
     """Recompute the order's state and total from its jobs (caller holds the order's row lock)."""
     jobs = await order_jobs(conn, order["id"])
-    state = derive_order_state([JobState(j["state"]) for j in jobs], Fulfilment(order["fulfilment"]))
-    total = sum(
-        line["qty"] * line["unit_price_cents"] for j in jobs if j["state"] in _COUNTED for line in j["lines"]
-    )
-    updated = await conn.fetchrow(
-        "UPDATE orders SET state = $2, total_cents = $3, updated_at = $4 WHERE id = $1 RETURNING *",
-        order["id"],
-        state.value,
-        total,
-        now,
-    )
-    assert updated is not None
-    return updated, jobs
+    return await save_order_state(conn, order, jobs, now), jobs
 
 
 def order_state_of(jobs: list[asyncpg.Record], fulfilment: str) -> tuple[str, int]:
     """The order's (state, total cents) from its jobs' rows."""
-    state = derive_order_state([JobState(j["state"]) for j in jobs], Fulfilment(fulfilment))
-    total = sum(
-        line["qty"] * line["unit_price_cents"] for j in jobs if j["state"] in _COUNTED for line in j["lines"]
+    state, total = order_summary(
+        [
+            (JobState(j["state"]), [(line["qty"], line["unit_price_cents"]) for line in j["lines"]])
+            for j in jobs
+        ],
+        Fulfilment(fulfilment),
     )
     return state.value, total
 

@@ -14,19 +14,24 @@ from typing import Any
 
 import asyncpg
 
+from dispatch.core import stops as stop_rules
+from dispatch.core.errors import TransitionError
+from dispatch.core.jobs import JobState
+from dispatch.core.stops import LIVE_ROUTES, OPEN_STOPS, ROUTE_TRANSITIONS, WAITING, RouteAction, RouteState
 from dispatch.db import Conn, retried, transaction
-from dispatch.errors import Conflict, Forbidden, NotFound
+from dispatch.errors import Forbidden, NotFound
 from dispatch.outbox import NewEvent
 from dispatch.services.context import Services
 from dispatch.services.locations import LiveLocations
 from dispatch.services.records import order_jobs, order_json
 from dispatch.services.routes import (
     CourierChange,
+    courier_open_stops,
     delivery_codes,
-    items_of,
     lock_courier,
     lock_jobs,
     routes_json,
+    settle_stops,
     trusted_point,
 )
 
@@ -40,13 +45,32 @@ async def _own_route(conn: Conn, courier_id: str, route_id: str) -> None:
     await lock_courier(conn, courier_id)
 
 
-def _closed(route: asyncpg.Record | None) -> Conflict:
-    state = None if route is None else route["state"]
-    if state in ("offered", "expired"):
-        return Conflict("the offer has expired", code="offer_expired")
-    if state == "active":
-        return Conflict("the route is already accepted", code="already_accepted")
-    return Conflict(f"the route is {state}", code=f"route_{state}")
+async def _refused(conn: Conn, action: RouteAction, route_id: str) -> TransitionError:
+    """Why the compare-and-set of an answer to an offer missed."""
+    state = await conn.fetchval("SELECT state FROM routes WHERE id = $1", route_id)
+    return stop_rules.refuse_answer(action, RouteState(state))
+
+
+async def _answer(
+    conn: Conn, action: RouteAction, route_id: str, now: datetime, **columns: Any
+) -> asyncpg.Record | None:
+    """The compare-and-set of a route change, `columns` set too (accepting also needs the deadline not passed,
+    expiring it passed). A courier's answer that misses is refused; otherwise None says it missed."""
+    rule = ROUTE_TRANSITIONS[action]
+    sets = "".join(f", {name} = ${n + 5}" for n, name in enumerate(columns))
+    deadline = {RouteAction.ACCEPT: "AND deadline_at > $2", RouteAction.EXPIRE: "AND deadline_at <= $2"}
+    route = await conn.fetchrow(
+        f"""UPDATE routes SET state = $3, updated_at = $2{sets}
+            WHERE id = $1 AND state = ANY ($4::text[]) {deadline.get(action, "")} RETURNING *""",
+        route_id,
+        now,
+        rule.to_state,
+        list(rule.from_states),
+        *columns.values(),
+    )
+    if route is None and action in (RouteAction.ACCEPT, RouteAction.DECLINE):
+        raise await _refused(conn, action, route_id)
+    return route
 
 
 @retried
@@ -55,14 +79,7 @@ async def accept(svc: Services, live: LiveLocations, courier_id: str, route_id: 
     position = await live.position(courier_id)
     async with transaction(svc.pool) as conn:
         await _own_route(conn, courier_id, route_id)
-        route = await conn.fetchrow(
-            """UPDATE routes SET state = 'active', accepted_at = $2, updated_at = $2
-               WHERE id = $1 AND state = 'offered' AND deadline_at > $2 RETURNING *""",
-            route_id,
-            now,
-        )
-        if route is None:
-            raise _closed(await conn.fetchrow("SELECT * FROM routes WHERE id = $1", route_id))
+        await _answer(conn, RouteAction.ACCEPT, route_id, now, accepted_at=now)
         change = CourierChange(conn, svc, live, courier_id, now)
         change.touched.add(route_id)
         change.announce.add(route_id)
@@ -88,18 +105,8 @@ async def decline(
     now = svc.clock.now()
     async with transaction(svc.pool) as conn:
         await _own_route(conn, courier_id, route_id)
-        route = await conn.fetchrow(
-            """UPDATE routes SET state = 'declined', closed_at = $2, updated_at = $2, reason = $3
-               WHERE id = $1 AND state = 'offered' RETURNING *""",
-            route_id,
-            now,
-            reason,
-        )
-        if route is None:
-            current = await conn.fetchrow("SELECT * FROM routes WHERE id = $1", route_id)
-            if current is not None and current["state"] == "active":
-                raise Conflict("an accepted route cannot be declined", code="route_not_offered")
-            raise _closed(current)
+        route = await _answer(conn, RouteAction.DECLINE, route_id, now, closed_at=now, reason=reason)
+        assert route is not None  # a courier's answer that misses is refused
         change = CourierChange(conn, svc, live, courier_id, now)
         await give_back(change, route, refuse=True, why="declined")
         events = await change.finish(None)
@@ -123,12 +130,8 @@ async def expire_offers(svc: Services, live: LiveLocations, limit: int = 100) ->
             return fired
         async with transaction(svc.pool) as conn:
             await lock_courier(conn, due["courier_id"])
-            route = await conn.fetchrow(
-                """UPDATE routes SET state = 'expired', closed_at = $2, updated_at = $2,
-                          reason = 'no answer in time'
-                   WHERE id = $1 AND state = 'offered' AND deadline_at <= $2 RETURNING *""",
-                due["id"],
-                now,
+            route = await _answer(
+                conn, RouteAction.EXPIRE, due["id"], now, closed_at=now, reason="no answer in time"
             )
             if route is None:
                 continue  # answered meanwhile, or another node fired it
@@ -142,17 +145,15 @@ async def expire_offers(svc: Services, live: LiveLocations, limit: int = 100) ->
 
 async def give_back(change: CourierChange, route: asyncpg.Record, *, refuse: bool, why: str) -> int:
     """Jobs on `route` not yet picked up go back to the dispatch round; goods already on board stay with the
-    courier (their drop-off keeps only them); stops left with nothing to do are cancelled."""
+    courier (their drop-off keeps only them); stops left with nothing to do end (`settle_stops`)."""
     conn, now = change.conn, change.now
     stops = await conn.fetch(
-        "SELECT * FROM stops WHERE route_id = $1 AND state IN ('pending', 'arrived') ORDER BY seq",
+        "SELECT * FROM stops WHERE route_id = $1 AND state = ANY ($2::text[]) ORDER BY seq",
         route["id"],
+        list(OPEN_STOPS),
     )
     orders, jobs = await lock_jobs(conn, {j for s in stops for j in s["job_ids"]})
-    freed = sorted(
-        j["id"] for j in jobs if j["route_id"] == route["id"] and j["state"] in ("accepted", "ready")
-    )
-    aboard = {j["id"]: items_of(j["lines"]) for j in jobs if j["state"] == "picked_up"}
+    freed = sorted(j["id"] for j in jobs if j["route_id"] == route["id"] and JobState(j["state"]) in WAITING)
     await conn.execute(
         "UPDATE jobs SET route_id = NULL, updated_at = $3 WHERE id = ANY ($1::text[]) AND route_id = $2",
         freed,
@@ -167,25 +168,7 @@ async def give_back(change: CourierChange, route: asyncpg.Record, *, refuse: boo
             route["courier_id"],
             now,
         )
-    for stop in stops:
-        kept = [j for j in stop["job_ids"] if j in aboard]
-        if stop["kind"] == "dropoff" and kept:
-            await conn.execute(
-                "UPDATE stops SET job_ids = $2, items = $3 WHERE id = $1",
-                stop["id"],
-                kept,
-                sum(aboard[j] for j in kept),
-            )
-            continue
-        await conn.execute(
-            """UPDATE stops SET state = $2::text,
-                   completed_at = CASE WHEN $2::text = 'completed' THEN $3::timestamptz END
-               WHERE id = $1""",
-            stop["id"],
-            "completed" if kept else "cancelled",  # a pickup partly handed over is done
-            now,
-        )
-        change.revokes.append((route["courier_id"], stop["id"]))
+    await settle_stops(change, stops)
     change.touched.add(route["id"])
     if route["accepted_at"] is not None:  # the residents were told a courier was coming
         for order_id in sorted({j["order_id"] for j in jobs if j["id"] in freed}):
@@ -198,21 +181,26 @@ async def give_back(change: CourierChange, route: asyncpg.Record, *, refuse: boo
 async def release_stranded(svc: Services, live: LiveLocations, now: datetime) -> int:
     """Give back the not-yet-picked-up work of couriers off shift or stale, and drop stops whose jobs were all
     cancelled meanwhile. Returns the number of jobs given back."""
+    waiting = sorted(WAITING)
     rows = await svc.pool.fetch(
         """SELECT c.id, bool_and(c.on_shift AND c.active) AS working,
-                  coalesce(bool_or(j.state IN ('accepted', 'ready')), false) AS unpicked,
+                  coalesce(bool_or(j.state = ANY ($1::text[])), false) AS unpicked,
                   bool_or(NOT EXISTS (SELECT 1 FROM jobs k WHERE k.id = ANY (s.job_ids)
-                                      AND k.state IN ('accepted', 'ready', 'picked_up'))) AS dead_stops
+                                      AND k.state = ANY ($2::text[]))) AS dead_stops
            FROM routes r
            JOIN couriers c ON c.id = r.courier_id
-           JOIN stops s ON s.route_id = r.id AND s.state IN ('pending', 'arrived')
+           JOIN stops s ON s.route_id = r.id AND s.state = ANY ($3::text[])
            LEFT JOIN jobs j ON j.id = ANY (s.job_ids)
-           WHERE r.state IN ('offered', 'active')
+           WHERE r.state = ANY ($4::text[])
            GROUP BY c.id
-           HAVING bool_or(j.state IN ('accepted', 'ready'))
+           HAVING bool_or(j.state = ANY ($1::text[]))
                OR bool_or(NOT EXISTS (SELECT 1 FROM jobs k WHERE k.id = ANY (s.job_ids)
-                                      AND k.state IN ('accepted', 'ready', 'picked_up')))
-           ORDER BY c.id"""
+                                      AND k.state = ANY ($2::text[])))
+           ORDER BY c.id""",
+        waiting,
+        [*waiting, JobState.PICKED_UP],
+        list(OPEN_STOPS),
+        list(LIVE_ROUTES),
     )
     positions = await live.positions(r["id"] for r in rows if r["working"] and r["unpicked"])
     released = 0
@@ -232,32 +220,15 @@ async def _tidy(svc: Services, live: LiveLocations, courier_id: str, why: str | 
     async with transaction(svc.pool) as conn:
         await lock_courier(conn, courier_id)
         change = CourierChange(conn, svc, live, courier_id, now)
-        dead = await conn.fetch(
-            """UPDATE stops s SET state = 'cancelled' FROM routes r
-               WHERE r.id = s.route_id AND r.courier_id = $1 AND r.state IN ('offered', 'active')
-                 AND s.state IN ('pending', 'arrived')
-                 AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.id = ANY (s.job_ids)
-                                 AND j.state IN ('accepted', 'ready', 'picked_up'))
-               RETURNING s.id, s.route_id""",
-            courier_id,
-        )
-        for stop in dead:
-            change.touched.add(stop["route_id"])
-            change.revokes.append((courier_id, stop["id"]))
+        await settle_stops(change, await courier_open_stops(conn, courier_id))
         if why is not None:
             for route in await conn.fetch(
-                """SELECT * FROM routes WHERE courier_id = $1 AND state IN ('offered', 'active')
-                   ORDER BY ordinal""",
+                "SELECT * FROM routes WHERE courier_id = $1 AND state = ANY ($2::text[]) ORDER BY ordinal",
                 courier_id,
+                list(LIVE_ROUTES),
             ):
-                if route["state"] == "offered":
-                    await conn.execute(
-                        "UPDATE routes SET state = 'cancelled', reason = $2, closed_at = $3, updated_at = $3 "
-                        "WHERE id = $1",
-                        route["id"],
-                        why,
-                        now,
-                    )
+                if route["state"] == RouteState.OFFERED:
+                    await _answer(conn, RouteAction.WITHDRAW, route["id"], now, reason=why, closed_at=now)
                     change.cancelled.add(route["id"])
                 released += await give_back(change, route, refuse=False, why=why)
         events = await change.finish(None)

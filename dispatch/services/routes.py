@@ -1,6 +1,8 @@
-"""Route and stop progress: the courier's remaining stops and their ETAs, arrivals, pickups (by the courier or
-the shop's hand-over), drop-offs proven by the resident's code or by the courier at the door, and who may see
-the courier's position.
+"""Route and stop progress: the courier's remaining stops and their ETAs, arrivals, pickups (by the courier,
+the shop's hand-over or an admin), drop-offs, stops left without work, and who may see the courier's
+position. The rules (whose turn, what proves what, the wrong-code lock, when a route closes) are in
+`dispatch/core/stops.py`; this module loads what they need, and applies their decisions with compare-and-set
+updates, one transaction per decision with its events.
 
 Locks, always in this order: the courier's row, then orders (by id), then jobs. Every change to a courier's
 routes or stops holds its row, so one courier's route changes one at a time on any node; the dispatch round
@@ -11,7 +13,6 @@ Times in the pure core are minutes since EPOCH.
 
 from __future__ import annotations
 
-import hmac
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,21 +23,20 @@ import asyncpg
 import orjson
 
 from dispatch.core import jobs as job_rules
+from dispatch.core import stops as stop_rules
 from dispatch.core.errors import TransitionError
+from dispatch.core.jobs import JobState
 from dispatch.core.routes import Point, ServiceTimes, Stop, StopTiming, Travel, eta_changes, simulate
+from dispatch.core.stops import LIVE_ROUTES, OPEN_STOPS, Actor, RouteState, StopAction, StopState
 from dispatch.db import Conn, retried, transaction
-from dispatch.errors import Conflict, DispatchError, Forbidden, NotFound
+from dispatch.errors import Conflict, Forbidden, NotFound
 from dispatch.outbox import Event, NewEvent, append_events
 from dispatch.services.context import Services
-from dispatch.services.locations import Grant, LiveLocations, Position
+from dispatch.services.locations import Fix, Grant, LiveLocations, Position
 from dispatch.services.records import core_job, order_json, refresh_order, shop_job_json
-from geo import haversine_m
 
 EPOCH = datetime(2020, 1, 1, tzinfo=UTC)
 Row = asyncpg.Record | Mapping[str, Any]  # a row, or a dict shaped like one
-MAX_WRONG_CODES = 5
-LIVE_ROUTES = ["offered", "active"]
-OPEN_STOPS = ["pending", "arrived"]
 
 _OPEN_STOPS_SQL = """
 SELECT s.*, r.state AS route_state, r.ordinal, r.courier_id, o.resident_id, o.delivery_code,
@@ -89,7 +89,7 @@ def core_stop(row: asyncpg.Record) -> Stop:
 
 async def open_stops(conn: Conn, courier_ids: Sequence[str]) -> dict[str, list[asyncpg.Record]]:
     """Each courier's stops still to do, in the order it does them (its live routes, then stop order)."""
-    rows = await conn.fetch(_OPEN_STOPS_SQL, list(courier_ids), LIVE_ROUTES, OPEN_STOPS)
+    rows = await conn.fetch(_OPEN_STOPS_SQL, list(courier_ids), list(LIVE_ROUTES), list(OPEN_STOPS))
     out: dict[str, list[asyncpg.Record]] = {courier_id: [] for courier_id in courier_ids}
     for row in rows:
         out[row["courier_id"]].append(row)
@@ -110,6 +110,7 @@ def stop_json(row: Row) -> dict[str, Any]:
         "items": row["items"],
         "eta": {"arrival": _iso(row["eta_arrival"]), "service": _iso(row["eta_service"])},
         "arrived_at": _iso(row["arrived_at"]),
+        "arrival_proof": row["arrival_proof"],
         "completed_at": _iso(row["completed_at"]),
         "proof": row["proof"],
         "locked": row["locked"],
@@ -222,12 +223,18 @@ class CourierChange:
 
     async def finish(self, start: Point | None) -> list[Event]:
         """ETAs from `start` (None: the next stop), route updates, the plan cache, then the events."""
+        await self.conclude(start)
+        return await append_events(self.conn, self.events, self.now)
+
+    async def conclude(self, start: Point | None) -> None:
+        """`finish` but for appending the events, for a caller that appends them with others: one append
+        per transaction keeps the recipients' counters locked in order."""
         rows = (await open_stops(self.conn, [self.courier_id]))[self.courier_id]
         await close_finished_routes(self, self.touched | self.cancelled)
         if rows:
             await self._refresh_etas(rows, start or (rows[0]["lat"], rows[0]["lng"]))
             first = rows[0]
-            if first["kind"] == "pickup" and first["route_state"] == "active":
+            if first["kind"] == "pickup" and first["route_state"] == RouteState.ACTIVE:
                 self.grants.append(
                     Grant(self.courier_id, first["id"], first["shop_id"], {"stop_id": first["id"]})
                 )
@@ -238,7 +245,6 @@ class CourierChange:
             kind = "route.cancelled" if route_id in self.cancelled else "route.updated"
             self.events.append(NewEvent(self.courier_id, kind, bodies[route_id]))
         await self.live.revoke(self.revokes)  # before commit: no position may follow the change
-        return await append_events(self.conn, self.events, self.now)
 
     async def _refresh_etas(self, rows: list[asyncpg.Record], start: Point) -> None:
         new = simulate(
@@ -291,73 +297,127 @@ def eta_json(row: asyncpg.Record, timing: StopTiming) -> dict[str, Any]:
 
 
 async def close_finished_routes(change: CourierChange, route_ids: set[str]) -> None:
-    """Routes with no stop left to do end: completed if any stop was, else cancelled."""
+    """Routes with no stop left to do end (the rules: `stop_rules.close_route`)."""
     if not route_ids:
         return
-    closed = await change.conn.fetch(
-        """UPDATE routes r SET closed_at = $2, updated_at = $2,
-               state = CASE WHEN EXISTS (SELECT 1 FROM stops s
-                                         WHERE s.route_id = r.id AND s.state = 'completed')
-                            THEN 'completed' ELSE 'cancelled' END
-           WHERE r.id = ANY ($1::text[]) AND r.state = ANY ($3::text[])
-             AND NOT EXISTS (SELECT 1 FROM stops s WHERE s.route_id = r.id AND s.state = ANY ($4::text[]))
-           RETURNING r.id, r.state""",
+    rows = await change.conn.fetch(
+        """SELECT r.id, r.state, array_agg(s.state) AS stop_states FROM routes r
+           JOIN stops s ON s.route_id = r.id WHERE r.id = ANY ($1::text[]) GROUP BY r.id ORDER BY r.id""",
         sorted(route_ids),
-        change.now,
-        LIVE_ROUTES,
-        OPEN_STOPS,
     )
-    for row in closed:
-        if row["state"] == "cancelled":
-            change.cancelled.add(row["id"])
+    for row in rows:
+        states = [StopState(s) for s in row["stop_states"]]
+        decision = stop_rules.close_route(row["id"], RouteState(row["state"]), states, change.now)
+        if decision is None:
+            continue
+        closed = await change.conn.fetchval(
+            """UPDATE routes SET state = $2, closed_at = $3, updated_at = $3
+               WHERE id = $1 AND state = ANY ($4::text[]) RETURNING id""",
+            decision.route_id,
+            decision.to_state.value,
+            decision.at,
+            list(decision.from_states),
+        )
+        assert closed is not None  # we hold the courier's row
+        if decision.to_state == RouteState.CANCELLED:
+            change.cancelled.add(decision.route_id)
 
 
 # --- stop commands -------------------------------------------------------------------------------------
 
+# Where each stop action records its time and its proof.
+_STOP_COLUMNS = {
+    StopAction.ARRIVE: ("arrived_at", "arrival_proof"),
+    StopAction.COMPLETE: ("completed_at", "proof"),
+    StopAction.CANCEL: (None, None),
+}
 
-async def _locked_stop(change: CourierChange, stop_id: str, *, as_shop: bool = False) -> asyncpg.Record:
-    """The stop, once the courier is locked and it is this courier's next stop; else a specific refusal."""
-    conn = change.conn
-    owner = await conn.fetchval(
+
+def limits_of(svc: Services) -> stop_rules.Limits:
+    s = svc.settings
+    return stop_rules.Limits(s.arrival_radius_m, s.proximity_m, s.courier_stale_s)
+
+
+def _fix(fix: Fix | None) -> stop_rules.Fix | None:
+    return (
+        None if fix is None else stop_rules.Fix(fix.point, fix.accuracy, datetime.fromtimestamp(fix.at, UTC))
+    )
+
+
+def stop_view(row: Row) -> stop_rules.StopView:
+    return stop_rules.StopView(
+        row["id"],
+        row["kind"],
+        StopState(row["state"]),
+        RouteState(row["route_state"]),
+        (row["lat"], row["lng"]),
+        row["locked"],
+        row["wrong_codes"],
+    )
+
+
+async def apply_stop(conn: Conn, decision: stop_rules.StopTransition) -> None:
+    """The compare-and-set update of a decided stop change (we hold the courier's row, so it must match). A
+    locked stop may only be cancelled."""
+    at_column, proof_column = _STOP_COLUMNS[decision.action]
+    values: dict[str, Any] = {"state": decision.to_state.value}
+    if at_column is not None:
+        values[at_column] = decision.at
+    if proof_column is not None:
+        values[proof_column] = None if decision.proof is None else decision.proof.value
+    sets = ", ".join(f"{column} = ${n}" for n, column in enumerate(values, start=4))
+    changed = await conn.fetchval(
+        f"""UPDATE stops SET {sets}
+            WHERE id = $1 AND state = ANY ($2::text[]) AND (NOT locked OR $3) RETURNING id""",
+        decision.stop_id,
+        list(decision.from_states),
+        decision.action == StopAction.CANCEL,
+        *values.values(),
+    )
+    assert changed is not None, decision
+
+
+async def _owner(conn: Conn, stop_id: str, courier_id: str | None) -> str:
+    """The courier whose route holds the stop; `courier_id` (None: an admin or a shop) must be it."""
+    owner: str | None = await conn.fetchval(
         "SELECT r.courier_id FROM stops s JOIN routes r ON r.id = s.route_id WHERE s.id = $1", stop_id
     )
     if owner is None:
         raise NotFound(f"no stop {stop_id}", code="stop_not_found")
-    if owner != change.courier_id and not as_shop:
+    if courier_id is not None and owner != courier_id:
         raise Forbidden("that stop is on another courier's route", code="not_your_stop")
+    return owner
+
+
+async def _locked_stop(change: CourierChange, stop_id: str) -> tuple[asyncpg.Record, str | None]:
+    """The stop, once its courier is locked, and the id of the courier's next stop (they go in order)."""
+    conn = change.conn
     await lock_courier(conn, change.courier_id)
     stop = await conn.fetchrow(
         "SELECT s.*, r.state AS route_state FROM stops s JOIN routes r ON r.id = s.route_id WHERE s.id = $1",
         stop_id,
     )
     assert stop is not None
-    if stop["state"] == "completed":
-        raise Conflict("the stop is already completed", code="stop_already_completed")
-    if stop["state"] == "cancelled" or stop["route_state"] not in LIVE_ROUTES:
-        raise Conflict("the stop is no longer on a live route", code="stop_cancelled")
-    if stop["route_state"] == "offered":
-        raise Conflict("accept the route first", code="route_not_accepted")
-    if stop["locked"]:
-        raise Conflict("too many wrong codes: the stop is locked", code="stop_locked")
-    (first, *_) = (await open_stops(conn, [change.courier_id]))[change.courier_id]
-    if first["id"] != stop_id:
-        raise Conflict(
-            "stops complete in order; another stop comes first",
-            code="stop_out_of_order",
-            details={"next_stop_id": first["id"]},
-        )
-    return stop
+    remaining = (await open_stops(conn, [change.courier_id]))[change.courier_id]
+    return stop, remaining[0]["id"] if remaining else None
+
+
+def _actor(courier_id: str | None) -> Actor:
+    return Actor.ADMIN if courier_id is None else Actor.COURIER
 
 
 @retried
-async def arrive(svc: Services, live: LiveLocations, courier_id: str, stop_id: str) -> dict[str, Any]:
+async def arrive(svc: Services, live: LiveLocations, courier_id: str | None, stop_id: str) -> dict[str, Any]:
+    """The courier is at its next stop, as its last trusted position shows; `courier_id` None: an admin says
+    so for the stop's courier, without that proof."""
     now = svc.clock.now()
+    position = None if courier_id is None else await live.position(courier_id)
     async with transaction(svc.pool) as conn:
-        change = CourierChange(conn, svc, live, courier_id, now)
-        stop = await _locked_stop(change, stop_id)
-        if stop["state"] == "arrived":
-            raise Conflict("already arrived at this stop", code="already_arrived")
-        await conn.execute("UPDATE stops SET state = 'arrived', arrived_at = $2 WHERE id = $1", stop_id, now)
+        change = CourierChange(conn, svc, live, await _owner(conn, stop_id, courier_id), now)
+        stop, next_id = await _locked_stop(change, stop_id)
+        fix = _fix(position.trusted if position else None)
+        decision = stop_rules.arrive(stop_view(stop), next_id, now, _actor(courier_id), fix, limits_of(svc))
+        await apply_stop(conn, decision)
         change.touched.add(stop["route_id"])
         events = await change.finish((stop["lat"], stop["lng"]))
         route = (await routes_json(conn, [stop["route_id"]]))[stop["route_id"]]
@@ -367,19 +427,21 @@ async def arrive(svc: Services, live: LiveLocations, courier_id: str, stop_id: s
 
 @retried
 async def complete(
-    svc: Services, live: LiveLocations, courier_id: str, stop_id: str, code: str | None
+    svc: Services, live: LiveLocations, courier_id: str | None, stop_id: str, code: str | None
 ) -> dict[str, Any]:
-    """Pickup: the stop's jobs are picked up. Drop-off: proven by the code, or by the courier at the door."""
+    """Pickup: the stop's jobs are picked up. Drop-off: proven by the code, or by the courier at the door.
+    `courier_id` None: an admin completes the stop for its courier, standing in for every proof."""
     now = svc.clock.now()
-    position = await live.position(courier_id)
-    refusal: DispatchError | None = None
+    position = None if courier_id is None else await live.position(courier_id)
+    refusal: TransitionError | None = None
     async with transaction(svc.pool) as conn:
-        change = CourierChange(conn, svc, live, courier_id, now)
-        stop = await _locked_stop(change, stop_id)
+        change = CourierChange(conn, svc, live, await _owner(conn, stop_id, courier_id), now)
+        stop, next_id = await _locked_stop(change, stop_id)
         if stop["kind"] == "pickup":
-            await _pick_up(change, stop, set(stop["job_ids"]), "courier")
+            fix = _fix(position.trusted if position else None)
+            await _pick_up(change, stop, next_id, _actor(courier_id), fix=fix)
         else:
-            refusal = await _deliver(change, stop, code, position)
+            refusal = await _deliver(change, stop, next_id, _actor(courier_id), code, position)
         events = [] if refusal else await change.finish((stop["lat"], stop["lng"]))
         route = (await routes_json(conn, [stop["route_id"]]))[stop["route_id"]]
     if refusal is not None:
@@ -402,8 +464,10 @@ async def lock_jobs(
 
 
 async def _transition(conn: Conn, decision: job_rules.JobTransition) -> asyncpg.Record:
+    stamp = "ready_at = $3, " if decision.action == job_rules.JobAction.READY else ""
     row = await conn.fetchrow(
-        "UPDATE jobs SET state = $2, updated_at = $3 WHERE id = $1 AND state = ANY ($4::text[]) RETURNING *",
+        f"""UPDATE jobs SET {stamp}state = $2, updated_at = $3
+            WHERE id = $1 AND state = ANY ($4::text[]) RETURNING *""",
         decision.job_id,
         decision.to_state.value,
         decision.at,
@@ -413,26 +477,71 @@ async def _transition(conn: Conn, decision: job_rules.JobTransition) -> asyncpg.
     return row
 
 
-async def _pick_up(change: CourierChange, stop: asyncpg.Record, job_ids: set[str], proof: str) -> None:
+# The shop's event for each job step a stop makes (delivered: the resident is told, through the order).
+_SHOP_EVENTS = {
+    job_rules.JobAction.READY: "job.ready",
+    job_rules.JobAction.PICK_UP: "job.picked_up",
+    job_rules.JobAction.COLLECT: "job.collected",
+}
+
+
+async def apply_jobs(
+    conn: Conn,
+    orders: dict[str, asyncpg.Record],
+    decisions: Sequence[job_rules.JobTransition],
+    now: datetime,
+) -> tuple[list[NewEvent], dict[str, asyncpg.Record]]:
+    """Apply job steps in order, each with its shop's event, and each order's update after each kind of step
+    (a hand-over's ``ready`` reaches the resident before its ``picked_up``). Returns the events and the
+    orders as they end."""
+    events: list[NewEvent] = []
+    for action in dict.fromkeys(d.action for d in decisions):  # in order of first appearance
+        changed: set[str] = set()
+        for decision in (d for d in decisions if d.action == action):
+            row = await _transition(conn, decision)
+            changed.add(row["order_id"])
+            if action in _SHOP_EVENTS:
+                events.append(
+                    NewEvent(
+                        row["shop_id"], _SHOP_EVENTS[action], shop_job_json(row, orders[row["order_id"]])
+                    )
+                )
+        for order_id in sorted(changed):
+            order, order_jobs = await refresh_order(conn, orders[order_id], now)
+            orders[order_id] = order
+            body = order_json(order, order_jobs)
+            events.append(NewEvent(order["resident_id"], "order.updated", body))
+            if order["fulfilment"] == "pickup" and order["state"] == "ready":
+                events.append(NewEvent(order["resident_id"], "order.ready_for_pickup", body))
+    return events, orders
+
+
+async def _pick_up(
+    change: CourierChange,
+    stop: asyncpg.Record,
+    next_id: str | None,
+    actor: Actor,
+    *,
+    fix: stop_rules.Fix | None = None,
+    handed_over: str | None = None,
+) -> None:
     conn, now = change.conn, change.now
     orders, jobs = await lock_jobs(conn, stop["job_ids"])
-    picked: dict[str, list[asyncpg.Record]] = {}
-    for job in jobs:
-        if job["id"] in job_ids and job["state"] in ("accepted", "ready"):
-            row = await _transition(conn, job_rules.mark_picked_up(core_job(job), now))
-            order = orders[row["order_id"]]
-            change.events.append(NewEvent(row["shop_id"], "job.picked_up", shop_job_json(row, order)))
-            picked.setdefault(row["order_id"], []).append(row)
-    if not picked:
-        raise Conflict("nothing left to pick up here", code="nothing_to_pick_up")
-    waiting = [j for j in jobs if j["id"] not in job_ids and j["state"] in ("accepted", "ready")]
-    if not waiting:
-        await conn.execute(
-            "UPDATE stops SET state = 'completed', completed_at = $2, proof = $3 WHERE id = $1",
-            stop["id"],
-            now,
-            proof,
-        )
+    mine = [j for j in jobs if j["route_id"] == stop["route_id"]]
+    decision = stop_rules.pick_up(
+        stop_view(stop),
+        next_id,
+        [core_job(j) for j in mine],
+        now,
+        actor,
+        fix=fix,
+        limits=limits_of(change.svc),
+        handed_over=handed_over,
+    )
+    events, orders = await apply_jobs(conn, orders, decision.jobs, now)
+    change.events += events
+    if decision.stop is not None:
+        await apply_stop(conn, decision.stop)
         change.revokes.append((change.courier_id, stop["id"]))
     change.touched.add(stop["route_id"])
     drops = {
@@ -440,90 +549,57 @@ async def _pick_up(change: CourierChange, stop: asyncpg.Record, job_ids: set[str
         for r in (await open_stops(conn, [change.courier_id]))[change.courier_id]
         if r["kind"] == "dropoff"
     }
-    for order_id in sorted(picked):
-        order, order_jobs = await refresh_order(conn, orders[order_id], now)
-        change.events.append(NewEvent(order["resident_id"], "order.updated", order_json(order, order_jobs)))
+    picked = {d.job_id for d in decision.jobs if d.action == job_rules.JobAction.PICK_UP}
+    for order_id in sorted({j["order_id"] for j in mine if j["id"] in picked}):
         drop = drops.get(order_id)
         if drop is not None:  # from the pickup of their order, the resident sees the courier coming
-            change.grants.append(
-                Grant(change.courier_id, drop["id"], order["resident_id"], {"order_id": order_id})
-            )
+            resident = orders[order_id]["resident_id"]
+            change.grants.append(Grant(change.courier_id, drop["id"], resident, {"order_id": order_id}))
 
 
 async def _deliver(
-    change: CourierChange, stop: asyncpg.Record, code: str | None, position: Position | None
-) -> DispatchError | None:
+    change: CourierChange,
+    stop: asyncpg.Record,
+    next_id: str | None,
+    actor: Actor,
+    code: str | None,
+    position: Position | None,
+) -> TransitionError | None:
     """Hand the order over, or return the refusal to raise after commit (a wrong code is counted)."""
     conn, now = change.conn, change.now
     orders, jobs = await lock_jobs(conn, stop["job_ids"])
     order = orders[stop["order_id"]]
-    proof = _proof(change, stop, order, code, position)
-    if proof is None:
-        row = await conn.fetchrow(
-            """UPDATE stops SET wrong_codes = wrong_codes + 1, locked = wrong_codes + 1 >= $2
-               WHERE id = $1 RETURNING wrong_codes, locked""",
-            stop["id"],
-            MAX_WRONG_CODES,
-        )
-        assert row is not None
-        if row["locked"]:
-            return Conflict("too many wrong codes: the stop is locked", code="stop_locked")
-        left = MAX_WRONG_CODES - row["wrong_codes"]
-        return Conflict("that is not the order's code", code="wrong_code", details={"attempts_left": left})
-    delivered = [
-        await _transition(conn, job_rules.mark_delivered(core_job(job), now))
-        for job in jobs
-        if job["state"] == "picked_up"
-    ]
-    if not delivered:
-        raise Conflict("nothing on board for this drop-off", code="nothing_to_deliver")
-    await conn.execute(
-        "UPDATE stops SET state = 'completed', completed_at = $2, proof = $3 WHERE id = $1",
-        stop["id"],
-        now,
-        proof,
+    evidence = stop_rules.DoorEvidence(
+        code,
+        order["delivery_code"],
+        order["allow_proximity"],
+        latest=_fix(position.latest if position else None),
+        latest_flagged=position is not None and position.flagged,
     )
+    mine = [core_job(j) for j in jobs if j["route_id"] == stop["route_id"]]
+    outcome = stop_rules.drop_off(stop_view(stop), next_id, mine, now, actor, evidence, limits_of(change.svc))
+    if isinstance(outcome, stop_rules.WrongCode):
+        counted = await conn.fetchval(
+            "UPDATE stops SET wrong_codes = $2, locked = $3 WHERE id = $1 AND wrong_codes = $4 RETURNING id",
+            outcome.stop_id,
+            outcome.wrong_codes,
+            outcome.locked,
+            outcome.counted_from,
+        )
+        assert counted is not None  # we hold the courier's row
+        return outcome.refusal()
+    events, _ = await apply_jobs(conn, orders, outcome.jobs, now)
+    change.events += events
+    await apply_stop(conn, outcome.stop)
     change.touched.add(stop["route_id"])
-    order, order_jobs = await refresh_order(conn, order, now)
-    change.events.append(NewEvent(order["resident_id"], "order.updated", order_json(order, order_jobs)))
     change.revokes.append((change.courier_id, stop["id"]))  # at delivery, sharing ends at once
     return None
 
 
-def _proof(
-    change: CourierChange,
-    stop: asyncpg.Record,
-    order: asyncpg.Record,
-    code: str | None,
-    position: Position | None,
-) -> str | None:
-    """'code' or 'proximity'; None for a wrong code; raises when no proof was offered at all."""
-    if code is not None:
-        expected = order["delivery_code"] or ""
-        return "code" if hmac.compare_digest(code.encode(), expected.encode()) and expected else None
-    if not order["allow_proximity"]:
-        raise Conflict("this drop-off needs the resident's code", code="code_required")
-    settings = change.svc.settings
-    if position is None or position.flagged or position.stale(change.now, settings.courier_stale_s):
-        raise Conflict("no recent trusted position proves you are at the door", code="proximity_not_proven")
-    fix = position.latest
-    distance = haversine_m(fix.lat, fix.lng, stop["lat"], stop["lng"])
-    if distance > settings.proximity_m or fix.accuracy > settings.proximity_m:
-        raise Conflict(
-            "your position does not prove you are at the door",
-            code="proximity_not_proven",
-            details={
-                "distance_m": round(distance, 1),
-                "accuracy_m": fix.accuracy,
-                "limit_m": settings.proximity_m,
-            },
-        )
-    return "proximity"
-
-
 @retried
 async def hand_over(svc: Services, live: LiveLocations, shop_id: str, job_id: str) -> dict[str, Any]:
-    """The shop confirms the goods left: to the resident (pickup orders), or to the courier."""
+    """The shop confirms the goods left: to the resident (pickup orders), or to the courier. Goods the shop
+    had not marked ready are marked ready first."""
     job = await svc.pool.fetchrow(
         "SELECT j.*, o.fulfilment, r.courier_id FROM jobs j JOIN orders o ON o.id = j.order_id "
         "LEFT JOIN routes r ON r.id = j.route_id WHERE j.id = $1",
@@ -532,7 +608,7 @@ async def hand_over(svc: Services, live: LiveLocations, shop_id: str, job_id: st
     if job is None or job["shop_id"] != shop_id:
         raise NotFound(f"no job {job_id}", code="job_not_found")
     if job["fulfilment"] == "pickup":
-        return await _collected(svc, job_id)
+        return await _collected(svc, shop_id, job_id)
     if job["courier_id"] is None:
         raise Conflict("no courier has this job yet", code="no_courier_yet")
     now = svc.clock.now()
@@ -543,8 +619,8 @@ async def hand_over(svc: Services, live: LiveLocations, shop_id: str, job_id: st
             job["route_id"],
             job_id,
         )
-        stop = await _locked_stop(change, stop_id, as_shop=True)
-        await _pick_up(change, stop, {job_id}, "shop")
+        stop, next_id = await _locked_stop(change, stop_id)
+        await _pick_up(change, stop, next_id, Actor.SHOP, handed_over=job_id)
         events = await change.finish(None)
         row = await conn.fetchrow("SELECT * FROM jobs WHERE id = $1", job_id)
         order = await conn.fetchrow("SELECT * FROM orders WHERE id = $1", job["order_id"])
@@ -553,27 +629,68 @@ async def hand_over(svc: Services, live: LiveLocations, shop_id: str, job_id: st
     return shop_job_json(row, order)
 
 
-async def _collected(svc: Services, job_id: str) -> dict[str, Any]:
-    """A pickup order: the resident collected the goods (picked up counts as delivered)."""
+async def _collected(svc: Services, shop_id: str, job_id: str) -> dict[str, Any]:
+    """A pickup order: the resident collected the goods, which delivers them."""
     now = svc.clock.now()
     async with transaction(svc.pool) as conn:
         orders, (job,) = await lock_jobs(conn, [job_id])
-        try:
-            decision = job_rules.mark_picked_up(core_job(job), now)
-        except TransitionError as exc:
-            raise Conflict(exc.message, code=exc.code) from None
-        row = await _transition(conn, decision)
-        order, jobs = await refresh_order(conn, orders[row["order_id"]], now)
-        events = await append_events(
-            conn,
-            [
-                NewEvent(row["shop_id"], "job.picked_up", shop_job_json(row, order)),
-                NewEvent(order["resident_id"], "order.updated", order_json(order, jobs)),
-            ],
-            now,
-        )
+        order = orders[job["order_id"]]
+        steps = job_rules.hand_over(core_job(job), shop_id, now, job_rules.Fulfilment(order["fulfilment"]))
+        new_events, orders = await apply_jobs(conn, orders, steps, now)
+        events = await append_events(conn, new_events, now)
+        row = await conn.fetchrow("SELECT * FROM jobs WHERE id = $1", job_id)
     await svc.publish(events)
-    return shop_job_json(row, order)
+    assert row is not None
+    return shop_job_json(row, orders[row["order_id"]])
+
+
+async def settle_stops(change: CourierChange, stops: Sequence[Row]) -> None:
+    """Open stops some of whose jobs went away (cancelled, or given back: off this route) keep what is left,
+    or end (`stop_rules.settle`). The caller holds the courier's row."""
+    if not stops:
+        return
+    rows = await change.conn.fetch(
+        "SELECT id, state, route_id, lines FROM jobs WHERE id = ANY ($1::text[])",
+        sorted({j for s in stops for j in s["job_ids"]}),
+    )
+    jobs = {r["id"]: r for r in rows}
+    for stop in stops:
+        mine = {
+            j: JobState(jobs[j]["state"]) for j in stop["job_ids"] if jobs[j]["route_id"] == stop["route_id"]
+        }
+        settlement = stop_rules.settle(stop["kind"], mine)
+        decision = stop_rules.settled(stop["id"], StopState(stop["state"]), settlement, change.now)
+        if decision is not None:
+            await apply_stop(change.conn, decision)
+            change.revokes.append((change.courier_id, stop["id"]))
+        elif set(settlement.job_ids) != set(stop["job_ids"]):
+            await change.conn.execute(
+                "UPDATE stops SET job_ids = $2, items = $3 WHERE id = $1",
+                stop["id"],
+                list(settlement.job_ids),
+                sum(items_of(jobs[j]["lines"]) for j in settlement.job_ids),
+            )
+        else:
+            continue
+        change.touched.add(stop["route_id"])
+
+
+async def courier_open_stops(
+    conn: Conn, courier_id: str, job_ids: Iterable[str] | None = None
+) -> list[asyncpg.Record]:
+    """The courier's open stops on its live routes (those holding any of `job_ids`, if given)."""
+    return list(
+        await conn.fetch(
+            """SELECT s.* FROM stops s JOIN routes r ON r.id = s.route_id
+               WHERE r.courier_id = $1 AND r.state = ANY ($2::text[]) AND s.state = ANY ($3::text[])
+                 AND ($4::text[] IS NULL OR s.job_ids && $4::text[])
+               ORDER BY r.ordinal, s.seq""",
+            courier_id,
+            list(LIVE_ROUTES),
+            list(OPEN_STOPS),
+            None if job_ids is None else sorted(job_ids),
+        )
+    )
 
 
 @retried

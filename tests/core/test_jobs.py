@@ -20,12 +20,17 @@ from dispatch.core.jobs import (
     allowed_actions,
     can_transition,
     cancel,
+    collect,
     derive_order_state,
     expire,
+    hand_over,
+    initial_state,
     mark_delivered,
     mark_picked_up,
     mark_ready,
     mark_unfulfilled,
+    order_summary,
+    order_total,
     reject,
 )
 
@@ -49,6 +54,7 @@ ACTIONS: dict[JobAction, Callable[[Job], JobTransition]] = {
     JobAction.DELIVER: lambda j: mark_delivered(j, NOW),
     JobAction.CANCEL: lambda j: cancel(j, NOW),
     JobAction.MARK_UNFULFILLED: lambda j: mark_unfulfilled(j, NOW),
+    JobAction.COLLECT: lambda j: collect(j, NOW),
 }
 
 
@@ -92,8 +98,21 @@ EXPECTED: dict[JobAction, dict[JobState, str | None]] = {
         S.CANCELLED: "job_not_accepted",
         S.UNFULFILLED: "job_not_accepted",
     },
+    # Goods leave the shop once ready, whoever takes them.
     JobAction.PICK_UP: every_state("job_not_accepted")
-    | {S.ACCEPTED: None, S.READY: None, S.PICKED_UP: "already_picked_up", S.DELIVERED: "already_picked_up"},
+    | {
+        S.ACCEPTED: "job_not_ready",
+        S.READY: None,
+        S.PICKED_UP: "already_picked_up",
+        S.DELIVERED: "already_picked_up",
+    },
+    JobAction.COLLECT: every_state("job_not_accepted")
+    | {
+        S.ACCEPTED: "job_not_ready",
+        S.READY: None,
+        S.PICKED_UP: "already_picked_up",
+        S.DELIVERED: "already_picked_up",
+    },
     JobAction.DELIVER: every_state("job_not_picked_up")
     | {S.PICKED_UP: None, S.DELIVERED: "already_delivered"},
     JobAction.CANCEL: {
@@ -144,9 +163,9 @@ def test_can_transition_is_derived_from_the_table() -> None:
         (S.OFFERED, S.EXPIRED),
         (S.OFFERED, S.CANCELLED),
         (S.ACCEPTED, S.READY),
-        (S.ACCEPTED, S.PICKED_UP),
         (S.ACCEPTED, S.CANCELLED),
         (S.READY, S.PICKED_UP),
+        (S.READY, S.DELIVERED),
         (S.READY, S.CANCELLED),
         (S.PICKED_UP, S.DELIVERED),
         (S.REJECTED, S.UNFULFILLED),
@@ -278,7 +297,7 @@ DERIVATION = [
     # rule 4: every live job delivered
     ([S.DELIVERED, S.DELIVERED], D, OS.DELIVERED),
     ([S.DELIVERED, S.UNFULFILLED, S.REJECTED], D, OS.DELIVERED),
-    ([S.PICKED_UP, S.DELIVERED], P, OS.DELIVERED),  # collected by the resident
+    ([S.DELIVERED, S.DELIVERED], P, OS.DELIVERED),  # collected by the resident
     # rule 5: something picked up or delivered (delivery)
     ([S.PICKED_UP, S.ACCEPTED], D, OS.IN_DELIVERY),
     ([S.DELIVERED, S.READY], D, OS.IN_DELIVERY),
@@ -288,7 +307,7 @@ DERIVATION = [
     ([S.ACCEPTED, S.UNFULFILLED], D, OS.PARTIALLY_UNFULFILLED),
     ([S.OFFERED, S.UNFULFILLED], D, OS.PARTIALLY_UNFULFILLED),
     ([S.READY, S.CANCELLED], D, OS.PARTIALLY_UNFULFILLED),
-    ([S.PICKED_UP, S.READY, S.UNFULFILLED], P, OS.PARTIALLY_UNFULFILLED),
+    ([S.DELIVERED, S.READY, S.UNFULFILLED], P, OS.PARTIALLY_UNFULFILLED),
     # rule 7: some offer pending
     ([S.OFFERED], D, OS.PLACED),
     ([S.OFFERED, S.ACCEPTED, S.REJECTED], D, OS.PLACED),
@@ -296,10 +315,10 @@ DERIVATION = [
     # rule 8: all ready (or, for pickup, collected)
     ([S.READY, S.READY], D, OS.READY),
     ([S.READY, S.EXPIRED], D, OS.READY),
-    ([S.READY, S.PICKED_UP], P, OS.READY),
+    ([S.READY, S.DELIVERED], P, OS.READY),
     # rule 9: some ready
     ([S.READY, S.ACCEPTED], D, OS.PREPARING),
-    ([S.PICKED_UP, S.ACCEPTED], P, OS.PREPARING),
+    ([S.DELIVERED, S.ACCEPTED], P, OS.PREPARING),
     # rule 10: all accepted
     ([S.ACCEPTED], D, OS.ACCEPTED),
     ([S.ACCEPTED, S.ACCEPTED, S.REJECTED, S.EXPIRED], P, OS.ACCEPTED),
@@ -344,3 +363,56 @@ def test_answer_to_an_expired_then_unfulfilled_offer_is_offer_expired() -> None:
         with pytest.raises(TransitionError) as err:
             act()
         assert err.value.code == "offer_expired"
+
+
+# --- hand-over, initial state, total ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fulfilment", list(Fulfilment))
+def test_a_hand_over_of_goods_not_marked_ready_marks_them_ready_first(fulfilment: Fulfilment) -> None:
+    steps = hand_over(job(S.ACCEPTED), "shop-1", NOW, fulfilment)
+    last = JobAction.COLLECT if fulfilment == Fulfilment.PICKUP else JobAction.PICK_UP
+    assert [(d.action, d.to_state) for d in steps] == [
+        (JobAction.READY, S.READY),
+        (last, TRANSITIONS[last].to_state),
+    ]
+    assert [d.action for d in hand_over(job(S.READY), "shop-1", NOW, fulfilment)] == [last]
+
+
+def test_a_collected_pickup_order_and_its_job_agree() -> None:
+    (step,) = hand_over(job(S.READY), "shop-1", NOW, Fulfilment.PICKUP)
+    assert step.to_state == S.DELIVERED
+    assert derive_order_state([step.to_state], Fulfilment.PICKUP) == OS.DELIVERED
+
+
+@pytest.mark.parametrize(
+    ("state", "code"),
+    [(S.PICKED_UP, "already_picked_up"), (S.DELIVERED, "already_picked_up"), (S.OFFERED, "job_not_accepted")],
+)
+def test_a_hand_over_is_refused_like_a_pickup(state: JobState, code: str) -> None:
+    with pytest.raises(TransitionError) as caught:
+        hand_over(job(state), "shop-1", NOW, Fulfilment.DELIVERY)
+    assert caught.value.code == code
+
+
+def test_only_the_holder_hands_over() -> None:
+    with pytest.raises(TransitionError) as caught:
+        hand_over(job(S.READY), "shop-2", NOW, Fulfilment.DELIVERY)
+    assert caught.value.code == "not_job_holder"
+
+
+def test_initial_state_offers_unless_the_shop_auto_accepts() -> None:
+    assert initial_state(False) == S.OFFERED
+    assert initial_state(True) == S.ACCEPTED
+
+
+def test_the_total_counts_the_lines_of_live_jobs_only() -> None:
+    lines = [(2, 150), (1, 300)]  # 600 cents
+    jobs = [(state, lines) for state in S]
+    live = {S.OFFERED, S.ACCEPTED, S.READY, S.PICKED_UP, S.DELIVERED}
+    assert order_total(jobs) == 600 * len(live)
+    assert order_total([(S.CANCELLED, lines), (S.REJECTED, lines)]) == 0
+    assert order_summary([(S.ACCEPTED, lines), (S.UNFULFILLED, [(9, 9)])], D) == (
+        OS.PARTIALLY_UNFULFILLED,
+        600,
+    )

@@ -115,10 +115,12 @@ class Trip:
         return stop
 
 
-NEAR_SHOP = (DOOR[0] + 0.0025, DOOR[1])
+SHOP_AT = (DOOR[0] + 0.002, DOOR[1])  # where `trip` puts the shop: 222 m north of the door
+NEAR_SHOP = (DOOR[0] + 0.0025, DOOR[1])  # 56 m from the shop, within DISPATCH_ARRIVAL_RADIUS_M
 
 
-async def trip(client: Client, auth: AuthFn, clock: ManualClock) -> Trip:
+async def trip(client: Client, auth: AuthFn, clock: ManualClock, *, ready: bool = True) -> Trip:
+    """`ready`: the shop marks the job ready once it is on the route (a courier collects ready goods only)."""
     admin = auth("admin")
     shop = await add_shop(client, admin, {"bread": 9}, offset_deg=0.002, auto_accept=True, prep_minutes=5)
     resident = await add_resident(client, admin)
@@ -128,6 +130,9 @@ async def trip(client: Client, auth: AuthFn, clock: ManualClock) -> Trip:
     assert (await dispatch(client, clock)).routes == 1
     (route,) = await routes_of(client, auth, courier)
     assert [s["kind"] for s in route["stops"]] == ["pickup", "dropoff"]
+    if ready:
+        r = await client.post(f"/v1/jobs/{order['jobs'][0]['id']}/ready", headers=auth("shop", shop))
+        assert r.status == 200, await r.text()
     return Trip(shop, resident, courier, order, route)
 
 

@@ -220,20 +220,48 @@ async def test_a_round_runs_once_however_often_it_is_asked(
     assert await db.fetchval("SELECT count(*) FROM dispatch_rounds") == 2
 
 
-async def test_cancelled_order_leaves_the_couriers_route_at_the_next_round(
+async def test_cancelled_order_frees_the_couriers_route_at_once(
     client: Client, auth: AuthFn, clock: ManualClock
 ) -> None:
     t = await trip(client, auth, clock)
-    r = await client.post(f"/v1/orders/{t.order['id']}/cancel", headers=auth("resident", t.resident))
-    assert r.status == 200
     async with client.ws_connect("/v1/ws", headers=auth("courier", t.courier)) as ws:
         await recv(ws)
+        r = await client.post(f"/v1/orders/{t.order['id']}/cancel", headers=auth("resident", t.resident))
+        assert r.status == 200
+        cancelled = await recv_event(ws, "route.cancelled")  # no dispatch round in between
+        assert cancelled["data"]["id"] == t.route["id"]
+        assert [s["state"] for s in cancelled["data"]["stops"]] == ["cancelled", "cancelled"]
+        assert await routes_of(client, auth, t.courier) == []
+        # Free for new work: the next round gives the courier the next order.
+        resident = await add_resident(client, auth("admin"))
+        await order(client, auth, resident, bread=1)
         await ping(client, auth, t.courier, NEAR_SHOP, clock.now())
-        await dispatch(client, clock)
-        cancelled = await recv_event(ws, "route.cancelled")
-    assert cancelled["data"]["id"] == t.route["id"]
-    assert [s["state"] for s in cancelled["data"]["stops"]] == ["cancelled", "cancelled"]
-    assert await routes_of(client, auth, t.courier) == []
+        assert (await dispatch(client, clock)).routes == 1
+        assert (await recv_event(ws, "route.offered"))["data"]["stops"][0]["state"] == "pending"
+
+
+async def test_cancelling_one_order_of_a_bundle_keeps_the_rest_of_the_route(
+    client: Client, auth: AuthFn, clock: ManualClock
+) -> None:
+    await two_shops(client, auth)
+    admin = auth("admin")
+    residents = [await add_resident(client, admin) for _ in range(2)]
+    courier = await ready_courier(client, auth, clock, NEAR_A)
+    gone, kept = [await order(client, auth, r, bread=n) for r, n in zip(residents, (1, 2), strict=True)]
+    assert (await dispatch(client, clock)).routes == 1
+    async with client.ws_connect("/v1/ws", headers=auth("courier", courier)) as ws:
+        await recv(ws)
+        r = await client.post(f"/v1/orders/{gone['id']}/cancel", headers=auth("resident", residents[0]))
+        assert r.status == 200
+        updated = (await recv_event(ws, "route.updated"))["data"]
+    pickup, *drops = updated["stops"]
+    assert (pickup["state"], pickup["job_ids"], pickup["items"]) == ("pending", [kept["jobs"][0]["id"]], 2)
+    assert sorted((d["order_id"], d["state"]) for d in drops) == sorted(
+        [(gone["id"], "cancelled"), (kept["id"], "pending")]
+    )
+    (route,) = await routes_of(client, auth, courier)
+    assert route["state"] == "active"
+    assert [s["id"] for s in route["stops"]] == [pickup["id"], *(d["id"] for d in drops)]
 
 
 async def test_bundles_never_exceed_what_a_courier_on_shift_can_carry(

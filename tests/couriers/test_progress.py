@@ -159,21 +159,36 @@ async def test_commands_for_stops_not_on_the_senders_route_change_nothing(
         reply, _ = await command(ws, "stop.arrived", stop_id=t.pickup["id"], extra=1)
         assert reply["error"]["details"][0]["path"] == ["extra"]
     assert await db.fetch("SELECT * FROM stops ORDER BY id") == before
-    assert await order_state(db, t.order["id"]) == ("accepted", ["accepted"])
+    assert await order_state(db, t.order["id"]) == ("ready", ["ready"])
 
 
-async def test_shop_hands_over_to_the_courier(
+async def test_shop_hands_over_to_the_courier_ready_before_picked_up(
     client: Client, auth: AuthFn, clock: ManualClock, db: asyncpg.Connection
 ) -> None:
-    t = await trip(client, auth, clock)
+    t = await trip(client, auth, clock, ready=False)
     job_id = t.order["jobs"][0]["id"]
     intruder = await add_shop(client, auth("admin"), {"eggs": 1}, offset_deg=0.006)
     assert (await post(client, f"/v1/jobs/{job_id}/handover", auth("shop", intruder)))[0] == 404
-    async with client.ws_connect("/v1/ws", headers=auth("shop", t.shop)) as ws:
+    async with (
+        client.ws_connect("/v1/ws", headers=auth("shop", t.shop)) as ws,
+        client.ws_connect("/v1/ws", headers=auth("resident", t.resident)) as res_ws,
+    ):
         await recv(ws)
-        reply, _ = await command(ws, "job.handover", job_id=job_id)
+        await recv(res_ws)
+        reply, seen = await command(ws, "job.handover", job_id=job_id)
         assert reply["ok"] is True, reply
         assert reply["data"]["state"] == "picked_up"
+        # The shop never marked the goods ready: handing them over did, first, on every stream.
+        assert [(m["type"], m["data"]["state"]) for m in seen if "seq" in m] == [
+            ("job.ready", "ready"),
+            ("job.picked_up", "picked_up"),
+        ]
+        resident = [(await recv_event(res_ws, "order.updated"))["data"] for _ in range(2)]
+        assert [(o["state"], o["jobs"][0]["state"]) for o in resident] == [
+            ("ready", "ready"),
+            ("in_delivery", "picked_up"),
+        ]
+    assert await db.fetchval("SELECT ready_at FROM jobs WHERE id = $1", job_id) is not None
     stop = await db.fetchrow("SELECT state, proof FROM stops WHERE id = $1", t.pickup["id"])
     assert stop is not None
     assert (stop["state"], stop["proof"]) == ("completed", "shop")
@@ -181,7 +196,9 @@ async def test_shop_hands_over_to_the_courier(
     assert (status, body["error"]["code"]) == (409, "stop_already_completed")
 
 
-async def test_pickup_order_is_handed_over_to_the_resident(client: Client, auth: AuthFn) -> None:
+async def test_pickup_order_collected_by_the_resident_is_delivered_job_and_order(
+    client: Client, auth: AuthFn, db: asyncpg.Connection
+) -> None:
     admin = auth("admin")
     shop = await add_shop(client, admin, {"bread": 5}, auto_accept=True)
     resident = await add_resident(client, admin)
@@ -190,11 +207,23 @@ async def test_pickup_order_is_handed_over_to_the_resident(client: Client, auth:
     )
     assert status == 201, order
     job_id = order["jobs"][0]["id"]
-    async with client.ws_connect("/v1/ws", headers=auth("resident", resident)) as ws:
+    async with (
+        client.ws_connect("/v1/ws", headers=auth("resident", resident)) as ws,
+        client.ws_connect("/v1/ws", headers=auth("shop", shop)) as shop_ws,
+    ):
         await recv(ws)
+        await recv(shop_ws)
         status, body = await post(client, f"/v1/jobs/{job_id}/handover", auth("shop", shop))
-        assert (status, body["state"]) == (200, "picked_up")
-        assert (await recv_event(ws, "order.updated"))["data"]["state"] == "delivered"
+        assert (status, body["state"]) == (200, "delivered")
+        assert [(await recv(shop_ws))["type"] for _ in range(2)] == ["job.ready", "job.collected"]
+        seen = [await recv(ws) for _ in range(3)]
+        assert [(m["type"], m["data"]["state"]) for m in seen] == [
+            ("order.updated", "ready"),
+            ("order.ready_for_pickup", "ready"),
+            ("order.updated", "delivered"),
+        ]
+        assert seen[-1]["data"]["jobs"][0]["state"] == "delivered"
+    assert await order_state(db, order["id"]) == ("delivered", ["delivered"])
     status, body = await post(client, f"/v1/jobs/{job_id}/handover", auth("shop", shop))
     assert (status, body["error"]["code"]) == (409, "already_picked_up")
 
