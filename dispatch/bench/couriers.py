@@ -21,7 +21,6 @@ import gc
 import math
 import os
 import secrets
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,6 +37,7 @@ import numpy as np
 import orjson
 
 from dispatch.auth import Role, issue_token
+from dispatch.bench.stack import free_port, wait_ready
 from dispatch.migrate import fresh_database
 
 CENTRE = (45.7640, 4.8357)
@@ -381,7 +381,7 @@ async def _live_phase(
     rng = np.random.default_rng(seed + 1)
     _progress(f"live: seeding {couriers} couriers, {followers} of them bringing a resident's order")
     courier_ids, resident_ids, spots = await _seed_live(database_url, redis_url, rng, couriers, followers)
-    ports = [_free_port() for _ in range(servers)]
+    ports = [free_port() for _ in range(servers)]
     logs = [(tmp / f"server{n}.log").open("wb") for n in range(servers)]
     procs = [
         _start_server(database_url, redis_url, secret, port, tmp / f"server{n}", log)
@@ -389,7 +389,7 @@ async def _live_phase(
     ]
     try:
         for port, proc in zip(ports, procs, strict=True):
-            await _wait_ready(port, proc)
+            await asyncio.to_thread(wait_ready, f"http://127.0.0.1:{port}", proc)
         now = datetime.now(UTC)
         tokens = {s: issue_token(secret, Role.COURIER, s, 24 * 3600, now) for s in courier_ids}
         tokens |= {s: issue_token(secret, Role.RESIDENT, s, 24 * 3600, now) for s in resident_ids}
@@ -504,29 +504,6 @@ def _start_server(
     return subprocess.Popen(
         [*command, "--data-dir", str(data_dir)], env=env, stdout=log, stderr=subprocess.STDOUT
     )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-async def _wait_ready(port: int, server: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 60
-    async with aiohttp.ClientSession() as http:
-        while time.monotonic() < deadline:
-            if server.poll() is not None:
-                raise RuntimeError(f"the server exited with {server.returncode}")
-            try:
-                async with http.get(f"http://127.0.0.1:{port}/readyz") as r:
-                    if r.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.2)
-    raise RuntimeError("the server did not become ready within 60 s")
 
 
 async def _drive(

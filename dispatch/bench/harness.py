@@ -9,12 +9,9 @@ import math
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,6 +20,7 @@ from pathlib import Path
 import asyncpg
 
 from dispatch.auth import Role, issue_token
+from dispatch.bench.stack import free_port, wait_ready
 from dispatch.config import Settings
 from dispatch.db import connect
 from dispatch.embedded import start_embedded
@@ -154,13 +152,6 @@ class ServerProcess:
                 self.proc.kill()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @contextlib.contextmanager
 def server_process(stack: Stack, profile: str | None = None, **env: str) -> Iterator[ServerProcess]:
     """The real server (`dispatch serve`) in its own process, so client and server are measured apart."""
@@ -191,40 +182,10 @@ def server_process(stack: Stack, profile: str | None = None, **env: str) -> Iter
         proc = subprocess.Popen(cmd, env=environment, stdout=log, stderr=subprocess.STDOUT)
     server = ServerProcess(f"http://127.0.0.1:{port}", proc, log_path)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError("server exited:\n" + log_path.read_text()[-2000:])
-            try:
-                with urllib.request.urlopen(server.url + "/readyz", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("server not ready in 60 s")
-            time.sleep(0.1)
+        try:
+            wait_ready(server.url, proc)
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}:\n" + log_path.read_text()[-2000:]) from None
         yield server
     finally:
         server.stop()
-
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * q
-    lo, hi = math.floor(k), math.ceil(k)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
-
-
-def summary_ms(values_s: Sequence[float]) -> dict[str, float | None]:
-    def ms(v: float | None) -> float | None:
-        return None if v is None else round(v * 1000, 2)
-
-    return {
-        "count": len(values_s),
-        "p50_ms": ms(percentile(values_s, 0.5)),
-        "p99_ms": ms(percentile(values_s, 0.99)),
-        "max_ms": ms(max(values_s) if values_s else None),
-    }

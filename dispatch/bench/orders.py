@@ -28,9 +28,9 @@ from dispatch.bench.harness import (
     seed_people,
     seed_shops,
     server_process,
-    summary_ms,
     token,
 )
+from dispatch.bench.stack import summary_ms
 
 SKUS = ("milk", "bread", "eggs", "apples")
 # Statements in one order placement: candidates (2), order, stock, jobs, jobs read, order update, events (2).

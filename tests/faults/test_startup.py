@@ -18,8 +18,7 @@ import orjson
 import pytest
 
 from dispatch.bench.faults import NODE_ENV
-from dispatch.bench.harness import free_port
-from dispatch.bench.stack import ManagedPostgres, ManagedRedis, Node
+from dispatch.bench.stack import ManagedPostgres, ManagedRedis, Node, free_port
 from dispatch.migrate import recreate_database
 
 pytestmark = pytest.mark.slow

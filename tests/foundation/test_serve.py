@@ -6,24 +6,18 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 
+from dispatch.bench.stack import free_port as _free_port
+from dispatch.bench.stack import wait_ready
+
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _start(data_dir: Path, port: int) -> subprocess.Popen[str]:
@@ -59,19 +53,13 @@ def _get(port: int, path: str, token: str | None = None) -> tuple[int, dict[str,
 
 
 def _wait_ready(proc: subprocess.Popen[str], port: int, timeout: float = 30.0) -> float:
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if proc.poll() is not None:
-            out = proc.stdout.read() if proc.stdout else ""
-            raise AssertionError(f"server exited with {proc.returncode}:\n{out}")
-        try:
-            if _get(port, "/readyz")[0] == 200:
-                return time.monotonic() - started
-        except OSError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise AssertionError("server not ready within 30 s")
+    try:
+        return wait_ready(f"http://127.0.0.1:{port}", proc, timeout)
+    except RuntimeError as exc:
+        if proc.poll() is None:
+            proc.kill()
+        out = proc.stdout.read() if proc.stdout else ""
+        raise AssertionError(f"{exc}:\n{out}") from None
 
 
 def _stop(proc: subprocess.Popen[str]) -> str:

@@ -13,27 +13,21 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 
+from dispatch.bench.stack import free_port as _free_port
+from dispatch.bench.stack import wait_ready
+
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 MIGRATIONS = sorted(p.name for p in (ROOT / "migrations").glob("*.sql"))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _env() -> dict[str, str]:
@@ -95,16 +89,10 @@ def _get(port: int, path: str, token: str | None = None) -> tuple[int, object]:
 
 
 def _wait_ready(proc: subprocess.Popen[str], port: int, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"server exited with {proc.returncode}"
-        try:
-            if _get(port, "/readyz")[0] == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"/readyz not 200 within {timeout:g} s")
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", proc, timeout)
+    except RuntimeError as exc:
+        raise AssertionError(str(exc)) from None
 
 
 def test_wheel_installed_elsewhere_says_which_extra_is_missing_then_migrates_and_serves(

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.foundation.test_serve import _free_port, _stop, _wait_ready
+from dispatch.bench.stack import free_port as _free_port
+from tests.foundation.test_serve import _stop, _wait_ready
 
 pytestmark = pytest.mark.slow
 
