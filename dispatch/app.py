@@ -33,6 +33,7 @@ from dispatch.api.keys import (
     START_IN_BACKGROUND,
     STARTUP,
     WEBSOCKETS,
+    ZONE_WORKERS,
     ZONES,
 )
 from dispatch.api.metrics import Metrics
@@ -43,6 +44,7 @@ from dispatch.config import Settings
 from dispatch.db import create_pool
 from dispatch.errors import DispatchError, StartupError
 from dispatch.logs import Throttle
+from dispatch.looplag import watch_loop_lag
 from dispatch.migrate import migrate
 from dispatch.outbox import events_after
 from dispatch.redis_link import open_redis
@@ -72,6 +74,7 @@ ROUTE_TABLES: list[RouteTable] = [
 async def _node(app: web.Application) -> AsyncIterator[None]:
     """Everything the node owns, started in order by `_start` and closed in reverse."""
     async with contextlib.AsyncExitStack() as stack:
+        _background(stack, watch_loop_lag(app[METRICS].loop_lag.set), "loop-lag")
         starting = asyncio.create_task(_start(app, stack), name="startup")
         if not app[START_IN_BACKGROUND]:
             await starting  # library use and tests: serve only once ready, raising what failed
@@ -108,6 +111,11 @@ async def _start_steps(
     app: web.Application, stack: contextlib.AsyncExitStack, deadline: Deadline, state: StartupState
 ) -> None:
     settings = app[SETTINGS]
+    # Zone covering runs in worker processes; they start while the dependencies are awaited.
+    workers = zones.zone_workers(settings)
+    stack.push_async_callback(workers.close)
+    app[ZONE_WORKERS] = workers
+    _background(stack, workers.start(), "zone-workers")
 
     async def open_pool() -> asyncpg.Pool:
         return await create_pool(app[DATABASE_URL], settings.db_pool_min, settings.db_pool_max)

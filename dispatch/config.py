@@ -93,9 +93,20 @@ class Settings:
     # Every this many seconds each node compares its connections with the outbox and backfills any gap.
     catchup_s: float = 2.0
     token_ttl_s: int = 24 * 3600
+    # The longest token lifetime accepted (exp - iat, and exp - now), and the longest `dispatch token` issues.
+    token_max_ttl_s: int = 30 * 24 * 3600
+    # Hostile clients: a request's headers must arrive within header_timeout_s of its first byte (or of the
+    # connection), its body within body_timeout_s; past max_connections new connections get a 503.
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    max_connections: int = 10_000
     h3_resolution: int = 9
     zone_max_area_km2: float = 50.0
     zone_max_vertices: int = 2000
+    # Cells of one zone's cover (bounds the CPU a zone change costs), and the processes covering zones.
+    zone_max_cells: int = 10_000
+    zone_workers: int = 1
+    zone_queue: int = 8  # zone changes waiting for a worker beyond the running ones; more get 503
     speed_m_per_min: float = 250.0
     detour_factor: float = 1.3
     offer_timeout_s: float = 45.0
@@ -148,9 +159,16 @@ class Settings:
             startup_timeout_s=_float(env, "DISPATCH_STARTUP_TIMEOUT", defaults.startup_timeout_s, 1.0),
             catchup_s=_float(env, "DISPATCH_CATCHUP_S", defaults.catchup_s, 0.1),
             token_ttl_s=_int(env, "DISPATCH_TOKEN_TTL", defaults.token_ttl_s, 1),
+            token_max_ttl_s=_int(env, "DISPATCH_TOKEN_MAX_TTL", defaults.token_max_ttl_s, 1),
+            header_timeout_s=_float(env, "DISPATCH_HEADER_TIMEOUT", defaults.header_timeout_s, 0.1),
+            body_timeout_s=_float(env, "DISPATCH_BODY_TIMEOUT", defaults.body_timeout_s, 0.1),
+            max_connections=_int(env, "DISPATCH_MAX_CONNECTIONS", defaults.max_connections, 1),
             h3_resolution=_int(env, "DISPATCH_H3_RESOLUTION", defaults.h3_resolution, 0),
             zone_max_area_km2=_float(env, "DISPATCH_ZONE_MAX_AREA_KM2", defaults.zone_max_area_km2),
             zone_max_vertices=_int(env, "DISPATCH_ZONE_MAX_VERTICES", defaults.zone_max_vertices, 4),
+            zone_max_cells=_int(env, "DISPATCH_ZONE_MAX_CELLS", defaults.zone_max_cells, 1),
+            zone_workers=_int(env, "DISPATCH_ZONE_WORKERS", defaults.zone_workers, 1),
+            zone_queue=_int(env, "DISPATCH_ZONE_QUEUE", defaults.zone_queue, 0),
             speed_m_per_min=_float(env, "DISPATCH_SPEED_M_PER_MIN", defaults.speed_m_per_min, 1.0),
             detour_factor=_float(env, "DISPATCH_DETOUR_FACTOR", defaults.detour_factor, 1.0),
             offer_timeout_s=_float(env, "DISPATCH_OFFER_TIMEOUT", defaults.offer_timeout_s, 1.0),

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dispatch.api.auth import principal
 from dispatch.api.json import json_response, parse_body
-from dispatch.api.keys import CLOCK, POOL, SETTINGS
+from dispatch.api.keys import CLOCK, POOL, SETTINGS, ZONE_WORKERS
 from dispatch.api.params import path_id, query_int
 from dispatch.api.routing import RouteTable
 from dispatch.api.zones import zone_changed
@@ -88,7 +88,9 @@ async def create_shop(request: web.Request) -> web.Response:
     body = await parse_body(request, ShopIn)
     fields = body.model_dump(exclude={"zone"})
     fields["opening_hours"] = validated_hours(body.opening_hours)
-    zone = zones.prepare(body.zone, body.lat, body.lng, request.app[SETTINGS])
+    zone = await zones.prepare_off_loop(
+        request.app[ZONE_WORKERS], body.zone, body.lat, body.lng, request.app[SETTINGS]
+    )
     shop = await shops.create(request.app[POOL], fields, zone, request.app[CLOCK].now())
     await zone_changed(request, shop["id"])
     return json_response(shop, status=201)

@@ -14,6 +14,7 @@ from dispatch.config import Settings
 from dispatch.services.context import Services
 from dispatch.services.zone_directory import ZoneDirectory
 from dispatch.startup import StartupState
+from dispatch.workers import ProcessWorkers
 from websocket.fanout import Fanout
 from websocket.hub import Hub
 
@@ -31,6 +32,7 @@ METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 WEBSOCKETS = web.AppKey("websockets", set[web.WebSocketResponse])
 HUB = web.AppKey("hub", Hub)
 ZONES = web.AppKey("zones", ZoneDirectory)
+ZONE_WORKERS = web.AppKey("zone_workers", ProcessWorkers)
 SERVICES = web.AppKey("services", Services)
 FANOUT = web.AppKey("fanout", Fanout)
 STARTUP = web.AppKey("startup", StartupState)

@@ -32,6 +32,11 @@ class Metrics:
         self.websockets = Gauge(
             "dispatch_websocket_connections", "open websocket connections", registry=self.registry
         )
+        self.loop_lag = Gauge(
+            "dispatch_event_loop_lag_seconds",
+            "how late the event loop woke a 0.1 s timer: the worst in the last 10 to 20 s",
+            registry=self.registry,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

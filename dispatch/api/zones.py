@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict
 
 from dispatch.api.auth import principal
 from dispatch.api.json import json_response, read_json
-from dispatch.api.keys import CLOCK, POOL, REDIS, SETTINGS, ZONES
+from dispatch.api.keys import CLOCK, POOL, REDIS, SETTINGS, ZONE_WORKERS, ZONES
 from dispatch.api.params import path_id, query_float, query_int
 from dispatch.api.routing import RouteTable
 from dispatch.auth import Role, require_subject
@@ -48,8 +48,11 @@ async def put_zone(request: web.Request) -> web.Response:
         )
     pool = request.app[POOL]
     shop = await shops.get(pool, shop_id)
-    # Validation and the cover happen before anything is written; a bad zone changes nothing.
-    zone = zones.prepare(body, shop["lat"], shop["lng"], request.app[SETTINGS], path="zone")
+    # Validation and the cover happen before anything is written (off the event loop); a bad zone changes
+    # nothing.
+    zone = await zones.prepare_off_loop(
+        request.app[ZONE_WORKERS], body, shop["lat"], shop["lng"], request.app[SETTINGS], path="zone"
+    )
     result = await shops.set_zone(pool, shop_id, zone, request.app[CLOCK].now())
     await zone_changed(request, shop_id)
     return json_response(result)
