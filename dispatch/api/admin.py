@@ -64,8 +64,9 @@ class CourierIn(_Strict):
 class CourierPatch(_Strict):
     name: str | None = Field(None, min_length=1, max_length=200)
     phone: str | None = Field(None, max_length=40)
-    capacity: int | None = Field(None, ge=1, le=100)
-    active: bool | None = None
+    # May be left out, but not null: a courier always has a capacity and is active or not.
+    capacity: int = Field(None, ge=1, le=100)  # type: ignore[assignment]
+    active: bool = None  # type: ignore[assignment]
 
 
 class ResidentIn(_Strict):
@@ -151,9 +152,10 @@ async def put_item(request: web.Request) -> web.Response:
     require_subject(who, Role.SHOP, shop_id)
     sku = request.match_info["sku"]
     body = await parse_body(request, ItemIn)
-    if not 1 <= len(sku) <= 64:
+    if not 1 <= len(sku) <= 64 or not sku.isprintable():
         raise ValidationFailed(
-            "sku must be 1 to 64 characters", details=[field_error(["sku"], "1 to 64 characters")]
+            "sku must be 1 to 64 printable characters",
+            details=[field_error(["sku"], "1 to 64 characters, no control characters (NUL, newline, ...)")],
         )
     item = await shops.upsert_item(request.app[POOL], shop_id, sku, body.model_dump())
     return json_response(item)

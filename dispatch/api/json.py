@@ -1,11 +1,13 @@
 """JSON in and out of aiohttp: orjson responses, and request bodies parsed into pydantic models.
 
 Validation failures become one 422 listing every bad field with its path; malformed JSON is a 400; bodies
-over the limit are a 413 before they are read whole.
+over the limit are a 413 before they are read whole, bodies slower than `DISPATCH_BODY_TIMEOUT` a 408.
+Text anywhere in a body may not contain NUL (PostgreSQL cannot store it): a 422 naming each such field.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, TypeVar
 
 import orjson
@@ -13,7 +15,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from dispatch.api.keys import SETTINGS
-from dispatch.errors import BadRequest, PayloadTooLarge, ValidationFailed, field_error
+from dispatch.errors import BadRequest, PayloadTooLarge, RequestTimeout, ValidationFailed, field_error
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -41,7 +43,14 @@ async def read_json(request: web.Request) -> Any:
     limit = request.app[SETTINGS].max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"request body is larger than {limit} bytes", details={"limit": limit})
-    raw = await request.read()  # aiohttp enforces client_max_size while streaming
+    timeout = request.app[SETTINGS].body_timeout_s
+    try:
+        async with asyncio.timeout(timeout):
+            raw = await request.read()  # aiohttp enforces client_max_size while streaming
+    except TimeoutError:
+        raise RequestTimeout(
+            f"the request body did not arrive within {timeout:g} s", details={"timeout_s": timeout}
+        ) from None
     if not raw:
         raise BadRequest("request body is empty; a JSON object is expected", code="empty_body")
     try:
@@ -61,8 +70,37 @@ async def parse_body(request: web.Request, model: type[M]) -> M:
 
 
 def validate(model: type[M], data: Any, prefix: list[str | int] | None = None) -> M:
+    nul = nul_paths(data)
+    if nul:
+        details = [
+            field_error(
+                [*(prefix or []), *path], "text may not contain NUL characters (\\u0000)", "nul_character"
+            )
+            for path in nul
+        ]
+        raise ValidationFailed(f"{len(details)} field(s) contain a NUL character", details=details)
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         details = validation_details(exc, prefix)
         raise ValidationFailed(f"{len(details)} field(s) are not valid", details=details) from None
+
+
+def nul_paths(data: Any, limit: int = 20) -> list[list[str | int]]:
+    """Paths of the strings (keys included) holding a NUL in parsed JSON, up to `limit`. Iterative: JSON may
+    nest deeper than Python's recursion limit."""
+    found: list[list[str | int]] = []
+    stack: list[tuple[Any, list[str | int]]] = [(data, [])]
+    while stack and len(found) < limit:
+        value, path = stack.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                found.append(path)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if "\x00" in key:
+                    found.append([*path, key])
+                stack.append((item, [*path, key]))
+        elif isinstance(value, list):
+            stack.extend((item, [*path, i]) for i, item in enumerate(value))
+    return sorted(found, key=str)

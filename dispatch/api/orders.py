@@ -135,9 +135,11 @@ async def place_order(request: web.Request) -> web.Response:
         )
     body = validate(OrderIn, raw)
     key = request.headers.get("Idempotency-Key")
-    if key is not None and not 1 <= len(key) <= IDEMPOTENCY_KEY_MAX:
+    # Header bytes that are not ASCII arrive as undecodable surrogates, which PostgreSQL cannot store.
+    if key is not None and not (1 <= len(key) <= IDEMPOTENCY_KEY_MAX and key.isascii() and key.isprintable()):
         raise BadRequest(
-            f"Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX} characters", code="bad_idempotency_key"
+            f"Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX} printable ASCII characters",
+            code="bad_idempotency_key",
         )
     req = _order_request(request.app, who, body)
     idem = (key, orders.request_hash(raw)) if key else None
