@@ -32,12 +32,13 @@ from dispatch.api.keys import (
     SETTINGS,
     START_IN_BACKGROUND,
     STARTUP,
+    SUBJECTS,
     WEBSOCKETS,
     ZONE_WORKERS,
     ZONES,
 )
 from dispatch.api.metrics import Metrics
-from dispatch.api.middleware import errors, observe, until_ready
+from dispatch.api.middleware import errors, known_subject, observe, until_ready
 from dispatch.api.routing import RouteTable, openapi_document
 from dispatch.clock import Clock, SystemClock
 from dispatch.config import Settings
@@ -52,6 +53,7 @@ from dispatch.services import zones
 from dispatch.services.context import Services
 from dispatch.services.dispatching import run_dispatch  # couriers (issue 5)
 from dispatch.services.locations import LiveLocations  # couriers (issue 5)
+from dispatch.services.subjects import KnownSubjects
 from dispatch.services.timers import run_timers
 from dispatch.services.zone_directory import ZoneDirectory
 from dispatch.startup import Deadline, StartupState, wait_for
@@ -226,7 +228,7 @@ def create_app(
     and dependencies are awaited behind it (see `dispatch.startup`); `on_fatal` is told if start-up gives
     up. Otherwise the app is served only once ready. `on_database` runs once PostgreSQL is migrated."""
     app = web.Application(
-        middlewares=[observe, errors, until_ready],
+        middlewares=[observe, errors, until_ready, known_subject],
         client_max_size=settings.max_body_bytes,
         # aiohttp rounds timeouts above this to whole seconds, which makes heartbeats fire in bursts.
         handler_args={"timeout_ceil_threshold": 3600},
@@ -239,6 +241,7 @@ def create_app(
     app[METRICS] = Metrics()
     app[WEBSOCKETS] = set[web.WebSocketResponse]()
     app[STARTUP] = StartupState()
+    app[SUBJECTS] = KnownSubjects()
     app[START_IN_BACKGROUND] = start_in_background
     app[ON_DATABASE] = on_database
     app[ON_FATAL] = on_fatal or (lambda message: None)

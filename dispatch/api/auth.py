@@ -1,20 +1,36 @@
-"""Who is calling: the bearer token of a request, verified against the app's secret and clock."""
+"""Who is calling: the bearer token of a request, verified against the app's secret and clock, and its
+subject known to exist (checked once for every request by the `known_subject` middleware)."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from dispatch.api.keys import CLOCK, SECRET
+from dispatch.api.keys import CLOCK, POOL, SECRET, SETTINGS, SUBJECTS
 from dispatch.auth import Principal, Role, bearer_token, require_role, verify_token
+from dispatch.errors import DispatchError
+from dispatch.translate import translate
 
 
 def principal(request: web.Request, *roles: Role) -> Principal:
     """The caller; 401 without a valid token, 403 when its role is not one of `roles` (if given)."""
-    who = verify_token(
-        request.app[SECRET],
-        bearer_token(request.headers.get("Authorization")),
-        request.app[CLOCK].now(),
-    )
+    who = verify(request.app, bearer_token(request.headers.get("Authorization")))
     if roles:
         require_role(who, *roles)
     return who
+
+
+def verify(app: web.Application, token: str) -> Principal:
+    return verify_token(app[SECRET], token, app[CLOCK].now(), app[SETTINGS].token_max_ttl_s)
+
+
+async def ensure_known(app: web.Application, who: Principal) -> None:
+    """401 `unknown_subject` when a resident, shop or courier token names one that does not exist."""
+    try:
+        await app[SUBJECTS].check(app[POOL], who)
+    except DispatchError:
+        raise
+    except Exception as exc:  # PostgreSQL unreachable: 503, on HTTP and websocket alike
+        error = translate(exc)
+        if error is None:
+            raise
+        raise error from None

@@ -16,9 +16,10 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from dispatch.api.keys import CLOCK, HUB, SECRET, WEBSOCKETS
+from dispatch.api.auth import ensure_known, verify
+from dispatch.api.keys import HUB, WEBSOCKETS
 from dispatch.api.routing import RouteTable
-from dispatch.auth import Principal, bearer_token, verify_token
+from dispatch.auth import Principal, bearer_token
 from dispatch.errors import DispatchError, ServiceUnavailable
 from dispatch.logs import Throttle
 from dispatch.translate import translate
@@ -76,8 +77,8 @@ async def _authenticate(
     header = request.headers.get("Authorization")
     try:
         after_seq = _after_seq(request.query.get("after_seq"), "the query's")
-        if header:
-            return verify_token(app[SECRET], bearer_token(header), app[CLOCK].now()), after_seq
+        if header:  # its subject was checked by the known_subject middleware
+            return verify(app, bearer_token(header)), after_seq
         async with asyncio.timeout(AUTH_TIMEOUT_S):
             while True:
                 msg = await ws.receive()
@@ -99,7 +100,8 @@ async def _authenticate(
                 except ProtocolError as exc:
                     await ws.send_json(reply_error(parsed.id, exc.code, exc.message))
                     continue
-                who = verify_token(app[SECRET], token, app[CLOCK].now())
+                who = verify(app, token)
+                await ensure_known(app, who)
                 await ws.send_json(reply_ok(parsed.id, {"role": who.role.value, "subject": who.subject}))
                 return who, resume if resume is not None else after_seq
     except TimeoutError:
