@@ -64,11 +64,9 @@ def _database(settings: Settings, *, lock: bool) -> Iterator[tuple[str, str | No
 def cmd_serve(args: argparse.Namespace) -> int:
     import signal
 
-    import uvloop
-    from aiohttp import web
-
     from dispatch.app import create_app
     from dispatch.demo import load_demo_if_empty
+    from dispatch.serve import serve
 
     settings = _settings(args)
     setup_logging(settings.log_level, settings.log_format)
@@ -100,15 +98,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             on_fatal=on_fatal,
         )
         print(f"dispatch server on http://{settings.host}:{settings.port}", flush=True)
-        web.run_app(
-            app,
-            loop=uvloop.new_event_loop(),
-            host=settings.host,
-            port=settings.port,
-            shutdown_timeout=settings.shutdown_grace_s,
-            print=None,
-            access_log=None,
-        )
+        serve(app, settings)
     if fatal:
         raise StartupError(fatal[0])
     return 0
@@ -131,6 +121,11 @@ def cmd_token(args: argparse.Namespace) -> int:
     ttl = args.ttl if args.ttl is not None else settings.token_ttl_s
     if ttl <= 0:
         raise StartupError("--ttl must be a positive number of seconds")
+    if ttl > settings.token_max_ttl_s:
+        raise StartupError(
+            f"a token lifetime of {ttl} s (--ttl or DISPATCH_TOKEN_TTL) is longer than the server accepts, "
+            f"{settings.token_max_ttl_s} s (DISPATCH_TOKEN_MAX_TTL)"
+        )
     print(issue_token(secret, Role(args.role), args.subject, ttl, SystemClock().now()))
     return 0
 

@@ -59,8 +59,9 @@ class ProcessWorkers:
 
     async def start(self) -> None:
         """Start the workers now rather than on the first job (the first forkserver takes a second)."""
-        try:
-            await self.run(_ready)
+        try:  # not counted against the limit: it must not turn the first real job away
+            pool = self._pool()
+            await asyncio.wrap_future(await asyncio.to_thread(pool.submit, _ready))
         except Exception as exc:  # the first job will try again, and say why
             log.warning("could not start the %s workers: %s", self.what, exc)
 
