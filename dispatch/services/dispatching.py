@@ -66,6 +66,7 @@ from dispatch.services.routes import (
     travel_of,
     trusted_point,
 )
+from dispatch.translate import is_unreachable
 from geo import EARTH_RADIUS_M
 
 log = logging.getLogger(__name__)
@@ -519,6 +520,9 @@ async def run_dispatch(svc: Services, live: LiveLocations) -> None:
             raise
         except (asyncpg.PostgresError, OSError, DispatchError, RoundConflict) as exc:
             log.warning("dispatch loop: %s", exc)
-        except Exception:
-            log.exception("dispatch loop failed")
+        except Exception as exc:
+            if not is_unreachable(exc):  # asyncpg's broken pooled connections are outages, not bugs
+                log.exception("dispatch loop failed")
+            else:
+                log.warning("dispatch loop: %s: %s", type(exc).__name__, exc)
         await svc.clock.sleep(min(svc.settings.timer_poll_s, svc.settings.dispatch_round_s))

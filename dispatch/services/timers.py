@@ -10,6 +10,7 @@ import asyncpg
 
 from dispatch.services import jobs
 from dispatch.services.context import Services
+from dispatch.translate import is_unreachable
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +25,9 @@ async def run_timers(svc: Services) -> None:
             raise
         except (asyncpg.PostgresError, OSError) as exc:
             log.warning("timer round failed: %s", exc)
-        except Exception:
-            log.exception("timer round failed")
+        except Exception as exc:
+            if not is_unreachable(exc):  # asyncpg's broken pooled connections are outages, not bugs
+                log.exception("timer round failed")
+            else:
+                log.warning("timer round failed: %s: %s", type(exc).__name__, exc)
         await svc.clock.sleep(svc.settings.timer_poll_s)
