@@ -124,7 +124,9 @@ class _Runner(web.AppRunner):
         self._settings = settings
 
     async def _make_server(self) -> web.Server:
-        plain = await super()._make_server()  # runs the app's start-up; carries the app's handler args
+        # aiohttp's own server runs the app's start-up and gathers the handler args (ours and the app's, in
+        # its _kwargs); ours takes them over and makes the protocols.
+        plain = await super()._make_server()
         return _Server(
             plain.request_handler,
             request_factory=plain.request_factory,
