@@ -66,7 +66,7 @@ from dispatch.services.routes import (
     travel_of,
     trusted_point,
 )
-from dispatch.translate import is_unreachable
+from dispatch.translate import translate
 from geo import EARTH_RADIUS_M
 
 log = logging.getLogger(__name__)
@@ -521,7 +521,7 @@ async def run_dispatch(svc: Services, live: LiveLocations) -> None:
         except (asyncpg.PostgresError, OSError, DispatchError, RoundConflict) as exc:
             log.warning("dispatch loop: %s", exc)
         except Exception as exc:
-            if not is_unreachable(exc):  # asyncpg's broken pooled connections are outages, not bugs
+            if translate(exc) is None:  # not an outage the translation table knows: a bug
                 log.exception("dispatch loop failed")
             else:
                 log.warning("dispatch loop: %s: %s", type(exc).__name__, exc)

@@ -10,7 +10,7 @@ import asyncpg
 
 from dispatch.services import jobs
 from dispatch.services.context import Services
-from dispatch.translate import is_unreachable
+from dispatch.translate import translate
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,9 @@ async def run_timers(svc: Services) -> None:
         except (asyncpg.PostgresError, OSError) as exc:
             log.warning("timer round failed: %s", exc)
         except Exception as exc:
-            if not is_unreachable(exc):  # asyncpg's broken pooled connections are outages, not bugs
+            # An outage as the translation table knows it (asyncpg's broken pooled connections, a commit
+            # whose outcome is unknown) is a line in the log; anything else is a bug.
+            if translate(exc) is None:
                 log.exception("timer round failed")
             else:
                 log.warning("timer round failed: %s: %s", type(exc).__name__, exc)
