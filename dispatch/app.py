@@ -30,10 +30,12 @@ from dispatch.api.keys import (
     SETTINGS,
     START_IN_BACKGROUND,
     STARTUP,
+    SUBJECTS,
     WEBSOCKETS,
+    ZONE_WORKERS,
     ZONES,
 )
-from dispatch.api.middleware import errors, observe, until_ready
+from dispatch.api.middleware import errors, known_subject, observe, until_ready
 from dispatch.api.operations import Registry
 from dispatch.api.routing import RouteTable
 from dispatch.clock import Clock, SystemClock
@@ -43,6 +45,7 @@ from dispatch.db import create_pool
 from dispatch.errors import DispatchError, StartupError
 from dispatch.events import check_payloads
 from dispatch.logs import Throttle
+from dispatch.looplag import watch_loop_lag
 from dispatch.metrics import Metrics
 from dispatch.migrate import migrate
 from dispatch.outbox import events_after
@@ -51,6 +54,7 @@ from dispatch.services import zones
 from dispatch.services.context import Services
 from dispatch.services.dispatching import run_dispatch  # couriers (issue 5)
 from dispatch.services.locations import LiveLocations  # couriers (issue 5)
+from dispatch.services.subjects import KnownSubjects
 from dispatch.services.timers import run_timers
 from dispatch.services.zone_directory import ZoneDirectory
 from dispatch.startup import Deadline, StartupState, wait_for
@@ -72,7 +76,7 @@ def operations() -> Registry:
 async def _node(app: web.Application) -> AsyncIterator[None]:
     """Everything the node owns, started in order by `_start` and closed in reverse."""
     async with contextlib.AsyncExitStack() as stack:
-        _background(stack, watch_loop_lag(app[METRICS]), "loop-lag")
+        _background(stack, watch_loop_lag(app[METRICS].loop_lag.set), "loop-lag")
         starting = asyncio.create_task(_start(app, stack), name="startup")
         if not app[START_IN_BACKGROUND]:
             await starting  # library use and tests: serve only once ready, raising what failed
@@ -109,6 +113,11 @@ async def _start_steps(
     app: web.Application, stack: contextlib.AsyncExitStack, deadline: Deadline, state: StartupState
 ) -> None:
     settings = app[SETTINGS]
+    # Zone covering runs in worker processes; they start while the dependencies are awaited.
+    workers = zones.zone_workers(settings)
+    stack.push_async_callback(workers.close)
+    app[ZONE_WORKERS] = workers
+    _background(stack, workers.start(), "zone-workers")
 
     async def open_pool() -> asyncpg.Pool:
         return await create_pool(app[DATABASE_URL], settings.db_pool_min, settings.db_pool_max)
@@ -180,7 +189,7 @@ async def _start_steps(
     await wait_for("Redis", live.start, deadline, state)
     stack.push_async_callback(live.stop)
     fanout.on_reconnect.append(live.redis_returned)
-    svc = Services(pool, clock, settings, directory, hub, live, metrics)
+    svc = Services(pool, clock, settings, directory, hub, live, metrics, workers)
     app[SERVICES] = svc
     _background(stack, sweep_forever(hub, settings.catchup_s), "outbox-sweep")
     if settings.run_timers:
@@ -197,19 +206,6 @@ def _background(stack: contextlib.AsyncExitStack, work: Coroutine[Any, Any, None
             await task
 
     stack.push_async_callback(stop)
-
-
-async def watch_loop_lag(metrics: Metrics, interval_s: float = 0.25, window_s: float = 10.0) -> None:
-    """How late the loop wakes a timer: the worst of the last `window_s` seconds, as a gauge."""
-    loop = asyncio.get_running_loop()
-    recent: list[tuple[float, float]] = []
-    while True:
-        before = loop.time()
-        await asyncio.sleep(interval_s)
-        now = loop.time()
-        recent.append((now, max(0.0, now - before - interval_s)))
-        recent = [(at, lag) for at, lag in recent if at > now - window_s]
-        metrics.loop_lag.set(max(lag for _, lag in recent))
 
 
 async def sweep_forever(hub: Hub, interval_s: float) -> None:
@@ -244,7 +240,7 @@ def create_app(
     and dependencies are awaited behind it (see `dispatch.startup`); `on_fatal` is told if start-up gives
     up. Otherwise the app is served only once ready. `on_database` runs once PostgreSQL is migrated."""
     app = web.Application(
-        middlewares=[observe, errors, until_ready],
+        middlewares=[observe, errors, until_ready, known_subject],
         client_max_size=settings.max_body_bytes,
         # aiohttp rounds timeouts above this to whole seconds, which makes heartbeats fire in bursts.
         handler_args={"timeout_ceil_threshold": 3600},
@@ -257,6 +253,7 @@ def create_app(
     app[METRICS] = Metrics()
     app[WEBSOCKETS] = set[web.WebSocketResponse]()
     app[STARTUP] = StartupState()
+    app[SUBJECTS] = KnownSubjects()
     app[START_IN_BACKGROUND] = start_in_background
     app[ON_DATABASE] = on_database
     app[ON_FATAL] = on_fatal or (lambda message: None)

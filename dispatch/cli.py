@@ -69,14 +69,12 @@ def _database(settings: Settings, *, lock: bool, redis: bool = True) -> Iterator
 def cmd_serve(args: argparse.Namespace) -> int:
     import signal
 
-    import uvloop
-    from aiohttp import web
-
     from dispatch.app import create_app
     from dispatch.auth import load_or_create_secret
     from dispatch.clock import clock_from_settings
     from dispatch.demo import load_demo_if_empty
     from dispatch.logs import setup_logging
+    from dispatch.serve import serve
 
     settings = _settings(args)
     as_json = setup_logging(settings.log_level, settings.log_format)
@@ -118,15 +116,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             on_fatal=on_fatal,
         )
         say(f"dispatch server on http://{settings.host}:{settings.port}")
-        web.run_app(
-            app,
-            loop=uvloop.new_event_loop(),
-            host=settings.host,
-            port=settings.port,
-            shutdown_timeout=settings.shutdown_grace_s,
-            print=None,
-            access_log=None,
-        )
+        serve(app, settings)
     log.info("stopped")
     if fatal:
         raise StartupError(fatal[0])
@@ -168,6 +158,11 @@ def cmd_token(args: argparse.Namespace) -> int:
     ttl = args.ttl if args.ttl is not None else settings.token_ttl_s
     if ttl <= 0:
         raise StartupError("--ttl must be a positive number of seconds")
+    if ttl > settings.token_max_ttl_s:
+        raise StartupError(
+            f"a token lifetime of {ttl} s (--ttl or DISPATCH_TOKEN_TTL) is longer than the server accepts, "
+            f"{settings.token_max_ttl_s} s (DISPATCH_TOKEN_MAX_TTL)"
+        )
     print(issue_token(secret, Role(args.role), args.subject, ttl, SystemClock().now()))
     return 0
 

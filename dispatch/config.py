@@ -108,6 +108,29 @@ class Settings(BaseSettings):
     token_ttl_s: int = setting(
         24 * 3600, "DISPATCH_TOKEN_TTL", "default lifetime (s) of tokens printed by `dispatch token`", ge=1
     )
+    token_max_ttl_s: int = setting(
+        30 * 24 * 3600,
+        "DISPATCH_TOKEN_MAX_TTL",
+        "longest token lifetime (s) accepted (exp - iat, and exp - now) and issued by `dispatch token`",
+        ge=1,
+    )
+    # Hostile clients: a request's headers must arrive within header_timeout_s of its first byte (or of the
+    # connection), its body within body_timeout_s; past max_connections new connections get a 503.
+    header_timeout_s: float = setting(
+        10.0,
+        "DISPATCH_HEADER_TIMEOUT",
+        "seconds for a request's headers to arrive, from its first byte or the connection (408 past it)",
+        ge=0.1,
+    )
+    body_timeout_s: float = setting(
+        30.0, "DISPATCH_BODY_TIMEOUT", "seconds for a request's body to arrive (408 past it)", ge=0.1
+    )
+    max_connections: int = setting(
+        10_000,
+        "DISPATCH_MAX_CONNECTIONS",
+        "open connections (websockets included) per process; one more gets a 503 and is closed",
+        ge=1,
+    )
     run_timers: bool = setting(
         True, "DISPATCH_RUN_TIMERS", "this node takes its share of timers and dispatch rounds", internal=True
     )
@@ -124,6 +147,16 @@ class Settings(BaseSettings):
     )
     zone_max_vertices: int = setting(
         2000, "DISPATCH_ZONE_MAX_VERTICES", "most vertices in a delivery zone", ge=4
+    )
+    zone_max_cells: int = setting(
+        10_000,
+        "DISPATCH_ZONE_MAX_CELLS",
+        "most H3 cells in a zone's cover (bounds the CPU of a zone change; raise it with the resolution)",
+        ge=1,
+    )
+    zone_workers: int = setting(1, "DISPATCH_ZONE_WORKERS", "processes that validate and cover zones", ge=1)
+    zone_queue: int = setting(
+        8, "DISPATCH_ZONE_QUEUE", "zone changes that may wait for a worker (more: 503)", ge=0
     )
     speed_m_per_min: float = setting(
         250.0, "DISPATCH_SPEED_M_PER_MIN", "travel model: metres a minute (haversine × detour ÷ speed)", ge=1

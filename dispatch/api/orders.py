@@ -120,9 +120,11 @@ def _order_request(call: Call[OrderIn]) -> orders.OrderRequest:
 
 async def place_order(call: Call[OrderIn]) -> Answer:
     key = call.headers.get("Idempotency-Key")
-    if key is not None and not 1 <= len(key) <= IDEMPOTENCY_KEY_MAX:
+    # Header bytes that are not ASCII arrive as undecodable surrogates, which PostgreSQL cannot store.
+    if key is not None and not (1 <= len(key) <= IDEMPOTENCY_KEY_MAX and key.isascii() and key.isprintable()):
         raise BadRequest(
-            f"Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX} characters", code="bad_idempotency_key"
+            f"Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX} printable ASCII characters",
+            code="bad_idempotency_key",
         )
     req = _order_request(call)
     idem = (key, orders.request_hash(call.raw)) if key else None

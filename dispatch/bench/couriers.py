@@ -190,6 +190,7 @@ async def _round_phase(
     from dispatch.services.dispatching import run_round
     from dispatch.services.locations import LiveLocations, Ping
     from dispatch.services.zone_directory import ZoneDirectory
+    from dispatch.services.zones import zone_workers
     from websocket.fanout import Fanout
     from websocket.hub import Hub
 
@@ -217,6 +218,7 @@ async def _round_phase(
         Hub(redis, Fanout(redis), nothing_after, no_seq, no_seqs),
         live,
         Metrics(),
+        zone_workers(settings),  # never started: the round changes no zone
     )
     rng = np.random.default_rng(seed)
     try:

@@ -15,6 +15,7 @@ from dispatch.metrics import Metrics
 from dispatch.outbox import Event
 from dispatch.services.locations import LiveLocations
 from dispatch.services.zone_directory import ZoneDirectory
+from dispatch.workers import ProcessWorkers
 from geo import TravelModel
 
 
@@ -34,6 +35,7 @@ class Services:
     hub: Publisher
     live: LiveLocations
     metrics: Metrics
+    zone_workers: ProcessWorkers
     travel: TravelModel = field(init=False)
 
     def __post_init__(self) -> None:

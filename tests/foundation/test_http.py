@@ -176,11 +176,16 @@ async def test_expired_token(client: Client, clock: ManualClock, token: Callable
 async def test_wrong_role_is_403_and_writes_nothing(
     client: Client, db: asyncpg.Connection, auth: Callable[..., dict[str, str]]
 ) -> None:
-    for role in ("resident", "shop", "courier"):
-        r = await client.post("/v1/shops", json=SHOP, headers=auth(role, "res_aaaaaaaaaaaaaaaa"))
+    admin = auth("admin")
+    subjects = {}
+    for role, path in (("resident", "/v1/residents"), ("shop", "/v1/shops"), ("courier", "/v1/couriers")):
+        r = await client.post(path, json=SHOP if role == "shop" else {"name": "X"}, headers=admin)
+        subjects[role] = (await r.json())["id"]
+    for role, subject in subjects.items():
+        r = await client.post("/v1/shops", json=SHOP, headers=auth(role, subject))
         assert r.status == 403
         assert_error(await r.json(), "wrong_role")
-    assert await count(db, "shops") == 0
+    assert await count(db, "shops") == 1
 
 
 async def test_admin_creates_and_updates_shop_couriers_residents(
@@ -225,7 +230,9 @@ async def test_one_shop_cannot_touch_another_shops_catalogue(
     # Another resident's profile is off limits too.
     r = await client.post("/v1/residents", json={"name": "Cy"}, headers=admin)
     other = await r.json()
-    r = await client.get(f"/v1/residents/{other['id']}", headers=auth("resident", "res_bbbbbbbbbbbbbbbb"))
+    r = await client.post("/v1/residents", json={"name": "Di"}, headers=admin)
+    me = await r.json()
+    r = await client.get(f"/v1/residents/{other['id']}", headers=auth("resident", me["id"]))
     assert r.status == 403
 
 

@@ -35,6 +35,12 @@ def _test_events(monkeypatch: pytest.MonkeyPatch) -> None:
     )
 
 
+@pytest.fixture(autouse=True)
+async def resident(db: asyncpg.Connection) -> None:
+    """RES exists: a token for a subject that does not is refused (tests/hostile)."""
+    await db.execute("INSERT INTO residents (id, name) VALUES ($1, 'Resident')", RES)
+
+
 async def _write(db: asyncpg.Connection, clock: ManualClock, recipient: str, n: int) -> list[Any]:
     async with db.transaction():
         return await append_events(
@@ -192,6 +198,9 @@ async def test_two_tablets_of_one_shop_both_receive(
     client: Client, db: asyncpg.Connection, clock: ManualClock, auth: Callable[..., dict[str, str]]
 ) -> None:
     shop = "shop_aaaaaaaaaaaaaaaa"
+    await db.execute(
+        "INSERT INTO shops (id, name, lat, lng, opening_hours) VALUES ($1, 'Shop', 45.76, 4.83, '{}')", shop
+    )
     async with (
         client.ws_connect("/v1/ws", headers=auth("shop", shop)) as a,
         client.ws_connect("/v1/ws", headers=auth("shop", shop)) as b,

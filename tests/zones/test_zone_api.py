@@ -23,6 +23,13 @@ from tests.orders.helpers import square
 
 Client = TestClient[Any, Any]
 CENTRE = (45.76, 4.83)
+RESIDENT = "res_aaaaaaaaaaaaaaaa"
+
+
+@pytest.fixture(autouse=True)
+async def resident(db: asyncpg.Connection) -> None:
+    """RESIDENT exists: a token for a subject that does not is refused (tests/hostile)."""
+    await db.execute("INSERT INTO residents (id, name) VALUES ($1, 'Resident')", RESIDENT)
 
 
 async def make_shop(client: Client, admin: dict[str, str], **fields: Any) -> dict[str, Any]:
