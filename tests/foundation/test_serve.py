@@ -125,6 +125,8 @@ def test_serve_restart_keeps_data_and_one_server_per_data_dir(tmp_path: Path) ->
     assert close_code == 1001
     assert "demo data loaded: 36 shops" in out
     assert "--role shop --subject shop_" in out
+    # The token command it prints is one that works from here: this interpreter, this data dir.
+    assert f"{sys.executable} -m dispatch token --data-dir {data_dir} --role admin --subject ops" in out
     # Every line is a JSON log line (the banner, the demo's instructions and Python warnings included), with
     # a request id on request logs, and the shutdown says so.
     entries = [json.loads(line) for line in out.splitlines() if line.strip()]
