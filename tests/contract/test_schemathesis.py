@@ -21,6 +21,7 @@ from dispatch.auth import Role, issue_token
 from dispatch.bench.stack import Node, free_port
 from dispatch.clock import SystemClock
 from tests.conftest import SECRET
+from tests.timing import SECOND
 
 pytestmark = pytest.mark.slow
 
@@ -138,7 +139,7 @@ def _run(
         ],
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=600 * SECOND,
         cwd=tmp_path,
     )
 

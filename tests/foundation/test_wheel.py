@@ -23,6 +23,7 @@ import pytest
 
 from dispatch.bench.stack import free_port as _free_port
 from dispatch.bench.stack import wait_ready
+from tests.timing import SECOND
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +40,9 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _run(argv: list[str | Path], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def _run(
+    argv: list[str | Path], cwd: Path, timeout: float = 300 * SECOND
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(a) for a in argv], cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout
     )
@@ -82,13 +85,13 @@ def _get(port: int, path: str, token: str | None = None) -> tuple[int, object]:
     if token:
         req.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(req, timeout=5) as r:
+        with urllib.request.urlopen(req, timeout=5 * SECOND) as r:
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read())
 
 
-def _wait_ready(proc: subprocess.Popen[str], port: int, timeout: float = 90.0) -> None:
+def _wait_ready(proc: subprocess.Popen[str], port: int, timeout: float = 90 * SECOND) -> None:
     try:
         wait_ready(f"http://127.0.0.1:{port}", proc, timeout)
     except RuntimeError as exc:
@@ -100,7 +103,7 @@ def test_wheel_installed_elsewhere_says_which_extra_is_missing_then_migrates_and
 ) -> None:
     wheel = _build_wheel(tmp_path)
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", venv], check=True, timeout=120)
+    subprocess.run([sys.executable, "-m", "venv", venv], check=True, timeout=120 * SECOND)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     data = tmp_path / "data"
@@ -159,7 +162,7 @@ def test_wheel_installed_elsewhere_says_which_extra_is_missing_then_migrates_and
         again = _run([dispatch, "migrate", "--data-dir", data], elsewhere)
         assert again.returncode == 0 and "applied 0 migration(s)" in again.stdout, again.stderr
         server.send_signal(signal.SIGTERM)
-        out, _ = server.communicate(timeout=60)
+        out, _ = server.communicate(timeout=60 * SECOND)
     finally:
         if server.poll() is None:
             server.kill()

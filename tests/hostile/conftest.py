@@ -22,6 +22,7 @@ from dispatch.auth import Role, issue_token
 from dispatch.bench.stack import free_port
 from dispatch.clock import SystemClock
 from tests.conftest import SECRET
+from tests.timing import MS, SECOND
 
 
 @dataclass
@@ -91,12 +92,12 @@ def start_server(database_url: str, redis_url: str, root: Path, **env: str) -> S
         if proc.poll() is not None:
             raise AssertionError(f"server exited: {server.logs()[-3000:]}")
         try:
-            with urllib.request.urlopen(server.url + "/readyz", timeout=2) as r:
+            with urllib.request.urlopen(server.url + "/readyz", timeout=2 * SECOND) as r:
                 if r.status == 200:
                     return server
         except OSError:
             pass
-        time.sleep(0.1)
+        time.sleep(100 * MS)
     server.stop()
     raise AssertionError(f"server not ready: {server.logs()[-3000:]}")
 
@@ -130,7 +131,7 @@ def bearer(role: str, subject: str = "ops", ttl: int = 3600) -> dict[str, str]:
     return {"Authorization": "Bearer " + issue_token(SECRET, Role(role), subject, ttl, SystemClock().now())}
 
 
-def raw_request(server: Server, data: bytes, timeout: float = 10.0) -> bytes:
+def raw_request(server: Server, data: bytes, timeout: float = 10 * SECOND) -> bytes:
     """Send bytes as they are and read the answer until the server closes (or `timeout`)."""
     with socket.create_connection(("127.0.0.1", server.port), timeout=timeout) as sock:
         sock.sendall(data)
@@ -159,6 +160,6 @@ def assert_error_shape(body: Any, code: str | None = None) -> None:
 
 
 def metrics(server: Server) -> str:
-    with urllib.request.urlopen(server.url + "/metrics", timeout=5) as r:
+    with urllib.request.urlopen(server.url + "/metrics", timeout=5 * SECOND) as r:
         text: str = r.read().decode()
         return text

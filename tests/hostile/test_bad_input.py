@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from dispatch.clock import SystemClock
 from tests.conftest import SECRET
 from tests.hostile.conftest import Server, assert_error_shape, bearer, raw_request, split_response
+from tests.timing import SECOND
 
 pytestmark = pytest.mark.slow
 DOOR = {"lat": 45.76, "lng": 4.83}
@@ -117,9 +118,9 @@ async def test_nul_characters_are_422_with_the_field_path(server: Server, db: as
         assert r.status == 422 and answer["error"]["details"][0]["path"] == ["sku"], answer
         # order_id of a websocket order.cancel.
         async with http.ws_connect(server.url + "/v1/ws", headers=bearer("resident", ids["resident"])) as ws:
-            assert (await ws.receive_json(timeout=5))["type"] == "hello"
+            assert (await ws.receive_json(timeout=5 * SECOND))["type"] == "hello"
             await ws.send_json({"type": "order.cancel", "id": 7, "order_id": "ord_" + NUL})
-            reply = await ws.receive_json(timeout=5)
+            reply = await ws.receive_json(timeout=5 * SECOND)
             assert reply["id"] == 7 and reply["ok"] is False, reply
             assert reply["error"]["code"] == "validation_failed"
             assert reply["error"]["details"][0]["path"] == ["order_id"], reply
@@ -212,9 +213,12 @@ async def test_a_token_for_a_subject_that_does_not_exist_is_401_and_writes_nothi
         token = bearer("courier", ghost_courier)["Authorization"].split()[1]
         async with http.ws_connect(server.url + "/v1/ws") as ws:
             await ws.send_json({"type": "auth", "token": token, "id": 1})
-            reply = await ws.receive_json(timeout=5)
+            reply = await ws.receive_json(timeout=5 * SECOND)
             assert reply["ok"] is False and reply["error"]["code"] == "unknown_subject", reply
-            assert (await ws.receive(timeout=5)).type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+            assert (await ws.receive(timeout=5 * SECOND)).type in (
+                aiohttp.WSMsgType.CLOSE,
+                aiohttp.WSMsgType.CLOSED,
+            )
             assert ws.close_code == 1008
     assert await _counts(db) == before
     assert await redis.keys(f"*{ghost_courier}*") == []
@@ -260,7 +264,7 @@ def test_dispatch_token_refuses_a_ttl_beyond_the_cap(tmp_path: Any) -> None:
         ],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=60 * SECOND,
         env={**os.environ, "DISPATCH_SECRET": SECRET},
     )
     assert done.returncode == 2 and not done.stdout, done

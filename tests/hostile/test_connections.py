@@ -23,6 +23,7 @@ from tests.hostile.conftest import (
     raw_request,
     split_response,
 )
+from tests.timing import MS, SECOND
 
 pytestmark = pytest.mark.slow
 
@@ -61,13 +62,13 @@ def test_a_client_leaving_mid_body_is_not_a_server_error(server: Server) -> None
                 b"POST /v1/couriers HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                 b"Authorization: " + token + b'\r\nContent-Length: 100\r\n\r\n{"name":'
             )
-            time.sleep(0.02)
+            time.sleep(20 * MS)
     deadline = time.monotonic() + 10
     while (left := re.search(r'route="/v1/couriers",status="499"\} (\d+)', metrics(server))) is None or int(
         left[1]
     ) < 30:
         assert time.monotonic() < deadline, metrics(server)
-        time.sleep(0.1)
+        time.sleep(100 * MS)
     text = metrics(server)
     assert not re.search(r'route="/v1/couriers",status="5\d\d"', text), text
     assert "Traceback" not in server.logs()
@@ -98,7 +99,7 @@ def test_slow_headers_and_bodies_are_cut_off(make_server: Callable[..., Server])
     deadline = time.monotonic() + 10
     while server.open_fds() > baseline + 5:
         assert time.monotonic() < deadline, (server.open_fds(), baseline)
-        time.sleep(0.1)
+        time.sleep(100 * MS)
     # A body that trickles: 408 once DISPATCH_BODY_TIMEOUT has passed.
     token = bearer("admin")["Authorization"].encode()
     status, _, body = split_response(
@@ -106,13 +107,13 @@ def test_slow_headers_and_bodies_are_cut_off(make_server: Callable[..., Server])
             server,
             b"POST /v1/couriers HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
             b"Authorization: " + token + b'\r\nContent-Length: 100\r\n\r\n{"name":',
-            timeout=20,
+            timeout=20 * SECOND,
         )
     )
     assert status == 408
     assert_error_shape(body, "request_timeout")
     # Clients that are not slow are served as before, keep-alive included.
-    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10 * SECOND) as sock:
         for _ in range(3):
             sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
             assert sock.recv(65536).startswith(b"HTTP/1.1 200")
@@ -123,7 +124,7 @@ def test_connections_beyond_the_limit_get_a_503(make_server: Callable[..., Serve
     server = make_server(DISPATCH_MAX_CONNECTIONS="20")
     held = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(20)]
     try:
-        time.sleep(0.5)  # all 20 accepted
+        time.sleep(500 * MS)  # all 20 accepted
         status, headers, body = split_response(
             raw_request(server, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         )
@@ -141,7 +142,7 @@ def test_connections_beyond_the_limit_get_a_503(make_server: Callable[..., Serve
             if status == 200:
                 break
             assert time.monotonic() < deadline
-            time.sleep(0.1)
+            time.sleep(100 * MS)
     finally:
         for sock in held[5:]:
             sock.close()
@@ -175,7 +176,7 @@ def test_a_port_in_use_is_one_line_and_a_non_zero_exit(
             env=env,
             capture_output=True,
             text=True,
-            timeout=60,
+            timeout=60 * SECOND,
         )
     assert done.returncode != 0
     errors = [line for line in done.stderr.splitlines() if line.strip()]

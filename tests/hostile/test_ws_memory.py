@@ -18,6 +18,7 @@ import asyncpg
 import pytest
 
 from tests.hostile.conftest import Server, bearer
+from tests.timing import MS, SECOND
 
 pytestmark = pytest.mark.slow
 AT_ONCE = 100
@@ -41,12 +42,12 @@ async def _rounds(server: Server, resident: str, rounds: int) -> list[int]:
                 )
             )
             for ws in sockets:
-                assert (await ws.receive_json(timeout=10))["type"] == "hello"
+                assert (await ws.receive_json(timeout=10 * SECOND))["type"] == "hello"
             for n in range(3):
                 for ws in sockets:
                     await ws.send_json({"type": "ping", "id": n})
                 for ws in sockets:
-                    assert (await ws.receive_json(timeout=10))["ok"] is True
+                    assert (await ws.receive_json(timeout=10 * SECOND))["ok"] is True
             await asyncio.gather(*(ws.close() for ws in sockets))
             rss.append(server.rss_kib())
     return rss
@@ -66,4 +67,4 @@ async def test_memory_stays_flat_over_10000_websocket_cycles(server: Server, db:
     deadline = time.monotonic() + 10
     while server.open_fds() > fds + 5:  # the last closes are being finished
         assert time.monotonic() < deadline, (server.open_fds(), fds)
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(100 * MS)

@@ -15,6 +15,7 @@ import pytest
 
 from tests.geo.shapes import comb
 from tests.hostile.conftest import Server, assert_error_shape, bearer, metrics
+from tests.timing import MS
 
 pytestmark = pytest.mark.slow
 HEALTHZ_WITHIN_S = 2.0  # a bounded wait for an answer, not a latency threshold
@@ -38,7 +39,7 @@ async def _healthz_while(http: aiohttp.ClientSession, server: Server, work: asyn
         ) as r:
             assert r.status == 200
         answered += 1
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(100 * MS)
     return answered
 
 
@@ -83,7 +84,7 @@ async def test_a_heavy_zone_is_covered_off_the_event_loop(
                 )
                 if r.status != 200:
                     busy.append((r.status, await r.json(), r.headers.get("Retry-After")))
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(50 * MS)
 
         answered, _ = await asyncio.gather(_healthz_while(http, server, heavy), second_change())
         r = await heavy

@@ -14,6 +14,7 @@ import pytest
 
 from dispatch.bench.stack import free_port, wait_ready
 from tests.conftest import SECRET
+from tests.timing import SECOND
 
 
 @dataclass
@@ -41,7 +42,7 @@ class Node:
                 self.kill()
 
 
-def _wait_ready(node: Node, timeout: float = 30.0) -> None:
+def _wait_ready(node: Node, timeout: float = 30 * SECOND) -> None:
     try:
         wait_ready(node.url, node.proc, timeout)
     except RuntimeError as exc:
