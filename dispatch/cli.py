@@ -11,9 +11,11 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from dispatch.config import Settings, env_name, fields
 from dispatch.errors import DispatchError, StartupError
@@ -119,11 +121,33 @@ def cmd_serve(args: argparse.Namespace) -> int:
             on_fatal=on_fatal,
         )
         say(f"dispatch server on http://{settings.host}:{settings.port}")
-        serve(app, settings)
+        with _profiled(settings.profile_dir):
+            serve(app, settings)
     log.info("stopped")
     if fatal:
         raise StartupError(fatal[0])
     return 0
+
+
+@contextlib.contextmanager
+def _profiled(directory: Path | None) -> Iterator[None]:
+    """cProfile this process into `directory/serve-PID.prof` (DISPATCH_PROFILE_DIR), or nothing."""
+    if directory is None:
+        yield
+        return
+    import cProfile
+    import time
+
+    directory.mkdir(parents=True, exist_ok=True)
+    # CPU time, not wall time: a machine shared with the load generator would otherwise blame whatever
+    # was running when the process was descheduled.
+    profile = cProfile.Profile(time.process_time)
+    profile.enable()
+    try:
+        yield
+    finally:
+        profile.disable()
+        profile.dump_stats(directory / f"serve-{os.getpid()}.prof")
 
 
 def _serve_workers(settings: Settings) -> int:

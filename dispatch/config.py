@@ -85,6 +85,11 @@ class Settings(BaseSettings):
     reuse_port: bool = setting(
         False, "DISPATCH_REUSE_PORT", "bind the port with SO_REUSEPORT (a worker of --workers)", internal=True
     )
+    profile_dir: Path | None = setting(
+        None,
+        "DISPATCH_PROFILE_DIR",
+        "write a cProfile of each server process here when it stops (`serve-PID.prof`; for benchmarks)",
+    )
     listen_when_ready: bool = setting(
         False,
         "DISPATCH_LISTEN_WHEN_READY",

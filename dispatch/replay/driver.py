@@ -218,7 +218,7 @@ def embedded_server(
             tmp = stack.enter_context(_tempdir())
             run = Stack(asyncio.run(fresh_database(database_server_url, name)), _redis_db(redis_url, 9), tmp)
             asyncio.run(_flush(run.redis_url))
-        server = stack.enter_context(server_process(run, **env))
+        server = stack.enter_context(server_process(run, env=env))
         yield server.url, SECRET, clock
 
 

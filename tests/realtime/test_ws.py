@@ -223,10 +223,10 @@ async def test_slow_client_is_cut_off_with_1013(
         # The peer stops reading: every send stalls, as on a dead mobile link.
         stalled = asyncio.Event()
 
-        async def stall(data: str, compress: int | None = None) -> None:
+        async def stall(data: bytes, opcode: WSMsgType, compress: int | None = None) -> None:
             await stalled.wait()
 
-        conn.ws.send_str = stall
+        conn.ws.send_frame = stall
         events = await _write(db, clock, RES, 300)
         await _publish(client, events)
         for _ in range(50):
