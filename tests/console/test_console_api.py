@@ -191,7 +191,9 @@ async def test_moves_that_cannot_be_done_are_refused_and_change_nothing(
     for path, body, want_status, code in cases:
         status, answer = await post(client, path, admin, body)
         assert (status, answer["error"]["code"]) == (want_status, code), (path, answer)
-    status, answer = await post(client, f"/v1/jobs/{job}/move", auth("shop", t.shop), {"courier_id": t.courier})
+    status, answer = await post(
+        client, f"/v1/jobs/{job}/move", auth("shop", t.shop), {"courier_id": t.courier}
+    )
     assert status == 403
     assert await db.fetch("SELECT * FROM stops ORDER BY id") == before
     # Picked up: the goods are on board, they stay.
@@ -249,8 +251,7 @@ async def test_a_quote_shows_the_split_and_prices_and_writes_nothing(
     quoted = await post(client, "/v1/orders/quote", me, body)
     placed = await post(client, "/v1/orders", me, body)
     assert quoted == placed and quoted[0] == 422 and quoted[1]["error"]["code"] == "items_unavailable"
-    status, answer = await post(client, "/v1/orders/quote", admin, body)
-    assert status == 403
+    assert (await post(client, "/v1/orders/quote", admin, body))[0] == 403
 
 
 async def test_the_map_area_and_a_zones_cells(client: Client, auth: AuthFn) -> None:
@@ -287,7 +288,9 @@ async def test_a_shop_switches_itself_off_and_on(client: Client, auth: AuthFn) -
     assert (await r.json())["active"] is True
     assert (await place(client, auth("resident", resident), [{"sku": "bread", "qty": 1}]))[0] == 201
     # Another shop may not switch it.
-    r = await client.put(f"/v1/shops/{shop}/availability", json={"active": False}, headers=auth("shop", other))
+    r = await client.put(
+        f"/v1/shops/{shop}/availability", json={"active": False}, headers=auth("shop", other)
+    )
     assert r.status == 403
 
 
@@ -301,8 +304,9 @@ async def test_open_orders_filter(client: Client, auth: AuthFn, clock: ManualClo
     second = (await place(client, me, [{"sku": "bread", "qty": 1}]))[1]
     assert (await post(client, f"/v1/orders/{first['id']}/cancel", admin))[0] == 200
     status, page = await get(client, "/v1/orders?open=true", admin)
+    assert status == 200
     assert [o["id"] for o in page["items"]] == [second["id"]]
-    status, page = await get(client, "/v1/orders", admin)
+    page = (await get(client, "/v1/orders", admin))[1]
     assert [o["id"] for o in page["items"]] == [second["id"], first["id"]]
 
 
