@@ -56,7 +56,7 @@ function start() {
 
   // --- reading -----------------------------------------------------------------------------------------
 
-  async function pages(path, key = "items") {
+  async function pages(path, most = Infinity, key = "items") {
     const out = [];
     let cursor = null;
     do {
@@ -64,7 +64,7 @@ function start() {
       const page = await api("GET", `${path}${sep}limit=500${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`);
       out.push(...page[key]);
       cursor = page.next || null;
-    } while (cursor);
+    } while (cursor && out.length < most);
     return out;
   }
 
@@ -94,6 +94,13 @@ function start() {
     const chosen = select.value;
     fill(select, h("option", { value: "" }, "any"), [...couriers.values()].map((c) => h("option", { value: c.id }, c.name)));
     select.value = chosen;
+  }
+
+  // Residents by name, for the filter's suggestions and the order's detail (the first thousand).
+  const residents = new Map();
+  async function readResidents() {
+    for (const r of await pages("/v1/residents", 1000)) residents.set(r.id, r);
+    fill($("#residents"), [...residents.values()].map((r) => h("option", { value: r.id }, r.name)));
   }
 
   async function readLive() {
@@ -145,7 +152,7 @@ function start() {
   async function readAll() {
     await clock.sync();
     await readShops();
-    await Promise.all([readCouriers(), readLive(), readOrders(), readSummary(), readDetail()]);
+    await Promise.all([readCouriers(), readResidents(), readLive(), readOrders(), readSummary(), readDetail()]);
     renderAll();
   }
 
@@ -416,7 +423,7 @@ function start() {
     fill(
       box,
       h("h2", {}, `Order ${shortId(o.id)} `, h("span", { class: `state ${o.state}` }, words(o.state)), " ", h("button", { type: "button", class: "link", onclick: () => select(o.id) }, "close")),
-      h("p", { class: "small" }, `${o.fulfilment === "pickup" ? "collected at the shop" : "delivered"} · placed ${clockTime(o.created_at)} · resident ${o.resident_id} · ${money(o.total_cents)}${o.slot ? ` · slot ${clockTime(o.slot.start)}–${clockTime(o.slot.end)}` : ""}${o.note ? ` · note: ${o.note}` : ""}`),
+      h("p", { class: "small" }, `${o.fulfilment === "pickup" ? "collected at the shop" : "delivered"} · placed ${clockTime(o.created_at)} · resident ${residents.get(o.resident_id)?.name || ""} ${o.resident_id} · ${money(o.total_cents)}${o.slot ? ` · slot ${clockTime(o.slot.start)}–${clockTime(o.slot.end)}` : ""}${o.note ? ` · note: ${o.note}` : ""}`),
       h(
         "table",
         {},
