@@ -79,7 +79,7 @@ function start() {
       const box = bounds([...shops.values()].map((s) => [s.lat, s.lng]));
       if (box) map.setFrame(...box, 1500);
     }
-    const names = [...shops.values()].sort((a, b) => a.name.localeCompare(b.name));
+    const names = [...shops.values()].sort((a, b) => a.name.localeCompare(b.name, undefined, { numeric: true }));
     for (const select of [$("#f-shop"), $("#cells-shop")]) {
       const chosen = select.value;
       fill(select, h("option", { value: "" }, select.id === "f-shop" ? "any" : "no shop"), names.map((s) => h("option", { value: s.id }, s.name)));
@@ -237,7 +237,7 @@ function start() {
   }
 
   function renderFleet() {
-    const all = [...couriers.values()].sort((a, b) => Number(b.on_shift) - Number(a.on_shift) || a.name.localeCompare(b.name));
+    const all = [...couriers.values()].sort((a, b) => Number(b.on_shift) - Number(a.on_shift) || a.name.localeCompare(b.name, undefined, { numeric: true }));
     fill(
       $("#fleet"),
       all.map((c) => {
@@ -288,7 +288,7 @@ function start() {
   // Lists are drawn again as positions come in: a choice being made survives that.
   const picks = new Map();
   function courierPicker(exclude, key) {
-    const options = [...fleet.values()].filter((c) => c.id !== exclude && !c.stale).sort((a, b) => a.name.localeCompare(b.name));
+    const options = [...fleet.values()].filter((c) => c.id !== exclude && !c.stale).sort((a, b) => a.name.localeCompare(b.name, undefined, { numeric: true }));
     const select = h(
       "select",
       { "aria-label": "courier to give the work to", onchange: (e) => picks.set(key, e.target.value) },
@@ -299,13 +299,23 @@ function start() {
     return select;
   }
 
+  function nextStopOf(courierId) {
+    for (const r of routes) {
+      if (r.courier_id !== courierId || r.state !== "active") continue;
+      const open = r.stops.find((s) => OPEN_STOP.has(s.state));
+      if (open) return open.id;
+    }
+    return null;
+  }
+
   function stopLine(s, route) {
     const label = s.kind === "pickup" ? `pick up at ${shopName(s.shop_id)}` : `deliver order ${shortId(s.order_id)}`;
     const actions = [];
     if (s.locked) {
       actions.push(h("button", { type: "button", onclick: (e) => act(e.target, "Stop unlocked", () => api("POST", `/v1/stops/${s.id}/unlock`).then(refresh)) }, "Unlock"));
     }
-    if (OPEN_STOP.has(s.state) && route.state === "active") {
+    // The stops go in order: only the courier's next one can be recorded.
+    if (s.id === nextStopOf(route.courier_id)) {
       const step = s.state === "pending" ? "arrived" : "completed";
       actions.push(
         h(
@@ -423,7 +433,7 @@ function start() {
     fill(
       box,
       h("h2", {}, `Order ${shortId(o.id)} `, h("span", { class: `state ${o.state}` }, words(o.state)), " ", h("button", { type: "button", class: "link", onclick: () => select(o.id) }, "close")),
-      h("p", { class: "small" }, `${o.fulfilment === "pickup" ? "collected at the shop" : "delivered"} · placed ${clockTime(o.created_at)} · resident ${residents.get(o.resident_id)?.name || ""} ${o.resident_id} · ${money(o.total_cents)}${o.slot ? ` · slot ${clockTime(o.slot.start)}–${clockTime(o.slot.end)}` : ""}${o.note ? ` · note: ${o.note}` : ""}`),
+      h("p", { class: "small" }, `${o.fulfilment === "pickup" ? "pick-up at the shop" : "delivery"} · placed ${clockTime(o.created_at)} · resident ${residents.get(o.resident_id)?.name || ""} ${o.resident_id} · ${money(o.total_cents)}${o.slot ? ` · slot ${clockTime(o.slot.start)}–${clockTime(o.slot.end)}` : ""}${o.note ? ` · note: ${o.note}` : ""}`),
       h(
         "table",
         {},
