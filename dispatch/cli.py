@@ -21,7 +21,7 @@ from dispatch.errors import DispatchError, StartupError
 log = logging.getLogger("dispatch")
 
 # The `serve` options that override settings, by field name.
-_OVERRIDES = ("host", "port", "data_dir", "demo")
+_OVERRIDES = ("host", "port", "data_dir", "demo", "workers")
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -75,10 +75,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from dispatch.demo import load_demo_if_empty
     from dispatch.logs import setup_logging
     from dispatch.serve import serve
+    from dispatch.supervisor import workers_for
 
     settings = _settings(args)
     as_json = setup_logging(settings.log_level, settings.log_format)
     secret = load_or_create_secret(settings.secret, settings.data_dir)
+    if not settings.reuse_port and workers_for(settings) > 1:
+        return _serve_workers(settings)
     fatal: list[str] = []
 
     def say(text: str) -> None:
@@ -121,6 +124,63 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if fatal:
         raise StartupError(fatal[0])
     return 0
+
+
+def _serve_workers(settings: Settings) -> int:
+    """The parent of `--workers N`: the data dir, the embedded services and the port are its own."""
+    from dispatch.serve import bind
+    from dispatch.supervisor import Supervisor, worker_argv, worker_env, workers_for
+
+    count = workers_for(settings)
+    with _database(settings, lock=True) as (database_url, redis_url):
+        assert redis_url is not None
+        if settings.port:
+            for sock in bind(settings.host, settings.port):  # free? (one clear line if not)
+                sock.close()
+        held = bind(settings.host, settings.port, reuse_port=True)  # ours from now on (not listening here)
+        # Port 0: the one the system chose, for every worker.
+        settings = settings.model_copy(update={"port": held[0].getsockname()[1]})
+        try:
+            _warn_if_too_few_connections(database_url, count, settings.db_pool_max)
+            log.info("dispatch server on http://%s:%d with %d workers", settings.host, settings.port, count)
+            env = worker_env(settings, database_url, redis_url)
+            status = Supervisor(worker_argv(), env, count, settings.shutdown_grace_s).run()
+        finally:
+            for sock in held:
+                sock.close()
+    log.info("stopped")
+    return status  # a worker that could not start has said why on stderr
+
+
+def _warn_if_too_few_connections(database_url: str, workers: int, pool_max: int) -> None:
+    """Each worker opens up to DISPATCH_DB_POOL_MAX connections (and one for its listener); say so at once
+    when PostgreSQL would refuse some under load, rather than as errors at the evening peak."""
+    import asyncio
+
+    import asyncpg
+
+    async def limit() -> int:
+        conn = await asyncpg.connect(database_url)
+        try:
+            return int(await conn.fetchval("SHOW max_connections")) - int(
+                await conn.fetchval("SHOW superuser_reserved_connections")
+            )
+        finally:
+            await conn.close()
+
+    try:
+        available = asyncio.run(limit())
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        return  # not reachable yet: the workers wait for it and say so
+    wanted = workers * (pool_max + 1)
+    if wanted > available:
+        log.warning(
+            "%d workers may open %d PostgreSQL connections but the server allows %d; lower "
+            "DISPATCH_DB_POOL_MAX or the workers, or raise PostgreSQL's max_connections",
+            workers,
+            wanted,
+            available,
+        )
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -251,6 +311,7 @@ def _serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, help=_setting_help("port"))
     _data_dir(p)
     p.add_argument("--demo", action=argparse.BooleanOptionalAction, default=None, help=_setting_help("demo"))
+    p.add_argument("--workers", type=int, metavar="N", help=_setting_help("workers"))
     p.set_defaults(func=cmd_serve)
 
 

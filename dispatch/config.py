@@ -74,6 +74,23 @@ class Settings(BaseSettings):
         "HS256 token signing secret (32+ bytes). **Set it when running several servers.**",
         shown="generated once into `DATA_DIR/secret`",
     )
+    workers: int = setting(
+        0,
+        "DISPATCH_WORKERS",
+        "server processes sharing the port, kept running by one parent (0: one per core)",
+        flag="--workers",
+        ge=0,
+        le=256,
+    )
+    reuse_port: bool = setting(
+        False, "DISPATCH_REUSE_PORT", "bind the port with SO_REUSEPORT (a worker of --workers)", internal=True
+    )
+    listen_when_ready: bool = setting(
+        False,
+        "DISPATCH_LISTEN_WHEN_READY",
+        "accept connections only once ready (a restarted worker of --workers)",
+        internal=True,
+    )
     demo: bool = setting(
         True, "DISPATCH_DEMO", "load the demo neighbourhood into an empty database", flag="--demo/--no-demo"
     )

@@ -28,7 +28,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMethod, LineTooLong
 
 from dispatch.api.json import json_response
-from dispatch.api.keys import METRICS
+from dispatch.api.keys import METRICS, STARTUP
 from dispatch.config import Settings
 from dispatch.errors import BadRequest, DispatchError, ServiceUnavailable, StartupError
 from dispatch.logs import Throttle
@@ -42,7 +42,7 @@ MALFORMED_LOG_EVERY_S = 10.0
 
 def serve(app: web.Application, settings: Settings) -> None:
     """Serve `app` until SIGTERM or SIGINT, on a uvloop event loop."""
-    sockets = bind(settings.host, settings.port)
+    sockets = bind(settings.host, settings.port, reuse_port=settings.reuse_port)
     loop = uvloop.new_event_loop()
     try:
         asyncio.set_event_loop(loop)
@@ -56,8 +56,9 @@ def serve(app: web.Application, settings: Settings) -> None:
         asyncio.set_event_loop(None)
 
 
-def bind(host: str, port: int) -> list[socket.socket]:
-    """Listening-ready sockets for every address of `host`; StartupError if the port is taken."""
+def bind(host: str, port: int, *, reuse_port: bool = False) -> list[socket.socket]:
+    """Listening-ready sockets for every address of `host`; StartupError if the port is taken. With
+    `reuse_port`, other processes of ours may bind it too (the workers of `--workers`)."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
@@ -68,6 +69,8 @@ def bind(host: str, port: int) -> list[socket.socket]:
             sock = socket.socket(family, kind, proto)
             sockets.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio does on Unix
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.bind(address)
@@ -95,6 +98,10 @@ async def _serve(app: web.Application, settings: Settings, sockets: list[socket.
     runner = _Runner(app, settings)
     try:
         await runner.setup()
+        # A restarted worker of `--workers`: its peers serve meanwhile, so it takes no connection (to answer
+        # 503) before it can serve them.
+        if settings.listen_when_ready and not await _first(app[STARTUP].ready.wait(), stop.wait()):
+            return
         for sock in sockets:
             await web.SockSite(runner, sock, backlog=BACKLOG).start()
         await stop.wait()
@@ -102,6 +109,15 @@ async def _serve(app: web.Application, settings: Settings, sockets: list[socket.
         await runner.cleanup()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+
+
+async def _first(wanted: Any, other: Any) -> bool:
+    """Wait for whichever comes first; whether it was `wanted`."""
+    tasks = [asyncio.ensure_future(wanted), asyncio.ensure_future(other)]
+    done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    return tasks[0] in done
 
 
 def _cancel_remaining(loop: asyncio.AbstractEventLoop) -> None:

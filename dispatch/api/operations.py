@@ -94,6 +94,13 @@ class Id:
                 f"{self.name} must be a string",
                 details=[field_error([self.name], "expected a string", "type")],
             )
+        if "\x00" in value:  # as anywhere in a body: refused, not looked up
+            raise ValidationFailed(
+                f"{self.name} contains a NUL character",
+                details=[
+                    field_error([self.name], "text may not contain NUL characters (\\u0000)", "nul_character")
+                ],
+            )
         if not is_valid_id(value, self.kind):
             raise NotFound(f"no {self.entity} {value[:60]!r}", code=f"{self.entity}_not_found")
         return value

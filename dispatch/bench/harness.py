@@ -176,6 +176,7 @@ def server_process(stack: Stack, profile: str | None = None, **env: str) -> Iter
         "REDIS_URL": stack.redis_url,
         "DISPATCH_SECRET": SECRET,
         "DISPATCH_LOG_LEVEL": "WARNING",
+        "DISPATCH_WORKERS": "1",
         **env,
     }
     with log_path.open("wb") as log:
