@@ -11,7 +11,8 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from dispatch.api import admin, docs, health, orders, ws
+from dispatch.api import admin, apps, docs, health, orders, ws
+from dispatch.api import console as console_api
 from dispatch.api import couriers as courier_api  # couriers (issue 5)
 from dispatch.api import zones as zone_api
 from dispatch.api.keys import (
@@ -54,6 +55,8 @@ from dispatch.services import zones
 from dispatch.services.context import Services
 from dispatch.services.dispatching import run_dispatch  # couriers (issue 5)
 from dispatch.services.locations import LiveLocations  # couriers (issue 5)
+from dispatch.services.ops_feed import FLUSH_S
+from dispatch.services.ops_feed import RECIPIENT as OPS_RECIPIENT
 from dispatch.services.subjects import KnownSubjects
 from dispatch.services.timers import run_timers
 from dispatch.services.zone_directory import ZoneDirectory
@@ -64,13 +67,20 @@ from websocket.hub import Hub
 
 log = logging.getLogger(__name__)
 
-# Plain routes: what is not an operation (health, metrics, the clock, the websocket upgrade, the contracts).
-ROUTE_TABLES: list[RouteTable] = [health.routes, ws.routes, docs.routes]
+# Plain routes: what is not an operation (health, metrics, the clock, the websocket upgrade, the contracts,
+# the apps' pages and files).
+ROUTE_TABLES: list[RouteTable] = [health.routes, ws.routes, docs.routes, apps.routes]
 
 
 def operations() -> Registry:
     """Every operation of the API, declared once in its module."""
-    return Registry(zone_api.OPERATIONS, admin.OPERATIONS, orders.OPERATIONS, courier_api.OPERATIONS)
+    return Registry(
+        zone_api.OPERATIONS,
+        admin.OPERATIONS,
+        orders.OPERATIONS,
+        courier_api.OPERATIONS,
+        console_api.OPERATIONS,
+    )
 
 
 async def _node(app: web.Application) -> AsyncIterator[None]:
@@ -192,6 +202,7 @@ async def _start_steps(
     svc = Services(pool, clock, settings, directory, hub, live, metrics, workers)
     app[SERVICES] = svc
     _background(stack, sweep_forever(hub, settings.catchup_s), "outbox-sweep")
+    _background(stack, ops_hints_forever(svc, hub), "ops-hints")
     if settings.run_timers:
         _background(stack, run_timers(svc), "timers")
         _background(stack, run_dispatch(svc, live), "dispatch")
@@ -223,6 +234,16 @@ async def sweep_forever(hub: Hub, interval_s: float) -> None:
             continue
         if behind:
             log.info("outbox sweep caught up %d connection(s)", behind)
+
+
+async def ops_hints_forever(svc: Services, hub: Hub) -> None:
+    """Operators' consoles hear what changed on this node, at most every FLUSH_S (a lost hint is harmless:
+    consoles read things back, and everything again after a reconnect)."""
+    while True:
+        await asyncio.sleep(FLUSH_S)
+        hint = svc.ops.take()
+        if hint is not None:
+            await hub.publish_live([(OPS_RECIPIENT, hint)])
 
 
 def create_app(

@@ -247,8 +247,29 @@ def cmd_token(args: argparse.Namespace) -> int:
             f"a token lifetime of {ttl} s (--ttl or DISPATCH_TOKEN_TTL) is longer than the server accepts, "
             f"{settings.token_max_ttl_s} s (DISPATCH_TOKEN_MAX_TTL)"
         )
-    print(issue_token(secret, Role(args.role), args.subject, ttl, SystemClock().now()))
+    token = issue_token(secret, Role(args.role), args.subject, ttl, SystemClock().now())
+    print(sign_in_link(args.url or base_url(settings), args.role, token) if args.link else token)
     return 0
+
+
+# The app page of each role: a `--link` opens it signed in.
+APP_PAGES = {"admin": "/console", "shop": "/shop", "courier": "/courier", "resident": "/order"}
+
+
+def base_url(settings: Settings) -> str:
+    """The server's URL as a browser on this machine reaches it."""
+    host = settings.host
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{settings.port}"
+
+
+def sign_in_link(base: str, role: str, token: str) -> str:
+    """The role's page with the token in the fragment: browsers never send a fragment to a server, and the
+    page moves it to session storage and out of the address bar at once."""
+    return f"{base.rstrip('/')}{APP_PAGES[role]}#token={token}"
 
 
 def token_command(settings: Settings) -> str:
@@ -328,6 +349,14 @@ def _token_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--role", required=True, choices=roles, help="who the token speaks for")
     p.add_argument("--subject", required=True, help="the shop, courier or resident id (admin: any name)")
     p.add_argument("--ttl", type=int, help=f"lifetime in seconds (default: {_setting_help('token_ttl_s')})")
+    p.add_argument(
+        "--link",
+        action="store_true",
+        help="print a URL that opens the role's app signed in (/console, /shop, /courier, /order)",
+    )
+    p.add_argument(
+        "--url", metavar="BASE", help="with --link: the server's URL (default: from DISPATCH_HOST and _PORT)"
+    )
     _data_dir(p)
     p.set_defaults(func=cmd_token)
 

@@ -209,6 +209,13 @@ class Settings(BaseSettings):
         "an order looks at the nearest this many shops that deliver there (plus shops it pins items to)",
         ge=1,
     )
+    late_after_min: float = setting(
+        45.0,
+        "DISPATCH_LATE_AFTER_MIN",
+        "the console counts an order late when it is not delivered this many minutes after it was placed (a "
+        "slotted order: after its slot ends)",
+        ge=1,
+    )
     # --- couriers and dispatch ---
     courier_stale_s: float = setting(
         30.0,

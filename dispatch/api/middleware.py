@@ -12,6 +12,7 @@ import time
 from aiohttp import web
 from aiohttp.http_exceptions import PayloadEncodingError
 
+from dispatch.api import apps
 from dispatch.api.auth import ensure_known, verify
 from dispatch.api.json import json_response
 from dispatch.api.keys import METRICS, STARTUP
@@ -149,7 +150,7 @@ WITHOUT_DEPENDENCIES = frozenset(
 async def until_ready(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Before start-up has reached PostgreSQL and Redis, everything but the operations endpoints is a 503."""
     state = request.app[STARTUP]
-    if state.ready.is_set() or request.path in WITHOUT_DEPENDENCIES:
+    if state.ready.is_set() or request.path in WITHOUT_DEPENDENCIES or request.path in apps.PATHS:
         return await handler(request)
     raise ServiceUnavailable(f"the server is {state.describe()}", details={"starting": True}, retry_after=2)
 

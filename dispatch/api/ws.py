@@ -21,6 +21,7 @@ from dispatch.api.routing import RouteTable
 from dispatch.auth import Principal, bearer_token
 from dispatch.errors import DispatchError, ServiceUnavailable, UpgradeRequired, ValidationFailed, field_error
 from dispatch.logs import Throttle, request_id
+from dispatch.services.ops_feed import RECIPIENT as OPS_RECIPIENT
 from dispatch.translate import translate
 from websocket.connection import TRY_AGAIN_LATER, Connection
 from websocket.errors import ProtocolError, RealtimeError
@@ -140,7 +141,8 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         await ws.close(code=POLICY_VIOLATION, message=b"unauthorized")
         return ws
     hub = app[HUB]
-    conn = Connection(ws, who.subject)
+    # Operators share one stream, the consoles' hints (ops.changed); no event is addressed to an admin.
+    conn = Connection(ws, OPS_RECIPIENT if who.is_admin else who.subject)
     conn.start()
     app[WEBSOCKETS].add(ws)
     commands: asyncio.Queue[ClientMessage] = asyncio.Queue(COMMAND_QUEUE)

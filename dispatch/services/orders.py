@@ -12,14 +12,21 @@ import asyncpg
 import orjson
 
 from dispatch.core import jobs as job_rules
-from dispatch.core.matching import OrderTiming, RequestedItem, Unavailable, plan_order
+from dispatch.core.matching import (
+    CandidateShop,
+    OrderTiming,
+    RequestedItem,
+    SplitPlan,
+    Unavailable,
+    plan_order,
+)
 from dispatch.core.stops import LIVE_ROUTES
 from dispatch.db import Conn, retried, transaction
 from dispatch.errors import Conflict, DispatchError, NotFound, ValidationFailed
 from dispatch.ids import new_id
 from dispatch.outbox import Event, NewEvent, append_events
 from dispatch.services import pages
-from dispatch.services.candidates import load_candidates, nearby_shop_ids
+from dispatch.services.candidates import ShopInfo, load_candidates, nearby_shop_ids
 from dispatch.services.context import Services
 from dispatch.services.offers import StockKey, StockRace, adjust_stock, create_jobs, pinned_pairs, stock_of
 from dispatch.services.records import (
@@ -32,6 +39,7 @@ from dispatch.services.records import (
 from dispatch.services.routes import CourierChange, courier_open_stops, lock_courier, settle_stops
 
 RETRIES = 3
+OPEN_STATES = ("placed", "accepted", "preparing", "ready", "in_delivery")  # orders still in progress
 
 
 @dataclass(frozen=True)
@@ -82,28 +90,7 @@ async def _place_once(
             previous = await _claim_key(conn, req.resident_id, idempotency, now)
             if previous is not None:
                 return 200, previous, []
-        pinned = {i.shop_id for i in req.items if i.shop_id}
-        nearby = nearby_shop_ids(svc, req.lat, req.lng, req.fulfilment, keep=pinned)
-        if not nearby:
-            what = "delivers to" if req.fulfilment == "delivery" else "is within walking distance of"
-            raise ValidationFailed(
-                f"no shop {what} that point",
-                code="outside_delivery_area",
-                details=[{"path": ["dropoff"], "message": f"no shop {what} this point", "code": "outside"}],
-            )
-        candidates, shops = await load_candidates(
-            conn,
-            svc,
-            shop_ids=nearby,
-            lat=req.lat,
-            lng=req.lng,
-            fulfilment=req.fulfilment,
-            skus={i.sku for i in req.items},
-            at=req.slot_start or now,
-        )
-        plan = plan_order(req.items, candidates, OrderTiming(now, req.slot_start))
-        if isinstance(plan, Unavailable):
-            raise await _unavailable(conn, req, plan)
+        plan, shops, _ = await _plan(conn, svc, req, now)
         # The order's state and total follow from the plan, so the order row is written once.
         state, total = job_rules.order_summary(
             [
@@ -148,6 +135,69 @@ async def _place_once(
                 body,
             )
     return 201, body, events
+
+
+async def _plan(
+    conn: Conn, svc: Services, req: OrderRequest, now: datetime
+) -> tuple[SplitPlan, dict[str, ShopInfo], list[CandidateShop]]:
+    """The split: the shops near the point that have the items, chosen by the matching rules; or the 422
+    that says precisely what is missing."""
+    pinned = {i.shop_id for i in req.items if i.shop_id}
+    nearby = nearby_shop_ids(svc, req.lat, req.lng, req.fulfilment, keep=pinned)
+    if not nearby:
+        what = "delivers to" if req.fulfilment == "delivery" else "is within walking distance of"
+        raise ValidationFailed(
+            f"no shop {what} that point",
+            code="outside_delivery_area",
+            details=[{"path": ["dropoff"], "message": f"no shop {what} this point", "code": "outside"}],
+        )
+    candidates, shops = await load_candidates(
+        conn,
+        svc,
+        shop_ids=nearby,
+        lat=req.lat,
+        lng=req.lng,
+        fulfilment=req.fulfilment,
+        skus={i.sku for i in req.items},
+        at=req.slot_start or now,
+    )
+    plan = plan_order(req.items, candidates, OrderTiming(now, req.slot_start))
+    if isinstance(plan, Unavailable):
+        raise await _unavailable(conn, req, plan)
+    return plan, shops, candidates
+
+
+@retried
+async def quote_order(svc: Services, req: OrderRequest) -> dict[str, Any]:
+    """How the order would be split now, without writing anything (stock is not reserved)."""
+    now = svc.clock.now()
+    async with svc.pool.acquire() as conn:
+        plan, _, candidates = await _plan(conn, svc, req, now)
+        rows = await conn.fetch(
+            "SELECT id, name FROM shops WHERE id = ANY ($1::text[])", [j.shop_id for j in plan.jobs]
+        )
+    names: dict[str, str] = {r["id"]: r["name"] for r in rows}
+    minutes = {c.shop_id: c.ready_and_travel_minutes for c in candidates}
+    pins = pinned_pairs(req.items)
+    jobs = [
+        {
+            "shop_id": j.shop_id,
+            "shop_name": names[j.shop_id],
+            "lines": [
+                {
+                    "sku": line.sku,
+                    "qty": line.qty,
+                    "unit_price_cents": line.unit_price_cents,
+                    "pinned": (j.shop_id, line.sku) in pins,
+                }
+                for line in j.lines
+            ],
+            "subtotal_cents": sum(line.qty * line.unit_price_cents for line in j.lines),
+            "ready_and_travel_minutes": round(minutes[j.shop_id], 1),
+        }
+        for j in plan.jobs
+    ]
+    return {"jobs": jobs, "total_cents": sum(j["subtotal_cents"] for j in jobs)}
 
 
 async def _claim_key(
@@ -333,6 +383,7 @@ class OrderFilter:
     resident_id: str | None = None
     since: datetime | None = None
     until: datetime | None = None
+    open: bool = False  # only orders still in progress
 
 
 @retried
@@ -352,6 +403,7 @@ async def find_orders(
              AND ($5::timestamptz IS NULL OR o.created_at >= $5)
              AND ($6::timestamptz IS NULL OR o.created_at < $6)
              AND ($7::timestamptz IS NULL OR (o.created_at, o.id) < ($7, $8))
+             AND (NOT $10 OR o.state = ANY ($11::text[]))
            ORDER BY o.created_at DESC, o.id DESC LIMIT $9""",
         where.state,
         where.shop_id,
@@ -362,6 +414,8 @@ async def find_orders(
         None if after is None else after.created_at,
         None if after is None else after.id,
         limit + 1,
+        where.open,
+        list(OPEN_STATES),
     )
     rows, next_cursor = pages.page(list(rows), limit)
     return await _with_jobs(svc, rows), next_cursor

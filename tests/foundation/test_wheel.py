@@ -17,6 +17,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -102,6 +103,10 @@ def test_wheel_installed_elsewhere_says_which_extra_is_missing_then_migrates_and
     tmp_path: Path,
 ) -> None:
     wheel = _build_wheel(tmp_path)
+    # The apps are served from inside the package: every file of dispatch/web is in the wheel.
+    web = ROOT / "dispatch" / "web"
+    shipped = {n for n in zipfile.ZipFile(wheel).namelist() if n.startswith("dispatch/web/")}
+    assert shipped == {p.relative_to(ROOT).as_posix() for p in web.rglob("*") if p.is_file()}
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", venv], check=True, timeout=120 * SECOND)
     elsewhere = tmp_path / "elsewhere"
@@ -159,6 +164,8 @@ def test_wheel_installed_elsewhere_says_which_extra_is_missing_then_migrates_and
         # The schema is there: listing shops reads the table the 0-migration image never had.
         status, body = _get(port, "/v1/shops?limit=1", token.stdout.strip())
         assert (status, body) == (200, {"items": []})
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/console", timeout=5 * SECOND) as r:
+            assert r.status == 200 and b'src="/static/console.js"' in r.read()
         again = _run([dispatch, "migrate", "--data-dir", data], elsewhere)
         assert again.returncode == 0 and "applied 0 migration(s)" in again.stdout, again.stderr
         server.send_signal(signal.SIGTERM)
