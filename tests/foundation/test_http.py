@@ -237,10 +237,16 @@ async def test_one_shop_cannot_touch_another_shops_catalogue(
 
 
 async def test_unknown_ids_are_404(client: Client, auth: Callable[..., dict[str, str]]) -> None:
-    for path in ("/v1/shops/shop_aaaaaaaaaaaaaaaa", "/v1/shops/../../etc/passwd", "/v1/shops/%00"):
+    for path in ("/v1/shops/shop_aaaaaaaaaaaaaaaa", "/v1/shops/../../etc/passwd", "/v1/shops/not-an-id"):
         r = await client.get(path, headers=auth("admin"))
         assert r.status == 404, path
         assert_error(await r.json())
+    # A NUL is refused wherever it is, an id included: 422 naming the parameter, as in a body.
+    r = await client.get("/v1/shops/%00", headers=auth("admin"))
+    assert r.status == 422
+    body = await r.json()
+    assert_error(body, "validation_failed")
+    assert [(d["path"], d["code"]) for d in body["error"]["details"]] == [(["shop_id"], "nul_character")]
     r = await client.patch("/v1/couriers/cou_aaaaaaaaaaaaaaaa", json={"capacity": 2}, headers=auth("admin"))
     assert r.status == 404
     assert_error(await r.json(), "courier_not_found")
