@@ -127,6 +127,7 @@ async def _start_steps(
     workers = zones.zone_workers(settings)
     stack.push_async_callback(workers.close)
     app[ZONE_WORKERS] = workers
+    app[METRICS].zone_changes.set_function(lambda: workers.pending)
     _background(stack, workers.start(), "zone-workers")
 
     async def open_pool() -> asyncpg.Pool:

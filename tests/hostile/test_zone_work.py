@@ -43,6 +43,12 @@ async def _healthz_while(http: aiohttp.ClientSession, server: Server, work: asyn
     return answered
 
 
+def _pending_zone_changes(server: Server) -> float:
+    found = re.search(r"^dispatch_zone_changes_pending ([0-9.e+-]+)$", metrics(server), re.MULTILINE)
+    assert found is not None, "the zone-work gauge is exported"
+    return float(found[1])
+
+
 async def test_a_comb_zone_is_refused_without_stalling_the_server(
     server: Server, db: asyncpg.Connection
 ) -> None:
@@ -77,6 +83,9 @@ async def test_a_heavy_zone_is_covered_off_the_event_loop(
         busy: list[tuple[int, Any, str | None]] = []
 
         async def second_change() -> None:
+            # Only once the heavy change holds the worker: a circle sent first could take it instead.
+            while not heavy.done() and _pending_zone_changes(server) < 1:
+                await asyncio.sleep(20 * MS)
             while not heavy.done() and not busy:
                 circle = {"type": "Circle", "center": [4.83, 45.76], "radius_m": 500}
                 r = await http.put(
