@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 CHROMIUM ?= /usr/bin/chromium
+# Test processes: each has its own embedded PostgreSQL and Redis (PYTEST_WORKERS=0 runs in this process).
+PYTEST_WORKERS ?= 2
 
 .PHONY: serve test lint typecheck pytest install clean browser
 
@@ -46,7 +48,7 @@ browser:
 	fi
 
 pytest: $(STAMP) browser
-	TEST_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest
+	TEST_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -n $(PYTEST_WORKERS)
 
 test: lint typecheck pytest
 
