@@ -20,6 +20,7 @@ from dispatch.replay.driver import (
     summary,
     write_outputs,
 )
+from dispatch.replay.generate import FAMILIES
 from dispatch.replay.instance import load_instance
 from dispatch.replay.metrics import compute_metrics, format_comparison
 from dispatch.replay.plots import require_plots
@@ -104,6 +105,12 @@ def _generate_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1, help="random seed (1)")
     p.add_argument(
         "--orders-per-courier-hour", type=float, default=2.0, help="sizes the fleet (2 orders a courier-hour)"
+    )
+    p.add_argument(
+        "--family",
+        choices=FAMILIES,
+        default="base",
+        help="base; flat (shifts that ignore demand), slow (80%% speed), prep (20-45 min), hard (all three)",
     )
     return p
 
@@ -198,7 +205,9 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     from dispatch.replay.generate import generate_instance
     from dispatch.replay.instance import write_instance
 
-    instance = generate_instance(args.orders, args.seed, orders_per_courier_hour=args.orders_per_courier_hour)
+    instance = generate_instance(
+        args.orders, args.seed, orders_per_courier_hour=args.orders_per_courier_hour, family=args.family
+    )
     write_instance(instance, args.out)
     print(
         f"{instance.name}: {len(instance.orders)} orders, {len(instance.restaurants)} restaurants, "

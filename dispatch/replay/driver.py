@@ -588,7 +588,8 @@ def write_outputs(out: Path, instance: Instance, result: ReplayResult) -> list[P
     out.mkdir(parents=True, exist_ok=True)
     metrics_path = out / "metrics.json"
     metrics_path.write_bytes(orjson.dumps(result.metrics, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
-    return [metrics_path, *write_solution(result.trace, out), *write_plots(instance, result.trace, out)]
+    solution = write_solution(result.trace, out, max_click_to_door=instance.parameters.max_click_to_door)
+    return [metrics_path, *solution, *write_plots(instance, result.trace, out)]
 
 
 def summary(metrics: dict[str, Any]) -> str:
