@@ -124,7 +124,7 @@ def simulate_policy(
     placed, rounds = 0, 0
     first = orders[0].placement_time if orders else 0.0
     now = first
-    while (placed < len(orders) or pending) and now < last_on:
+    while (placed < len(orders) or pending or _busy(couriers, now)) and now < last_on:
         states = {c.courier_id: _state(c, now, travel) for c in couriers if c.on_time <= now < c.off_time}
         queued = [job for state in states.values() for job in _queued_jobs(state, instance)]
         while placed < len(orders) and orders[placed].placement_time <= now:
@@ -152,6 +152,11 @@ def simulate_policy(
         rounds += 1
         now = first + rounds * round_minutes  # no drift from adding up fractions
     return _trace(instance, couriers, refused)
+
+
+def _busy(couriers: list[_Courier], now: float) -> bool:
+    """Someone still has stops to do (queued work stays in play until it is started)."""
+    return any(c.timeline and c.timeline[-1].timing.departure > now for c in couriers)
 
 
 def _state(courier: _Courier, now: float, travel: Callable[[Point, Point], float]) -> CourierState:
