@@ -174,7 +174,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 def _cmd_offline(args: argparse.Namespace) -> int:
     from dispatch.config import Settings
     from dispatch.core.routes import ServiceTimes
-    from dispatch.replay.offline import simulate_policy
+    from dispatch.replay.offline import admission, simulate_policy
     from dispatch.services.dispatching import params_from
 
     if not args.round_s > 0:
@@ -185,9 +185,11 @@ def _cmd_offline(args: argparse.Namespace) -> int:
         instance = load_instance(directory)
         p = instance.parameters
         params = params_from(settings, ServiceTimes(p.pickup_service_minutes, p.dropoff_service_minutes))
+        admit = admission(instance) if settings.undeliverable == "refuse" else None
         results = {
             policy: compute_metrics(
-                instance, simulate_policy(instance, policy, params, round_minutes=args.round_s / 60)
+                instance,
+                simulate_policy(instance, policy, params, round_minutes=args.round_s / 60, admit=admit),
             )
             for policy in ("ours", "nearest-idle")
         }

@@ -155,6 +155,9 @@ def compute_metrics(instance: Instance, trace: Trace, *, tolerance: float = 0.0)
             "delivered_share": _ratio(delivered, len(instance.orders)),
             "beyond_target": sum(v > params.target_click_to_door for v in click_to_door),
             "beyond_max": sum(v > params.max_click_to_door for v in click_to_door),
+            "refused": len(trace.refused),
+            # Taken at placement and never delivered: what a check at placement should leave at 0.
+            "left_behind": len(instance.orders) - delivered - len(set(trace.refused)),
         },
         **{m: describe(v) for m, v in measures.items()},
         "floor": describe(list(floors.values())),
@@ -226,6 +229,10 @@ def _pct(value: Any) -> str:
 Row = tuple[str, Callable[[dict[str, Any]], str]]
 ROWS: list[Row] = [
     ("orders delivered", lambda m: f"{m['orders']['delivered']}/{m['orders']['total']}"),
+    (
+        "refused / left behind",
+        lambda m: f"{m['orders'].get('refused', 0)}/{m['orders'].get('left_behind', 0)}",
+    ),
     ("beyond target / max", lambda m: f"{m['orders']['beyond_target']}/{m['orders']['beyond_max']}"),
     *(
         (f"click-to-door {s}", lambda m, s=s: _num(m["click_to_door"][s], 1))

@@ -32,6 +32,7 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from dispatch.core.admission import Part, Upcoming, assess
 from dispatch.core.assignment import (
     DispatchParams,
     Job,
@@ -152,6 +153,27 @@ def simulate_policy(
         rounds += 1
         now = first + rounds * round_minutes  # no drift from adding up fractions
     return _trace(instance, couriers, refused)
+
+
+def admission(instance: Instance) -> Admit:
+    """The server's check at placement (`DISPATCH_UNDELIVERABLE=refuse`, `core.admission`) on the instance:
+    the couriers on shift as the round sees them, the waiting jobs ahead, and the couriers whose shift starts
+    later at their start points; the order counts as ready at once, as the server must assume."""
+    p = instance.parameters
+    service = ServiceTimes(p.pickup_service_minutes, p.dropoff_service_minutes)
+    travel, travel_many = _travel(p.meters_per_minute), _travel_many(p.meters_per_minute)
+    later = sorted(instance.couriers.values(), key=lambda c: (c.on_time, c.id))
+
+    def admit(order: Order, couriers: list[CourierState], waiting: list[Job], now: float) -> bool:
+        r = instance.restaurants[order.restaurant]
+        part = Part((r.x, r.y), (order.x, order.y), 1, now)
+        ahead = [Part(j.pickup, j.dropoff, j.items, j.ready_at) for j in waiting if j.holder is None]
+        upcoming = [
+            Upcoming(c.id, c.on_time, c.off_time, CAPACITY, (c.x, c.y)) for c in later if c.on_time > now
+        ]
+        return assess([part], ahead, couriers, upcoming, now, travel, service, travel_many).deliverable
+
+    return admit
 
 
 def _busy(couriers: list[_Courier], now: float) -> bool:

@@ -33,6 +33,7 @@ from h3.api import basic_int as h3
 from numpy.typing import NDArray
 
 from dispatch.config import Settings
+from dispatch.core.admission import Part
 from dispatch.core.assignment import (
     Assignment,
     Candidate,
@@ -95,7 +96,7 @@ class RoundReport:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def _travel_many(svc: Services) -> Callable[[NDArray[np.float64], Point], NDArray[np.float64]]:
+def travel_many_of(svc: Services) -> Callable[[NDArray[np.float64], Point], NDArray[np.float64]]:
     factor = svc.travel.detour_factor / svc.travel.speed_m_per_min
     round_up = svc.travel.round_up
 
@@ -207,7 +208,7 @@ def decide(svc: Services, jobs: list[Job], fleet: _Fleet, now: datetime) -> Roun
         travel_of(svc),
         params,
         nearby=fleet.nearby,
-        travel_many=_travel_many(svc),
+        travel_many=travel_many_of(svc),
     )
 
 
@@ -295,6 +296,24 @@ async def _load(conn: Conn, svc: Services, live: LiveLocations, now: datetime) -
     ):
         fleet.refused.setdefault(r["job_id"], set()).add(r["courier_id"])
     return jobs, fleet
+
+
+async def fleet_now(conn: Conn, svc: Services, live: LiveLocations, now: datetime) -> list[CourierState]:
+    """The couriers a round would consider now, with their routes (for the check at placement)."""
+    return (await _fleet(conn, svc, live, now)).couriers
+
+
+async def waiting_work(conn: Conn, svc: Services, now: datetime) -> list[Part]:
+    """Delivery work no courier has yet, wanted now: offered to a shop (ready at once, at the earliest) or
+    accepted (ready when the shop said)."""
+    rows = await conn.fetch(
+        _JOBS_SQL
+        + """ WHERE j.route_id IS NULL AND j.state IN ('offered', 'accepted', 'ready')
+            AND o.fulfilment = 'delivery' AND o.slot_start IS NULL""",
+    )
+    return [
+        Part(job.pickup, job.dropoff, job.items, job.ready_at) for job in (_job(svc, r, now) for r in rows)
+    ]
 
 
 async def _anything_queued(conn: Conn) -> bool:

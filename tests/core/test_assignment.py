@@ -574,7 +574,11 @@ def test_a_courier_is_committed_to_its_next_stop_and_what_it_carries() -> None:
         Stop("dropoff", (0, 5), ("b",), order_id="ob"),
     )
     split = commitments((p1, on_board, p2, d1, d2))
-    assert (split.committed, split.queued, split.queued_jobs) == ((p1, on_board, d1), (p2, d2), {"b"})
+    assert (split.committed, split.queued, split.queued_jobs) == (
+        (p1, on_board, d1),
+        (p2, d2),
+        frozenset("b"),
+    )
     split = commitments((on_board, p1, d1))
     assert (split.committed, split.queued) == ((on_board,), (p1, d1))
     assert commitments(()) == commitments(()) and commitments(()).committed == ()

@@ -44,6 +44,11 @@ async def _order(
     return body
 
 
+async def _couriers_of_orders(db: asyncpg.Connection) -> dict[str, str]:
+    rows = await db.fetch("SELECT j.order_id, r.courier_id FROM jobs j JOIN routes r ON r.id = j.route_id")
+    return {r["order_id"]: r["courier_id"] for r in rows}
+
+
 def _live(routes: list[dict[str, Any]]) -> list[tuple[str, list[str]]]:
     """A courier's live routes as (state, [kind of each open stop])."""
     return [
@@ -98,15 +103,11 @@ async def test_queued_work_moves_to_a_courier_who_would_deliver_it_sooner_and_ev
     assert new_eta["data"]["eta"] < first_eta["data"]["eta"]
     assert new_eta["data"]["code"] == first_eta["data"]["code"]  # the code does not change
     # One route per job, the queued job on the fresh courier's route.
-    routes = dict(
-        await db.fetch("SELECT j.order_id, r.courier_id FROM jobs j JOIN routes r ON r.id = j.route_id")
-    )
+    routes = await _couriers_of_orders(db)
     assert routes == {far["id"]: busy, queued["id"]: fresh}
     # Nothing moves back and forth: the next round keeps the plan as it is.
     assert (await dispatch(client, clock)).routes == 0
-    assert dict(
-        await db.fetch("SELECT j.order_id, r.courier_id FROM jobs j JOIN routes r ON r.id = j.route_id")
-    ) == (routes)
+    assert await _couriers_of_orders(db) == routes
 
 
 @pytest.mark.parametrize("settings", [{"assign_busy": False}], indirect=True)

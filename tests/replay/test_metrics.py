@@ -23,6 +23,8 @@ def test_tiny_day_by_hand(tiny: Instance, tiny_trace: Trace) -> None:
         "delivered_share": 1.0,
         "beyond_target": 2,
         "beyond_max": 1,
+        "refused": 0,
+        "left_behind": 0,
     }
     assert m["click_to_door"] == pytest.approx(
         {"mean": 26, "std": math.sqrt(19), "min": 21, "p10": 22.4, "median": 28, "p90": 28.8, "max": 29}
@@ -64,6 +66,9 @@ def test_undelivered_orders_count_at_the_maximum_and_the_gap_is_over_the_same_or
 ) -> None:
     trace = replace(tiny_trace, orders=[*tiny_trace.orders[:2], OrderRecord("o3", 5, 20, 6, 20, None, "c2")])
     m = compute_metrics(tiny, trace)
+    assert (m["orders"]["refused"], m["orders"]["left_behind"]) == (0, 1)
+    refused = compute_metrics(tiny, replace(trace, refused=("o3",)))["orders"]
+    assert (refused["refused"], refused["left_behind"]) == (1, 0)
     assert m["click_to_door"]["mean"] == (21 + 28) / 2
     assert m["floor"]["mean"] == 24  # of every order
     assert m["gap_to_floor"] == (21 + 28) / 2 - (19 + 24) / 2  # of the delivered ones
