@@ -64,6 +64,7 @@ from dispatch.services.routes import (
     minutes,
     next_arrival,
     open_stops,
+    plan_payload,
     route_json,
     service_times,
     travel_of,
@@ -422,9 +423,10 @@ async def _write(
     if not changing and not releasing:
         return out
     kept, releasing = await _lock_and_check(conn, fleet, changing, releasing)
+    # Couriers losing queued work go through a CourierChange (stops settled, ETAs and legs refreshed, the
+    # courier and residents told); the others only gain, written in bulk with the timings the round computed.
     changes = {
-        courier_id: CourierChange(conn, svc, live, courier_id, now)
-        for courier_id in sorted({a.courier_id for a in kept} | set(releasing))
+        courier_id: CourierChange(conn, svc, live, courier_id, now) for courier_id in sorted(releasing)
     }
     for courier_id, job_ids in sorted(releasing.items()):
         for route_id in sorted({fleet.held[j][1] for j in job_ids}):
@@ -434,12 +436,13 @@ async def _write(
                 changes[courier_id], route, refuse=False, why="replanned", only=job_ids
             )
     if kept:
-        await _claim(conn, svc, fleet, kept, number, now, out)
+        await _claim(conn, svc, live, fleet, kept, set(releasing), number, now, out)
+    news: list[NewEvent] = []
     for courier_id, change in changes.items():
         await change.conclude(fleet.positions.get(courier_id))
-        out.events[:0] = change.events  # the old routes' news before the new routes
+        news += change.events
         out.grants += change.grants
-        change.events = []
+    out.events[:0] = news  # the old routes' news before the new routes
     return out
 
 
@@ -503,16 +506,23 @@ async def _lock_and_check(
 async def _claim(
     conn: Conn,
     svc: Services,
+    live: LiveLocations,
     fleet: _Fleet,
     kept: list[Assignment],
+    concluded: set[str],
     number: int,
     now: datetime,
     out: _Written,
 ) -> None:
-    """The new routes, their stops, the one-route-per-job compare-and-set, and their events."""
+    """The new routes, their stops, the one-route-per-job compare-and-set, and their events; for couriers
+    not `concluded` elsewhere, their legs (an idle courier sets off now, or when its last service ends),
+    plan caches and position shares."""
     auto = svc.settings.courier_auto_accept
     routes: list[dict[str, Any]] = []
     stops: list[dict[str, Any]] = []
+    plans: dict[str, bytes] = {}
+    legs: list[tuple[str, Point, datetime, str]] = []
+    states = {c.courier_id: c for c in fleet.couriers}
     for a in kept:
         route = _route_row(a.courier_id, auto, now, svc.settings.route_offer_s)
         committed = len(a.route.stops) - len(a.candidate.options[0].stops)
@@ -520,6 +530,17 @@ async def _claim(
         route["stops"] = [_stop_row(stop_id, route["id"], seq, t) for seq, (stop_id, t) in enumerate(new)]
         routes.append(route)
         stops += route["stops"]
+        if a.courier_id in concluded:
+            continue
+        ids = fleet.stop_ids[a.courier_id][:committed] + [stop_id for stop_id, _ in new]
+        plans[a.courier_id] = plan_payload(ids, a.timings)
+        first = a.timings[0].stop
+        if first.kind == "pickup" and first.shop_id is not None and (auto or committed):
+            out.grants.append(Grant(a.courier_id, ids[0], first.shop_id, {"stop_id": ids[0]}))
+        state = states[a.courier_id]
+        if not committed and auto:
+            set_off = now if state.available_at is None else max(now, instant(state.available_at))
+            legs.append((a.courier_id, state.position, set_off, ids[0]))
     await conn.execute(
         """INSERT INTO routes (id, courier_id, state, round, offered_at, deadline_at, accepted_at, updated_at)
            SELECT id, courier_id, $3, $4, $5, $6, $7, $5
@@ -560,6 +581,18 @@ async def _claim(
     )
     if int(status.split()[-1]) != len(claims):
         raise RoundConflict(f"{len(claims)} jobs to place, {status}")
+    if legs:
+        await conn.execute(
+            """UPDATE couriers c SET leg_lat = t.lat, leg_lng = t.lng, leg_at = t.at, leg_stop_id = t.stop_id
+               FROM unnest($1::text[], $2::float8[], $3::float8[], $4::timestamptz[], $5::text[])
+                    AS t(id, lat, lng, at, stop_id)
+               WHERE c.id = t.id""",
+            *(
+                list(column)
+                for column in zip(*((c, p[0], p[1], at, stop) for c, p, at, stop in legs), strict=True)
+            ),
+        )
+    await live.set_plans(plans)
     orders = await delivery_codes(conn, sorted({o for a in kept for o in a.candidate.order_ids}))
     for route in routes:
         body = route_json(route, route["stops"])

@@ -316,7 +316,8 @@ class CourierChange:
             "SELECT leg_lat, leg_lng, leg_at, leg_stop_id FROM couriers WHERE id = $1", self.courier_id
         )
         assert courier is not None
-        next_id = rows[0]["id"] if rows else None
+        # Only towards a stop of an accepted route: an offered one is not the courier's to drive to yet.
+        next_id = rows[0]["id"] if rows and rows[0]["route_state"] == RouteState.ACTIVE else None
         point: Point | None
         if self.left is not None:
             point, at = self.left, self.left_at
