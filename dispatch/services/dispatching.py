@@ -304,13 +304,15 @@ async def fleet_now(conn: Conn, svc: Services, live: LiveLocations, now: datetim
     return (await _fleet(conn, svc, live, now)).couriers
 
 
-async def waiting_work(conn: Conn, svc: Services, now: datetime) -> list[Part]:
-    """Delivery work no courier has yet, wanted now: offered to a shop (ready at once, at the earliest) or
-    accepted (ready when the shop said)."""
+async def waiting_work(conn: Conn, svc: Services, now: datetime, limit: int = 1000) -> list[Part]:
+    """Delivery work no courier has yet, wanted now, the oldest `limit` jobs: offered to a shop (ready at
+    once, at the earliest) or accepted (ready when the shop said)."""
     rows = await conn.fetch(
         _JOBS_SQL
         + """ WHERE j.route_id IS NULL AND j.state IN ('offered', 'accepted', 'ready')
-            AND o.fulfilment = 'delivery' AND o.slot_start IS NULL""",
+            AND o.fulfilment = 'delivery' AND o.slot_start IS NULL
+            ORDER BY j.created_at LIMIT $1""",
+        limit,
     )
     return [
         Part(job.pickup, job.dropoff, job.items, job.ready_at) for job in (_job(svc, r, now) for r in rows)

@@ -12,11 +12,11 @@ import asyncpg
 import orjson
 
 from dispatch.core import jobs as job_rules
-from dispatch.core.admission import Part, Upcoming, assess
+from dispatch.core.admission import UPCOMING_MINUTES, Part, Upcoming, assess
 from dispatch.core.matching import OrderTiming, RequestedItem, SplitPlan, Unavailable, plan_order
 from dispatch.core.stops import LIVE_ROUTES
 from dispatch.db import Conn, retried, transaction
-from dispatch.errors import Conflict, DispatchError, NotFound, ValidationFailed
+from dispatch.errors import Conflict, DispatchError, NotFound, ServiceUnavailable, ValidationFailed
 from dispatch.ids import new_id
 from dispatch.outbox import Event, NewEvent, append_events
 from dispatch.services import pages
@@ -170,8 +170,9 @@ async def _deliverable(
     conn: Conn, svc: Services, req: OrderRequest, plan: SplitPlan, shops: dict[str, ShopInfo], now: datetime
 ) -> dict[str, Any] | None:
     """Refuse a job heavier than any courier can carry; then, for an order wanted now, whether a courier can
-    collect every part before its shift ends (`core.admission`): None if so, else refuse it or return the
-    warning to place it with (`DISPATCH_UNDELIVERABLE`), offering pick-up and a later slot when possible."""
+    collect every part before its shift ends (`core.admission`): None if so (or if where couriers are cannot
+    be read), else refuse it or return the warning to place it with (`DISPATCH_UNDELIVERABLE`), offering
+    pick-up and a later slot when possible."""
     door = (req.lat, req.lng)
     largest = await conn.fetchval("SELECT max(capacity) FROM couriers WHERE active")
     walkable = all(
@@ -199,8 +200,10 @@ async def _deliverable(
         Part((shops[j.shop_id].lat, shops[j.shop_id].lng), door, sum(line.qty for line in j.lines), minute)
         for j in plan.jobs
     ]
-    couriers = await fleet_now(conn, svc, svc.live, now)
-    ahead = await waiting_work(conn, svc, now)
+    try:
+        couriers = await fleet_now(conn, svc, svc.live, now)
+    except ServiceUnavailable:  # Redis away: where couriers are is unknown, and orders still go on
+        return None
     upcoming = [
         Upcoming(r["courier_id"], minutes(r["start_at"]), minutes(r["end_at"]), r["capacity"])
         for r in await conn.fetch(
@@ -211,6 +214,9 @@ async def _deliverable(
             now,
         )
     ]
+    # No courier now or soon: nothing to weigh the waiting work against (a server with no fleet stays quick).
+    soon = couriers or any(u.start <= minute + UPCOMING_MINUTES for u in upcoming)
+    ahead = await waiting_work(conn, svc, now) if soon else []
     verdict = assess(
         parts, ahead, couriers, upcoming, minute, travel_of(svc), service_times(svc), travel_many_of(svc)
     )

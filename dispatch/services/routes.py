@@ -31,7 +31,7 @@ from dispatch.core.jobs import JobState
 from dispatch.core.routes import Point, ServiceTimes, Stop, StopTiming, Travel, eta_changes, simulate
 from dispatch.core.stops import LIVE_ROUTES, OPEN_STOPS, Actor, RouteState, StopAction, StopState
 from dispatch.db import Conn, retried, transaction
-from dispatch.errors import Conflict, Forbidden, NotFound
+from dispatch.errors import Conflict, Forbidden, NotFound, ServiceUnavailable
 from dispatch.outbox import Event, NewEvent, append_events
 from dispatch.services.context import Services
 from dispatch.services.locations import Fix, Grant, LiveLocations, Position
@@ -290,7 +290,10 @@ class CourierChange:
         rows = (await open_stops(self.conn, [self.courier_id]))[self.courier_id]
         await close_finished_routes(self, self.touched | self.cancelled)
         if start is None and rows:
-            position = await self.live.position(self.courier_id)
+            try:
+                position = await self.live.position(self.courier_id)
+            except ServiceUnavailable:  # Redis away: PostgreSQL decisions go on, timed from the next stop
+                position = None
             start = trusted_point(position, self.now, self.svc.settings.courier_stale_s)
         courier = await self._set_off(rows, start)
         if rows:
