@@ -93,7 +93,7 @@ class RoundReport:
     couriers: int
     routes: int
     released: int
-    placed: int  # jobs put on routes (the rest of `jobs` wait: held for later, or no courier yet)
+    placed: int  # jobs put on routes, or moved to another (the rest of `jobs` wait, or stay where queued)
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -185,8 +185,9 @@ async def run_round(svc: Services, live: LiveLocations) -> RoundReport | None:
     await live.grant(written.grants)
     clock.lap("publish")
     svc.metrics.rounds.observe(sum(clock.laps.values()))
+    waiting = sum(job.holder is None for job in jobs)
     svc.metrics.round_jobs.labels("placed").inc(written.placed)
-    svc.metrics.round_jobs.labels("held").inc(max(0, len(jobs) - written.placed))
+    svc.metrics.round_jobs.labels("held").inc(max(0, waiting - (written.placed - written.moved)))
     return RoundReport(
         number, len(jobs), len(fleet.couriers), len(written.routes), released, written.placed, clock.laps
     )
@@ -400,7 +401,8 @@ class _Written:
     routes: list[str] = field(default_factory=list)
     events: list[NewEvent] = field(default_factory=list)
     grants: list[Grant] = field(default_factory=list)
-    placed: int = 0  # jobs the round leaves on a route: newly claimed, or kept where they were queued
+    placed: int = 0  # jobs claimed by a new route
+    moved: int = 0  # of those, jobs that were queued on a courier's route before
     released: int = 0  # queued jobs taken off their courier's route
 
 
@@ -416,7 +418,7 @@ async def _write(
     """Lock what the decisions touch, keep those still valid, and write them with their events: queued jobs
     taken off their courier's route (it and their residents are told), then the new routes claiming their
     jobs, then each courier's ETAs from its new plan."""
-    out = _Written(placed=sum(len(a.candidate.job_ids) for a in result.assignments if a.unchanged))
+    out = _Written()
     changing = [a for a in result.assignments if not a.unchanged]
     releasing: dict[str, set[str]] = {}
     for job_id in result.released:
@@ -603,6 +605,7 @@ async def _claim(
             out.events += etas_of(body, orders)
     out.routes = [r["id"] for r in routes]
     out.placed += len(claims)
+    out.moved += sum(job_id in fleet.held for job_id, _ in claims)
 
 
 _STOP_COLUMNS = (
