@@ -4,7 +4,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test lint typecheck pytest install clean
+CHROMIUM ?= /usr/bin/chromium
+
+.PHONY: serve test lint typecheck pytest install clean browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,8 +31,22 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy dispatch geo websocket tests
 
-pytest: $(STAMP)
-	$(BIN)/python -m pytest
+# The browser tests drive Debian's Chromium (Playwright's own browser download is never used): installed here
+# when missing and run as root on Debian; otherwise this says what to install.
+browser:
+	@if [ ! -x "$(CHROMIUM)" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Chromium for the browser tests (apt-get install chromium) ..."; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "the browser tests need Chromium at $(CHROMIUM): on Debian, as root: apt-get install -y chromium"; \
+	    echo "(or set CHROMIUM=/path/to/chromium)"; \
+	    exit 1; \
+	  fi; \
+	fi
+
+pytest: $(STAMP) browser
+	TEST_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest
 
 test: lint typecheck pytest
 

@@ -11,7 +11,8 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from dispatch.api import admin, docs, health, orders, ws
+from dispatch.api import admin, apps, docs, health, orders, ws
+from dispatch.api import console as console_api
 from dispatch.api import couriers as courier_api  # couriers (issue 5)
 from dispatch.api import zones as zone_api
 from dispatch.api.keys import (
@@ -30,10 +31,12 @@ from dispatch.api.keys import (
     SETTINGS,
     START_IN_BACKGROUND,
     STARTUP,
+    SUBJECTS,
     WEBSOCKETS,
+    ZONE_WORKERS,
     ZONES,
 )
-from dispatch.api.middleware import errors, observe, until_ready
+from dispatch.api.middleware import errors, known_subject, observe, until_ready
 from dispatch.api.operations import Registry
 from dispatch.api.routing import RouteTable
 from dispatch.clock import Clock, SystemClock
@@ -43,6 +46,7 @@ from dispatch.db import create_pool
 from dispatch.errors import DispatchError, StartupError
 from dispatch.events import check_payloads
 from dispatch.logs import Throttle
+from dispatch.looplag import watch_loop_lag
 from dispatch.metrics import Metrics
 from dispatch.migrate import migrate
 from dispatch.outbox import events_after
@@ -51,6 +55,9 @@ from dispatch.services import zones
 from dispatch.services.context import Services
 from dispatch.services.dispatching import run_dispatch  # couriers (issue 5)
 from dispatch.services.locations import LiveLocations  # couriers (issue 5)
+from dispatch.services.ops_feed import FLUSH_S
+from dispatch.services.ops_feed import RECIPIENT as OPS_RECIPIENT
+from dispatch.services.subjects import KnownSubjects
 from dispatch.services.timers import run_timers
 from dispatch.services.zone_directory import ZoneDirectory
 from dispatch.startup import Deadline, StartupState, wait_for
@@ -60,19 +67,26 @@ from websocket.hub import Hub
 
 log = logging.getLogger(__name__)
 
-# Plain routes: what is not an operation (health, metrics, the clock, the websocket upgrade, the contracts).
-ROUTE_TABLES: list[RouteTable] = [health.routes, ws.routes, docs.routes]
+# Plain routes: what is not an operation (health, metrics, the clock, the websocket upgrade, the contracts,
+# the apps' pages and files).
+ROUTE_TABLES: list[RouteTable] = [health.routes, ws.routes, docs.routes, apps.routes]
 
 
 def operations() -> Registry:
     """Every operation of the API, declared once in its module."""
-    return Registry(zone_api.OPERATIONS, admin.OPERATIONS, orders.OPERATIONS, courier_api.OPERATIONS)
+    return Registry(
+        zone_api.OPERATIONS,
+        admin.OPERATIONS,
+        orders.OPERATIONS,
+        courier_api.OPERATIONS,
+        console_api.OPERATIONS,
+    )
 
 
 async def _node(app: web.Application) -> AsyncIterator[None]:
     """Everything the node owns, started in order by `_start` and closed in reverse."""
     async with contextlib.AsyncExitStack() as stack:
-        _background(stack, watch_loop_lag(app[METRICS]), "loop-lag")
+        _background(stack, watch_loop_lag(app[METRICS].loop_lag.set), "loop-lag")
         starting = asyncio.create_task(_start(app, stack), name="startup")
         if not app[START_IN_BACKGROUND]:
             await starting  # library use and tests: serve only once ready, raising what failed
@@ -109,6 +123,12 @@ async def _start_steps(
     app: web.Application, stack: contextlib.AsyncExitStack, deadline: Deadline, state: StartupState
 ) -> None:
     settings = app[SETTINGS]
+    # Zone covering runs in worker processes; they start while the dependencies are awaited.
+    workers = zones.zone_workers(settings)
+    stack.push_async_callback(workers.close)
+    app[ZONE_WORKERS] = workers
+    app[METRICS].zone_changes.set_function(lambda: workers.pending)
+    _background(stack, workers.start(), "zone-workers")
 
     async def open_pool() -> asyncpg.Pool:
         return await create_pool(app[DATABASE_URL], settings.db_pool_min, settings.db_pool_max)
@@ -180,9 +200,10 @@ async def _start_steps(
     await wait_for("Redis", live.start, deadline, state)
     stack.push_async_callback(live.stop)
     fanout.on_reconnect.append(live.redis_returned)
-    svc = Services(pool, clock, settings, directory, hub, live, metrics)
+    svc = Services(pool, clock, settings, directory, hub, live, metrics, workers)
     app[SERVICES] = svc
     _background(stack, sweep_forever(hub, settings.catchup_s), "outbox-sweep")
+    _background(stack, ops_hints_forever(svc, hub), "ops-hints")
     if settings.run_timers:
         _background(stack, run_timers(svc), "timers")
         _background(stack, run_dispatch(svc, live), "dispatch")
@@ -197,19 +218,6 @@ def _background(stack: contextlib.AsyncExitStack, work: Coroutine[Any, Any, None
             await task
 
     stack.push_async_callback(stop)
-
-
-async def watch_loop_lag(metrics: Metrics, interval_s: float = 0.25, window_s: float = 10.0) -> None:
-    """How late the loop wakes a timer: the worst of the last `window_s` seconds, as a gauge."""
-    loop = asyncio.get_running_loop()
-    recent: list[tuple[float, float]] = []
-    while True:
-        before = loop.time()
-        await asyncio.sleep(interval_s)
-        now = loop.time()
-        recent.append((now, max(0.0, now - before - interval_s)))
-        recent = [(at, lag) for at, lag in recent if at > now - window_s]
-        metrics.loop_lag.set(max(lag for _, lag in recent))
 
 
 async def sweep_forever(hub: Hub, interval_s: float) -> None:
@@ -229,6 +237,16 @@ async def sweep_forever(hub: Hub, interval_s: float) -> None:
             log.info("outbox sweep caught up %d connection(s)", behind)
 
 
+async def ops_hints_forever(svc: Services, hub: Hub) -> None:
+    """Operators' consoles hear what changed on this node, at most every FLUSH_S (a lost hint is harmless:
+    consoles read things back, and everything again after a reconnect)."""
+    while True:
+        await asyncio.sleep(FLUSH_S)
+        hint = svc.ops.take()
+        if hint is not None:
+            await hub.publish_live([(OPS_RECIPIENT, hint)])
+
+
 def create_app(
     settings: Settings,
     *,
@@ -244,7 +262,7 @@ def create_app(
     and dependencies are awaited behind it (see `dispatch.startup`); `on_fatal` is told if start-up gives
     up. Otherwise the app is served only once ready. `on_database` runs once PostgreSQL is migrated."""
     app = web.Application(
-        middlewares=[observe, errors, until_ready],
+        middlewares=[observe, errors, until_ready, known_subject],
         client_max_size=settings.max_body_bytes,
         # aiohttp rounds timeouts above this to whole seconds, which makes heartbeats fire in bursts.
         handler_args={"timeout_ceil_threshold": 3600},
@@ -257,6 +275,7 @@ def create_app(
     app[METRICS] = Metrics()
     app[WEBSOCKETS] = set[web.WebSocketResponse]()
     app[STARTUP] = StartupState()
+    app[SUBJECTS] = KnownSubjects()
     app[START_IN_BACKGROUND] = start_in_background
     app[ON_DATABASE] = on_database
     app[ON_FATAL] = on_fatal or (lambda message: None)

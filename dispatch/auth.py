@@ -63,29 +63,51 @@ def issue_token(secret: str, role: Role, subject: str, ttl_s: int, now: datetime
 
 # Verified tokens: a signature check costs ~0.4 ms and apps send the same token on every request.
 # Keyed by (secret, token); the times are still checked on every use.
-_VERIFIED: dict[tuple[str, str], tuple[Principal, float, float | None]] = {}
+_VERIFIED: dict[tuple[str, str], tuple[Principal, _Times]] = {}
 _VERIFIED_MAX = 50_000
 ISSUED_AHEAD_LEEWAY_S = 60  # clock skew allowed between the issuer and this server
 
 
-def verify_token(secret: str, token: str, now: datetime) -> Principal:
+@dataclass(frozen=True)
+class _Times:
+    exp: int
+    iat: float | None
+    nbf: float | None
+
+
+def verify_token(secret: str, token: str, now: datetime, max_lifetime_s: float | None = None) -> Principal:
+    """The token's principal, or 401. With `max_lifetime_s` (DISPATCH_TOKEN_MAX_TTL), a token meant to live
+    longer (exp - iat), or with longer still to live (exp - now), is refused: a leaked token must expire."""
     known = _VERIFIED.get((secret, token))
     if known is None:
         known = _verify(secret, token)
         if len(_VERIFIED) >= _VERIFIED_MAX:
             _VERIFIED.clear()
         _VERIFIED[(secret, token)] = known
-    principal, exp, iat = known
+    principal, times = known
     # On the server's clock, not the wall clock PyJWT would use: a replay or demo day runs it ahead.
-    if exp <= now.timestamp():
+    at = now.timestamp()
+    if times.exp <= at:
         raise Unauthorized("token has expired", code="token_expired")
-    if iat is not None and iat > now.timestamp() + ISSUED_AHEAD_LEEWAY_S:
+    if times.iat is not None and times.iat > at + ISSUED_AHEAD_LEEWAY_S:
         raise Unauthorized("token is not yet valid: issued in the future", code="invalid_token")
+    if times.nbf is not None and times.nbf > at + ISSUED_AHEAD_LEEWAY_S:
+        raise Unauthorized("token is not valid before its nbf time", code="token_not_yet_valid")
+    if max_lifetime_s is not None:
+        lifetime = times.exp - (times.iat if times.iat is not None else at)
+        if lifetime > max_lifetime_s or times.exp - at > max_lifetime_s + ISSUED_AHEAD_LEEWAY_S:
+            raise Unauthorized(
+                f"token lives longer than the {max_lifetime_s:g} s this server accepts",
+                code="token_lifetime_too_long",
+                details={"max_lifetime_s": max_lifetime_s},
+            )
     return principal
 
 
-def _verify(secret: str, token: str) -> tuple[Principal, float, float | None]:
+def _verify(secret: str, token: str) -> tuple[Principal, _Times]:
     """Signature and claims; the times are left to the caller."""
+    if not token.isascii():  # header bytes that are not ASCII arrive as undecodable surrogates
+        raise Unauthorized("token is not valid: not ASCII", code="invalid_token")
     try:
         claims = jwt.decode(
             token,
@@ -102,13 +124,29 @@ def _verify(secret: str, token: str) -> tuple[Principal, float, float | None]:
         raise Unauthorized("token signature is not valid", code="invalid_token") from None
     except jwt.PyJWTError as exc:
         raise Unauthorized(f"token is not valid: {exc}", code="invalid_token") from None
-    exp, sub, role, iat = claims.get("exp"), claims.get("sub"), claims.get("role"), claims.get("iat")
-    if not isinstance(exp, int) or not isinstance(sub, str) or not sub or not isinstance(role, str):
+    exp, sub, role = claims.get("exp"), claims.get("sub"), claims.get("role")
+    iat, nbf = _time_claim(claims, "iat"), _time_claim(claims, "nbf")
+    if (
+        isinstance(exp, bool)
+        or not isinstance(exp, int)
+        or not isinstance(sub, str)
+        or not sub
+        or not isinstance(role, str)
+    ):
         raise Unauthorized("token claims are malformed", code="invalid_token")
     try:
-        return Principal(Role(role), sub), exp, iat if isinstance(iat, int | float) else None
+        return Principal(Role(role), sub), _Times(exp, iat, nbf)
     except ValueError:
         raise Unauthorized(f"token role {role!r} is not known", code="invalid_token") from None
+
+
+def _time_claim(claims: dict[str, object], name: str) -> float | None:
+    value = claims.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        raise Unauthorized(f"token claim {name} must be a number", code="invalid_token")
+    return float(value)
 
 
 def bearer_token(header: str | None) -> str:

@@ -11,9 +11,11 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from dispatch.config import Settings, env_name, fields
 from dispatch.errors import DispatchError, StartupError
@@ -21,7 +23,7 @@ from dispatch.errors import DispatchError, StartupError
 log = logging.getLogger("dispatch")
 
 # The `serve` options that override settings, by field name.
-_OVERRIDES = ("host", "port", "data_dir", "demo")
+_OVERRIDES = ("host", "port", "data_dir", "demo", "workers")
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -69,18 +71,19 @@ def _database(settings: Settings, *, lock: bool, redis: bool = True) -> Iterator
 def cmd_serve(args: argparse.Namespace) -> int:
     import signal
 
-    import uvloop
-    from aiohttp import web
-
     from dispatch.app import create_app
     from dispatch.auth import load_or_create_secret
     from dispatch.clock import clock_from_settings
     from dispatch.demo import load_demo_if_empty
     from dispatch.logs import setup_logging
+    from dispatch.serve import serve
+    from dispatch.supervisor import workers_for
 
     settings = _settings(args)
     as_json = setup_logging(settings.log_level, settings.log_format)
     secret = load_or_create_secret(settings.secret, settings.data_dir)
+    if not settings.reuse_port and workers_for(settings) > 1:
+        return _serve_workers(settings)
     fatal: list[str] = []
 
     def say(text: str) -> None:
@@ -118,19 +121,90 @@ def cmd_serve(args: argparse.Namespace) -> int:
             on_fatal=on_fatal,
         )
         say(f"dispatch server on http://{settings.host}:{settings.port}")
-        web.run_app(
-            app,
-            loop=uvloop.new_event_loop(),
-            host=settings.host,
-            port=settings.port,
-            shutdown_timeout=settings.shutdown_grace_s,
-            print=None,
-            access_log=None,
-        )
+        with _profiled(settings.profile_dir):
+            serve(app, settings)
     log.info("stopped")
     if fatal:
         raise StartupError(fatal[0])
     return 0
+
+
+@contextlib.contextmanager
+def _profiled(directory: Path | None) -> Iterator[None]:
+    """cProfile this process into `directory/serve-PID.prof` (DISPATCH_PROFILE_DIR), or nothing."""
+    if directory is None:
+        yield
+        return
+    import cProfile
+    import time
+
+    directory.mkdir(parents=True, exist_ok=True)
+    # CPU time, not wall time: a machine shared with the load generator would otherwise blame whatever
+    # was running when the process was descheduled.
+    profile = cProfile.Profile(time.process_time)
+    profile.enable()
+    try:
+        yield
+    finally:
+        profile.disable()
+        profile.dump_stats(directory / f"serve-{os.getpid()}.prof")
+
+
+def _serve_workers(settings: Settings) -> int:
+    """The parent of `--workers N`: the data dir, the embedded services and the port are its own."""
+    from dispatch.serve import bind
+    from dispatch.supervisor import Supervisor, worker_argv, worker_env, workers_for
+
+    count = workers_for(settings)
+    with _database(settings, lock=True) as (database_url, redis_url):
+        assert redis_url is not None
+        if settings.port:
+            for sock in bind(settings.host, settings.port):  # free? (one clear line if not)
+                sock.close()
+        held = bind(settings.host, settings.port, reuse_port=True)  # ours from now on (not listening here)
+        # Port 0: the one the system chose, for every worker.
+        settings = settings.model_copy(update={"port": held[0].getsockname()[1]})
+        try:
+            _warn_if_too_few_connections(database_url, count, settings.db_pool_max)
+            log.info("dispatch server on http://%s:%d with %d workers", settings.host, settings.port, count)
+            env = worker_env(settings, database_url, redis_url)
+            status = Supervisor(worker_argv(), env, count, settings.shutdown_grace_s).run()
+        finally:
+            for sock in held:
+                sock.close()
+    log.info("stopped")
+    return status  # a worker that could not start has said why on stderr
+
+
+def _warn_if_too_few_connections(database_url: str, workers: int, pool_max: int) -> None:
+    """Each worker opens up to DISPATCH_DB_POOL_MAX connections (and one for its listener); say so at once
+    when PostgreSQL would refuse some under load, rather than as errors at the evening peak."""
+    import asyncio
+
+    import asyncpg
+
+    async def limit() -> int:
+        conn = await asyncpg.connect(database_url)
+        try:
+            return int(await conn.fetchval("SHOW max_connections")) - int(
+                await conn.fetchval("SHOW superuser_reserved_connections")
+            )
+        finally:
+            await conn.close()
+
+    try:
+        available = asyncio.run(limit())
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        return  # not reachable yet: the workers wait for it and say so
+    wanted = workers * (pool_max + 1)
+    if wanted > available:
+        log.warning(
+            "%d workers may open %d PostgreSQL connections but the server allows %d; lower "
+            "DISPATCH_DB_POOL_MAX or the workers, or raise PostgreSQL's max_connections",
+            workers,
+            wanted,
+            available,
+        )
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -168,8 +242,34 @@ def cmd_token(args: argparse.Namespace) -> int:
     ttl = args.ttl if args.ttl is not None else settings.token_ttl_s
     if ttl <= 0:
         raise StartupError("--ttl must be a positive number of seconds")
-    print(issue_token(secret, Role(args.role), args.subject, ttl, SystemClock().now()))
+    if ttl > settings.token_max_ttl_s:
+        raise StartupError(
+            f"a token lifetime of {ttl} s (--ttl or DISPATCH_TOKEN_TTL) is longer than the server accepts, "
+            f"{settings.token_max_ttl_s} s (DISPATCH_TOKEN_MAX_TTL)"
+        )
+    token = issue_token(secret, Role(args.role), args.subject, ttl, SystemClock().now())
+    print(sign_in_link(args.url or base_url(settings), args.role, token) if args.link else token)
     return 0
+
+
+# The app page of each role: a `--link` opens it signed in.
+APP_PAGES = {"admin": "/console", "shop": "/shop", "courier": "/courier", "resident": "/order"}
+
+
+def base_url(settings: Settings) -> str:
+    """The server's URL as a browser on this machine reaches it."""
+    host = settings.host
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{settings.port}"
+
+
+def sign_in_link(base: str, role: str, token: str) -> str:
+    """The role's page with the token in the fragment: browsers never send a fragment to a server, and the
+    page moves it to session storage and out of the address bar at once."""
+    return f"{base.rstrip('/')}{APP_PAGES[role]}#token={token}"
 
 
 def token_command(settings: Settings) -> str:
@@ -235,6 +335,7 @@ def _serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, help=_setting_help("port"))
     _data_dir(p)
     p.add_argument("--demo", action=argparse.BooleanOptionalAction, default=None, help=_setting_help("demo"))
+    p.add_argument("--workers", type=int, metavar="N", help=_setting_help("workers"))
     p.set_defaults(func=cmd_serve)
 
 
@@ -248,6 +349,14 @@ def _token_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--role", required=True, choices=roles, help="who the token speaks for")
     p.add_argument("--subject", required=True, help="the shop, courier or resident id (admin: any name)")
     p.add_argument("--ttl", type=int, help=f"lifetime in seconds (default: {_setting_help('token_ttl_s')})")
+    p.add_argument(
+        "--link",
+        action="store_true",
+        help="print a URL that opens the role's app signed in (/console, /shop, /courier, /order)",
+    )
+    p.add_argument(
+        "--url", metavar="BASE", help="with --link: the server's URL (default: from DISPATCH_HOST and _PORT)"
+    )
     _data_dir(p)
     p.set_defaults(func=cmd_token)
 

@@ -74,6 +74,28 @@ class Settings(BaseSettings):
         "HS256 token signing secret (32+ bytes). **Set it when running several servers.**",
         shown="generated once into `DATA_DIR/secret`",
     )
+    workers: int = setting(
+        0,
+        "DISPATCH_WORKERS",
+        "server processes sharing the port, kept running by one parent (0: one per core)",
+        flag="--workers",
+        ge=0,
+        le=256,
+    )
+    reuse_port: bool = setting(
+        False, "DISPATCH_REUSE_PORT", "bind the port with SO_REUSEPORT (a worker of --workers)", internal=True
+    )
+    profile_dir: Path | None = setting(
+        None,
+        "DISPATCH_PROFILE_DIR",
+        "write a cProfile of each server process here when it stops (`serve-PID.prof`; for benchmarks)",
+    )
+    listen_when_ready: bool = setting(
+        False,
+        "DISPATCH_LISTEN_WHEN_READY",
+        "accept connections only once ready (a restarted worker of --workers)",
+        internal=True,
+    )
     demo: bool = setting(
         True, "DISPATCH_DEMO", "load the demo neighbourhood into an empty database", flag="--demo/--no-demo"
     )
@@ -108,6 +130,29 @@ class Settings(BaseSettings):
     token_ttl_s: int = setting(
         24 * 3600, "DISPATCH_TOKEN_TTL", "default lifetime (s) of tokens printed by `dispatch token`", ge=1
     )
+    token_max_ttl_s: int = setting(
+        30 * 24 * 3600,
+        "DISPATCH_TOKEN_MAX_TTL",
+        "longest token lifetime (s) accepted (exp - iat, and exp - now) and issued by `dispatch token`",
+        ge=1,
+    )
+    # Hostile clients: a request's headers must arrive within header_timeout_s of its first byte (or of the
+    # connection), its body within body_timeout_s; past max_connections new connections get a 503.
+    header_timeout_s: float = setting(
+        10.0,
+        "DISPATCH_HEADER_TIMEOUT",
+        "seconds for a request's headers to arrive, from its first byte or the connection (408 past it)",
+        ge=0.1,
+    )
+    body_timeout_s: float = setting(
+        30.0, "DISPATCH_BODY_TIMEOUT", "seconds for a request's body to arrive (408 past it)", ge=0.1
+    )
+    max_connections: int = setting(
+        10_000,
+        "DISPATCH_MAX_CONNECTIONS",
+        "open connections (websockets included) per process; one more gets a 503 and is closed",
+        ge=1,
+    )
     run_timers: bool = setting(
         True, "DISPATCH_RUN_TIMERS", "this node takes its share of timers and dispatch rounds", internal=True
     )
@@ -124,6 +169,16 @@ class Settings(BaseSettings):
     )
     zone_max_vertices: int = setting(
         2000, "DISPATCH_ZONE_MAX_VERTICES", "most vertices in a delivery zone", ge=4
+    )
+    zone_max_cells: int = setting(
+        10_000,
+        "DISPATCH_ZONE_MAX_CELLS",
+        "most H3 cells in a zone's cover (bounds the CPU of a zone change; raise it with the resolution)",
+        ge=1,
+    )
+    zone_workers: int = setting(1, "DISPATCH_ZONE_WORKERS", "processes that validate and cover zones", ge=1)
+    zone_queue: int = setting(
+        8, "DISPATCH_ZONE_QUEUE", "zone changes that may wait for a worker (more: 503)", ge=0
     )
     speed_m_per_min: float = setting(
         250.0, "DISPATCH_SPEED_M_PER_MIN", "travel model: metres a minute (haversine × detour ÷ speed)", ge=1
@@ -152,6 +207,13 @@ class Settings(BaseSettings):
         30,
         "DISPATCH_MAX_CANDIDATE_SHOPS",
         "an order looks at the nearest this many shops that deliver there (plus shops it pins items to)",
+        ge=1,
+    )
+    late_after_min: float = setting(
+        45.0,
+        "DISPATCH_LATE_AFTER_MIN",
+        "the console counts an order late when it is not delivered this many minutes after it was placed (a "
+        "slotted order: after its slot ends)",
         ge=1,
     )
     # --- couriers and dispatch ---

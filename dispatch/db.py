@@ -61,6 +61,13 @@ async def connect(url: str) -> asyncpg.Connection:
     return conn
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Released connections keep their session: ours carry no session state (no SET, LISTEN, session
+    advisory lock or cursor), so asyncpg's default reset (`SELECT pg_advisory_unlock_all(); CLOSE ALL;
+    UNLISTEN *; RESET ALL;`) would cost a round trip per acquire for nothing. An open transaction is still
+    rolled back on release (asyncpg does that before calling this)."""
+
+
 async def create_pool(url: str, min_size: int, max_size: int) -> Pool:
     try:
         pool = await asyncpg.create_pool(
@@ -68,6 +75,7 @@ async def create_pool(url: str, min_size: int, max_size: int) -> Pool:
             min_size=min_size,
             max_size=max_size,
             init=_init_connection,
+            reset=_keep_session,
             command_timeout=COMMAND_TIMEOUT_S,
             timeout=CONNECT_TIMEOUT_S,
         )

@@ -98,6 +98,7 @@ class DemoSummary:
             f"  {cmd} --role shop --subject {self.shops[0][0]}      # {self.shops[0][1]}",
             f"  {cmd} --role courier --subject {self.couriers[0]}",
             f"  {cmd} --role resident --subject {self.residents[0]}",
+            "add --link to any of them for a URL that opens that role's app signed in",
         ]
         return "\n".join(lines)
 

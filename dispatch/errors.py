@@ -82,6 +82,13 @@ class MethodNotAllowed(DispatchError):
     code = "method_not_allowed"
 
 
+class RequestTimeout(DispatchError):
+    """408: the request (its headers or its body) did not arrive in time; the connection is closed."""
+
+    status = 408
+    code = "request_timeout"
+
+
 class Conflict(DispatchError):
     status = 409
     code = "conflict"
@@ -108,6 +115,14 @@ class RateLimited(DispatchError):
     status = 429
     code = "rate_limited"
     retry_after = 1
+
+
+class ClientClosedRequest(DispatchError):
+    """499 (nginx's convention): the client left before its request was read or answered. Nobody receives
+    this answer; it keeps such requests apart from server errors in logs and metrics."""
+
+    status = 499
+    code = "client_closed_request"
 
 
 class ServiceUnavailable(DispatchError):

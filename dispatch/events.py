@@ -56,7 +56,13 @@ VOLATILE: dict[str, EventType] = {
         "resident or shop",
         views.CourierPosition,
         "where a courier you may follow is (at most once a second; resident: from pickup to delivery)",
-    )
+    ),
+    "ops.changed": EventType(
+        "ops.changed",
+        "admin",
+        views.OpsChanged,
+        "orders, couriers and shops that changed (at most twice a second per node): read them back",
+    ),
 }
 
 _strict = False

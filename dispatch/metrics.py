@@ -106,6 +106,11 @@ class Metrics:
             "how late the event loop last woke a timer (a blocked loop shows here)",
             registry=registry,
         )
+        self.zone_changes = Gauge(
+            "dispatch_zone_changes_pending",
+            "zone changes being covered in worker processes or waiting for one (503 beyond the limit)",
+            registry=registry,
+        )
         self.fleet_counted_at = -1e9  # loop time the couriers gauge was last refreshed
         self._counters = _Counters()
         registry.register(self._counters)

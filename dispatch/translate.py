@@ -7,7 +7,8 @@ dispatcher) and the transaction retry use.
 | OSError, TimeoutError; asyncpg connection (08xxx),   | PostgreSQL or Redis cannot be | 503 `unavailable`   |
 | shutdown (57P0x), too many connections, read-only,   | reached right now             | with Retry-After    |
 | closed or broken connection; redis ConnectionError...|                               |                     |
-| asyncpg unique / foreign key / check violation       | a constraint caught bad input | 409 / 422           |
+| asyncpg unique / foreign key / check / not-null      | a constraint caught bad input | 409 / 422           |
+| violation; text PostgreSQL cannot store (NUL)        | (the edge should have first)  |                     |
 | core TransitionError / CoreValidationError           | the state or input forbids it | 409 / 422 with path |
 | anything else                                        | a bug                         | None: logged, 500   |
 """
@@ -94,6 +95,11 @@ def translate(exc: BaseException) -> DispatchError | None:
         )
     if isinstance(exc, asyncpg.CheckViolationError):
         return ValidationFailed("a value is out of its allowed range", details=_constraint(exc))
+    if isinstance(exc, asyncpg.NotNullViolationError):
+        column = getattr(exc, "column_name", None)
+        return ValidationFailed(f"{column or 'a required value'} may not be null", details={"column": column})
+    if isinstance(exc, asyncpg.CharacterNotInRepertoireError | asyncpg.UntranslatableCharacterError):
+        return ValidationFailed("text holds a character PostgreSQL cannot store (NUL?)", code="bad_text")
     return None
 
 

@@ -403,6 +403,114 @@ class CourierPosition(View):
     at: AwareDatetime
 
 
+# --- what the console reads ----------------------------------------------------------------------------
+
+
+class TimelineEntry(View):
+    """One event about the order, as its recipient got it."""
+
+    recipient: str = Field(description="the resident, shop or courier it went to")
+    role: Literal["resident", "shop", "courier"]
+    seq: int
+    type: str
+    at: AwareDatetime
+    data: dict[str, Any]
+
+
+class Timeline(View):
+    order_id: str
+    events: list[TimelineEntry] = Field(description="oldest first")
+
+
+class Round(View):
+    """A dispatch round: what it had, what it placed, what it held back, how long it took."""
+
+    round: int
+    node: str
+    at: AwareDatetime
+    jobs: int = Field(description="jobs waiting for a courier")
+    couriers: int = Field(description="couriers it could use")
+    routes: int = Field(description="routes it wrote")
+    placed: int | None = Field(description="jobs it put on routes")
+    held: int | None = Field(description="jobs left for a later round (held back, or no courier yet)")
+    released: int = Field(description="jobs given back before it (couriers off shift or stale)")
+    seconds: float | None = Field(description="from its start to its write")
+
+
+class Rounds(View):
+    items: list[Round]
+
+
+class Headline(View):
+    """The operator's headline figures, on the server's clock."""
+
+    at: AwareDatetime
+    orders_last_hour: int
+    delivered_last_hour: int
+    mean_click_to_door_min: float | None = Field(description="orders delivered in the last hour")
+    late_after_min: float = Field(description="an order not delivered this long after it was placed is late")
+    late_open: int = Field(description="orders in progress and late already")
+    late_delivered_last_hour: int
+    open_job_offers: int = Field(description="jobs waiting for a shop's answer")
+    open_route_offers: int = Field(description="routes waiting for a courier's answer")
+    orders_in_progress: int
+
+
+class LiveRoutes(View):
+    items: list[Route]
+
+
+class QuotedJob(View):
+    shop_id: str
+    shop_name: str
+    lines: list[JobLine]
+    subtotal_cents: int
+    ready_and_travel_minutes: float
+
+
+class Quote(View):
+    """How an order would be split now (nothing is reserved: stock may change before it is placed)."""
+
+    jobs: list[QuotedJob]
+    total_cents: int
+
+
+class Area(View):
+    """The area the active shops sit in (their positions), to frame a map; null when there is none."""
+
+    south: float | None
+    west: float | None
+    north: float | None
+    east: float | None
+    shops: int
+
+
+class Cell(View):
+    cell: str = Field(description="H3 index, hexadecimal")
+    edge: bool = Field(description="the zone's boundary crosses it")
+    boundary: list[list[float]] = Field(description="[[lat, lng], ...]")
+
+
+class Cells(View):
+    shop_id: str
+    resolution: int | None
+    cells: list[Cell]
+
+
+class Availability(View):
+    shop_id: str
+    active: bool = Field(description="taking orders: offered jobs and listed as delivering")
+
+
+class OpsChanged(View):
+    """ops.changed (volatile, to operators): what changed since the last one; read it back over HTTP."""
+
+    orders: list[str]
+    couriers: list[str]
+    shops: list[str]
+    events: int
+
+
 # --- the outbox, operations ----------------------------------------------------------------------------
 
 

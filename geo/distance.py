@@ -5,7 +5,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["EARTH_RADIUS_M", "TravelModel", "destination", "haversine_m"]
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = ["EARTH_RADIUS_M", "TravelModel", "destination", "haversine_m", "haversine_m_array"]
 
 # IUGG mean earth radius; the same sphere is used for distances, circles and areas.
 EARTH_RADIUS_M = 6_371_008.8
@@ -22,6 +25,18 @@ def haversine_m(lat1: float, lng1: float, lat2: float, lng2: float) -> float:
     h = s_lat * s_lat + math.cos(p1) * math.cos(p2) * s_lng * s_lng
     # min() guards asin against h creeping above 1 by rounding for antipodal points.
     return 2.0 * EARTH_RADIUS_M * math.asin(math.sqrt(min(1.0, h)))
+
+
+def haversine_m_array(
+    lat: float, lng: float, lats: NDArray[np.float64], lngs: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    """`haversine_m` from one point to many, vectorised."""
+    p1, p2 = lat * _RAD, lats * _RAD
+    s_lat = np.sin((p2 - p1) * 0.5)
+    s_lng = np.sin((lngs - lng) * _RAD * 0.5)
+    h = s_lat * s_lat + math.cos(p1) * np.cos(p2) * s_lng * s_lng
+    result: NDArray[np.float64] = 2.0 * EARTH_RADIUS_M * np.arcsin(np.sqrt(np.minimum(1.0, h)))
+    return result
 
 
 def destination(lat: float, lng: float, bearing_deg: float, distance_m: float) -> tuple[float, float]:

@@ -26,6 +26,7 @@ ZONE_ERROR_CODES = frozenset(
         "invalid_circle",  # bad centre or radius in a {"type": "Circle"} zone
         "too_many_vertices",  # more vertices than ZoneLimits.max_vertices
         "zone_too_large",  # area above ZoneLimits.max_area_km2
+        "zone_too_complex",  # its H3 cover would need more cells than allowed (see cover_zone)
     }
 )
 

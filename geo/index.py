@@ -16,6 +16,7 @@ stored covers runs no Python loop over their cells.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -176,6 +177,11 @@ class ZoneIndex:
 
     def location_of(self, shop_id: str) -> tuple[float, float] | None:
         return self._locations.get(shop_id)
+
+    def nearest_of(self, lat: float, lng: float, shop_ids: Iterable[str], k: int) -> list[str]:
+        """The `k` of `shop_ids` whose locations are nearest to (lat, lng), nearest first (ties by id);
+        shops without a location come last."""
+        return self._locations.nearest_of(lat, lng, shop_ids, k)
 
     def nearest_shops(self, lat: float, lng: float, k: int, max_distance_m: float) -> list[tuple[str, float]]:
         """Up to `k` (shop id, metres) pairs, shops whose location is within `max_distance_m`

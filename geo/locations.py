@@ -5,11 +5,13 @@ from __future__ import annotations
 import functools
 import heapq
 import sys
+from collections.abc import Iterable
 
+import numpy as np
 from h3 import H3BaseException
 from h3.api import basic_int as h3
 
-from geo.distance import haversine_m
+from geo.distance import haversine_m, haversine_m_array
 from geo.errors import CoordinateError
 
 __all__ = ["LocationIndex", "check_point"]
@@ -93,6 +95,29 @@ class LocationIndex:
                     found.extend(_within(bucket, lat, lng, max_distance_m))
             d += 1
         return _nearest_k(found, k)
+
+    def nearest_of(self, lat: float, lng: float, shop_ids: Iterable[str], k: int) -> list[str]:
+        """The `k` of `shop_ids` nearest to (lat, lng), nearest first, ties by id; ids without a location
+        come last (by id). Vectorised: an order measures the few dozen shops delivering to its door at
+        C speed instead of walking rings of cells."""
+        if k <= 0:
+            return []
+        located: list[str] = []
+        unknown: list[str] = []
+        for shop_id in shop_ids:
+            (located if shop_id in self._points else unknown).append(shop_id)
+        if not located:
+            return sorted(unknown)[:k]
+        points = np.array([self._points[s][:2] for s in located], dtype=np.float64)
+        metres = haversine_m_array(lat, lng, points[:, 0], points[:, 1])
+        if len(located) > k:
+            # Everything as near as the k-th nearest, so that ties at the cut are settled by id.
+            cut = np.partition(metres, k - 1)[k - 1]
+            chosen = np.flatnonzero(metres <= cut)
+        else:
+            chosen = np.arange(len(located))
+        ranked = sorted((float(metres[i]), located[i]) for i in chosen)
+        return ([s for _, s in ranked] + sorted(unknown))[:k]
 
     def _scan(self, lat: float, lng: float, max_distance_m: float) -> list[tuple[float, str]]:
         return [pair for bucket in self._cells.values() for pair in _within(bucket, lat, lng, max_distance_m)]

@@ -21,6 +21,8 @@ from dispatch.config import Settings
 from dispatch.migrate import fresh_database, recreate_database
 
 SECRET = "test-secret-" + "x" * 40
+# `dispatch serve` processes the tests start run one process each, unless a test asks for workers.
+os.environ.setdefault("DISPATCH_WORKERS", "1")
 # Every event written in the tests is checked against its declared payload model (dispatch/events.py).
 events.check_payloads(True)
 TEST_DB = "dispatch_test"

@@ -10,8 +10,10 @@ from aiohttp import web
 from dispatch.clock import Clock
 from dispatch.config import Settings
 from dispatch.services.context import Services
+from dispatch.services.subjects import KnownSubjects
 from dispatch.services.zone_directory import ZoneDirectory
 from dispatch.startup import StartupState
+from dispatch.workers import ProcessWorkers
 from websocket.fanout import Fanout
 from websocket.hub import Hub
 
@@ -29,7 +31,9 @@ METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 WEBSOCKETS = web.AppKey("websockets", set[web.WebSocketResponse])
 HUB = web.AppKey("hub", Hub)
 ZONES = web.AppKey("zones", ZoneDirectory)
+ZONE_WORKERS = web.AppKey("zone_workers", ProcessWorkers)
 SERVICES = web.AppKey("services", Services)
+SUBJECTS = web.AppKey("subjects", KnownSubjects)
 FANOUT = web.AppKey("fanout", Fanout)
 STARTUP = web.AppKey("startup", StartupState)
 START_IN_BACKGROUND = web.AppKey("start_in_background", bool)

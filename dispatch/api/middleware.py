@@ -1,18 +1,25 @@
-"""Middlewares: request ids, access logs and metrics, and the one error shape for every failure."""
+"""Middlewares: request ids, access logs and metrics, the one error shape for every failure, and tokens
+whose subject does not exist."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import secrets
 import time
 
 from aiohttp import web
+from aiohttp.http_exceptions import PayloadEncodingError
 
+from dispatch.api import apps
+from dispatch.api.auth import ensure_known, verify
 from dispatch.api.json import json_response
 from dispatch.api.keys import METRICS, STARTUP
 from dispatch.api.routing import Handler
+from dispatch.auth import bearer_token
 from dispatch.errors import (
+    ClientClosedRequest,
     DispatchError,
     MethodNotAllowed,
     NotFound,
@@ -73,6 +80,9 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         status = response.status
         response.headers["X-Request-ID"] = rid
         return response
+    except asyncio.CancelledError:
+        status = ClientClosedRequest.status  # nobody is waiting for an answer: not a server error
+        raise
     finally:
         elapsed = time.perf_counter() - started
         route = _route_label(request)
@@ -101,6 +111,9 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             raise
         return _render(_translate_http(request, exc))
     except Exception as exc:
+        if _client_left(request, exc):
+            log.info("client left before the end of %s %s: %s", request.method, request.path, exc)
+            return _render(ClientClosedRequest("the client closed the connection"))
         translated = translate(exc)
         if translated is None:
             # A bug: log it with its traceback, but never show it to the client.
@@ -109,6 +122,13 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         if isinstance(translated, ServiceUnavailable) and _outage_log.ready():
             log.warning("%s %s: %s", request.method, request.path, translated.details or translated.message)
         return _render(translated)
+
+
+def _client_left(request: web.Request, exc: Exception) -> bool:
+    """Reading the body failed because the client went away (not because a dependency did)."""
+    return request.protocol.transport is None and isinstance(
+        exc, ConnectionError | PayloadEncodingError | web.RequestPayloadError
+    )
 
 
 def _render(exc: DispatchError) -> web.Response:
@@ -130,6 +150,21 @@ WITHOUT_DEPENDENCIES = frozenset(
 async def until_ready(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Before start-up has reached PostgreSQL and Redis, everything but the operations endpoints is a 503."""
     state = request.app[STARTUP]
-    if state.ready.is_set() or request.path in WITHOUT_DEPENDENCIES:
+    if state.ready.is_set() or request.path in WITHOUT_DEPENDENCIES or request.path in apps.PATHS:
         return await handler(request)
     raise ServiceUnavailable(f"the server is {state.describe()}", details={"starting": True}, retry_after=2)
+
+
+@web.middleware
+async def known_subject(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A validly signed token must name a resident, shop or courier that exists: 401 `unknown_subject`
+    before any handler runs. Invalid tokens are left to the handler, which says precisely why."""
+    header = request.headers.get("Authorization")
+    if header and request.path not in WITHOUT_DEPENDENCIES:
+        try:
+            who = verify(request.app, bearer_token(header))
+        except DispatchError:
+            pass
+        else:
+            await ensure_known(request.app, who)
+    return await handler(request)

@@ -21,9 +21,10 @@ from typing import Annotated, Any, Generic, TypeVar
 from aiohttp import web
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, ValidationError
 
+from dispatch.api.auth import verify
 from dispatch.api.json import json_response, read_json, validate
-from dispatch.api.keys import CLOCK, SECRET, SERVICES, SETTINGS
-from dispatch.auth import Principal, Role, bearer_token, require_role, verify_token
+from dispatch.api.keys import SERVICES, SETTINGS
+from dispatch.auth import Principal, Role, bearer_token, require_role
 from dispatch.errors import NotFound, ValidationFailed, field_error
 from dispatch.ids import is_valid_id
 from dispatch.services.context import Services
@@ -92,6 +93,13 @@ class Id:
             raise ValidationFailed(
                 f"{self.name} must be a string",
                 details=[field_error([self.name], "expected a string", "type")],
+            )
+        if "\x00" in value:  # as anywhere in a body: refused, not looked up
+            raise ValidationFailed(
+                f"{self.name} contains a NUL character",
+                details=[
+                    field_error([self.name], "text may not contain NUL characters (\\u0000)", "nul_character")
+                ],
             )
         if not is_valid_id(value, self.kind):
             raise NotFound(f"no {self.entity} {value[:60]!r}", code=f"{self.entity}_not_found")
@@ -198,9 +206,7 @@ class Registry:
 def _authenticate(request: web.Request, op: Operation) -> Principal | None:
     if not op.roles:
         return None
-    who = verify_token(
-        request.app[SECRET], bearer_token(request.headers.get("Authorization")), request.app[CLOCK].now()
-    )
+    who = verify(request.app, bearer_token(request.headers.get("Authorization")))
     op.authorise(who)
     return who
 

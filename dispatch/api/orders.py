@@ -66,6 +66,7 @@ class OrdersQuery(Query):
     resident_id: str | None = Field(None, description="admin: this resident's orders")
     since: IsoTime | None = Field(None, description="placed at or after (ISO 8601 with offset)")
     until: IsoTime | None = Field(None, description="placed before (ISO 8601 with offset)")
+    open: bool = Field(False, description="only orders still in progress (placed to in_delivery)")
     limit: int = Field(50, ge=1, le=200, description="page size")
     cursor: str | None = Field(None, max_length=200, description="from the previous page's `next`")
 
@@ -120,14 +121,20 @@ def _order_request(call: Call[OrderIn]) -> orders.OrderRequest:
 
 async def place_order(call: Call[OrderIn]) -> Answer:
     key = call.headers.get("Idempotency-Key")
-    if key is not None and not 1 <= len(key) <= IDEMPOTENCY_KEY_MAX:
+    # Header bytes that are not ASCII arrive as undecodable surrogates, which PostgreSQL cannot store.
+    if key is not None and not (1 <= len(key) <= IDEMPOTENCY_KEY_MAX and key.isascii() and key.isprintable()):
         raise BadRequest(
-            f"Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX} characters", code="bad_idempotency_key"
+            f"Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX} printable ASCII characters",
+            code="bad_idempotency_key",
         )
     req = _order_request(call)
     idem = (key, orders.request_hash(call.raw)) if key else None
     status, order = await orders.place_order(call.svc, req, idem)
     return Answer(order, status)  # 201, or 200: a retry with the same key, answered as the first time
+
+
+async def quote_order(call: Call[OrderIn]) -> dict[str, Any]:
+    return await orders.quote_order(call.svc, _order_request(call))
 
 
 async def get_order(call: Call[Any]) -> dict[str, Any]:
@@ -154,7 +161,7 @@ async def list_orders(call: Call[Any]) -> dict[str, Any]:
                 details=[field_error(["resident_id"], "not yours", "not_owner")],
             )
         resident = who.subject
-    where = orders.OrderFilter(q.state, q.shop_id, q.courier_id, resident, q.since, q.until)
+    where = orders.OrderFilter(q.state, q.shop_id, q.courier_id, resident, q.since, q.until, q.open)
     items, next_cursor = await orders.find_orders(call.svc, where, q.limit, q.cursor)
     return {"items": items, "next": next_cursor}
 
@@ -205,6 +212,17 @@ OPERATIONS = (
         input=OrderIn,
         http=Http("POST", "/v1/orders", 201, errors=(409, 422), also=(200,)),
         creates=ORDER,
+    ),
+    Operation(
+        "order.quote",
+        "How an order would be split between shops now, with prices (nothing is written or reserved; "
+        "refused as placing it would be)",
+        "orders",
+        quote_order,
+        views.Quote,
+        roles=("resident",),
+        input=OrderIn,
+        http=Http("POST", "/v1/orders/quote", errors=(422,)),
     ),
     Operation(
         "order.get",

@@ -15,11 +15,13 @@ import time
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from dispatch.api.keys import CLOCK, HUB, METRICS, REGISTRY, SECRET, WEBSOCKETS
+from dispatch.api.auth import ensure_known, verify
+from dispatch.api.keys import HUB, METRICS, REGISTRY, WEBSOCKETS
 from dispatch.api.routing import RouteTable
-from dispatch.auth import Principal, bearer_token, verify_token
+from dispatch.auth import Principal, bearer_token
 from dispatch.errors import DispatchError, ServiceUnavailable, UpgradeRequired, ValidationFailed, field_error
 from dispatch.logs import Throttle, request_id
+from dispatch.services.ops_feed import RECIPIENT as OPS_RECIPIENT
 from dispatch.translate import translate
 from websocket.connection import TRY_AGAIN_LATER, Connection
 from websocket.errors import ProtocolError, RealtimeError
@@ -67,7 +69,7 @@ def _before_upgrade(request: web.Request) -> tuple[Principal | None, int | None]
     header = request.headers.get("Authorization")
     if not header:
         return None, after_seq
-    return verify_token(request.app[SECRET], bearer_token(header), request.app[CLOCK].now()), after_seq
+    return verify(request.app, bearer_token(header)), after_seq  # its subject: the known_subject middleware
 
 
 async def _authenticate(
@@ -98,7 +100,8 @@ async def _authenticate(
                 except ProtocolError as exc:
                     await ws.send_json(reply_error(parsed.id, exc.code, exc.message))
                     continue
-                who = verify_token(app[SECRET], token, app[CLOCK].now())
+                who = verify(app, token)
+                await ensure_known(app, who)
                 await ws.send_json(reply_ok(parsed.id, {"role": who.role.value, "subject": who.subject}))
                 return who, resume if resume is not None else after_seq
     except TimeoutError:
@@ -138,7 +141,8 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         await ws.close(code=POLICY_VIOLATION, message=b"unauthorized")
         return ws
     hub = app[HUB]
-    conn = Connection(ws, who.subject)
+    # Operators share one stream, the consoles' hints (ops.changed); no event is addressed to an admin.
+    conn = Connection(ws, OPS_RECIPIENT if who.is_admin else who.subject)
     conn.start()
     app[WEBSOCKETS].add(ws)
     commands: asyncio.Queue[ClientMessage] = asyncio.Queue(COMMAND_QUEUE)

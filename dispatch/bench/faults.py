@@ -29,8 +29,8 @@ import orjson
 
 from dispatch.auth import Role
 from dispatch.bench.fault_load import STOCK, City, Load, seed_city
-from dispatch.bench.harness import SECRET, offset, percentile, token
-from dispatch.bench.stack import ManagedPostgres, ManagedRedis, Node, nodes
+from dispatch.bench.harness import SECRET, offset, token
+from dispatch.bench.stack import ManagedPostgres, ManagedRedis, Node, nodes, percentile
 from dispatch.db import connect
 from dispatch.migrate import migrate_url, recreate_database
 
@@ -45,6 +45,7 @@ NODE_ENV = {
     "DISPATCH_DB_POOL_MAX": "8",
     "DISPATCH_OFFER_TIMEOUT": "20",
     "DISPATCH_STARTUP_TIMEOUT": "60",
+    "DISPATCH_WORKERS": "1",
 }
 
 

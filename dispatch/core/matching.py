@@ -258,11 +258,17 @@ def _place(
         split = tuple(row[i] for i in split_idx)
         if whole or any(split):
             options.append(_Shop(shop, whole, split))
-    search = _Search(
-        _reduce(options), (1 << len(whole_idx)) - 1, [lines[i].qty for i in split_idx], max_nodes
-    )
-    chosen, optimal = search.run()
     avail_by_id = {s.shop_id: row for s, row in zip(shops, avail, strict=True)}
+    full = (1 << len(whole_idx)) - 1
+    if not split_idx:
+        # The common order: some shop has everything. No plan has fewer shops than one, and one-shop plans
+        # compare by (ready, load, id), which is the rank: the best such shop is the optimum, no search.
+        alone = [o for o in options if o.whole == full]
+        if alone:
+            best = min(alone, key=lambda o: o.rank)
+            return _allocate(lines, [best.shop], whole_idx, split_idx, avail_by_id), True
+    search = _Search(_reduce(options), full, [lines[i].qty for i in split_idx], max_nodes)
+    chosen, optimal = search.run()
     return _allocate(lines, chosen, whole_idx, split_idx, avail_by_id), optimal
 
 

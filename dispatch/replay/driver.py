@@ -46,7 +46,7 @@ from dispatch.replay.trace import AssignmentRecord, CourierMove, OrderRecord, Tr
 DEFAULT_ORIGIN = (45.7640, 4.8357)
 CLOCK_START = datetime(2026, 1, 5, 0, 0, tzinfo=UTC)  # what the shared clock reads at its epoch
 SKU = "meal"
-TOKEN_TTL_S = 60 * 24 * 3600  # clock seconds: outlives any day at any speed
+TOKEN_TTL_S = 7 * 24 * 3600  # clock seconds: outlives any day at any speed (within DISPATCH_TOKEN_MAX_TTL)
 SETUP_CONCURRENCY = 16
 PLACE_ATTEMPTS = 4
 RETRIED_PLACEMENT = ("items_unavailable", "outside_delivery_area")
@@ -223,7 +223,7 @@ def embedded_server(
             tmp = stack.enter_context(_tempdir())
             run = Stack(asyncio.run(fresh_database(database_server_url, name)), _redis_db(redis_url, 9), tmp)
             asyncio.run(_flush(run.redis_url))
-        server = stack.enter_context(server_process(run, **env))
+        server = stack.enter_context(server_process(run, env=env))
         yield server.url, SECRET, clock
 
 

@@ -10,7 +10,6 @@ from dispatch.core.matching import CandidateShop, StockLine
 from dispatch.db import Conn
 from dispatch.services.context import Services
 from dispatch.services.hours import is_open_at
-from geo import haversine_m
 
 # Jobs that occupy a shop's capacity.
 OPEN_JOB_STATES = ["offered", "accepted"]
@@ -42,12 +41,7 @@ def nearby_shop_ids(
     delivering = index.shops_delivering_to(lat, lng)
     if len(delivering) <= limit:
         return delivering
-
-    def distance(shop_id: str) -> float:
-        where = index.location_of(shop_id)
-        return haversine_m(lat, lng, *where) if where is not None else float("inf")
-
-    nearest = sorted(delivering, key=distance)[:limit]
+    nearest = index.nearest_of(lat, lng, delivering, limit)
     return nearest + [s for s in keep if s in delivering and s not in nearest]
 
 
@@ -64,25 +58,24 @@ async def load_candidates(
 ) -> tuple[list[CandidateShop], dict[str, ShopInfo]]:
     if not shop_ids or not skus:
         return [], {}
+    # One round trip: each shop with its load and its stock of the order's SKUs.
     shops = await conn.fetch(
         """SELECT s.id, s.lat, s.lng, s.opening_hours, s.prep_minutes, s.capacity, s.auto_accept,
                   s.updated_at,
-                  (SELECT count(*) FROM jobs j WHERE j.shop_id = s.id AND j.state = ANY($2)) AS load
+                  (SELECT count(*) FROM jobs j WHERE j.shop_id = s.id AND j.state = ANY($2)) AS load,
+                  ARRAY(SELECT ROW(c.sku, c.stock, c.price_cents, c.preorder_only, c.lead_minutes)
+                        FROM catalogue_items c
+                        WHERE c.shop_id = s.id AND c.sku = ANY($3) AND c.stock > 0) AS items
            FROM shops s WHERE s.id = ANY($1) AND s.active""",
         list(shop_ids),
         OPEN_JOB_STATES,
-    )
-    items = await conn.fetch(
-        """SELECT shop_id, sku, stock, price_cents, preorder_only, lead_minutes FROM catalogue_items
-           WHERE shop_id = ANY($1) AND sku = ANY($2) AND stock > 0""",
-        [s["id"] for s in shops],
         list(skus),
     )
-    stock: dict[str, dict[str, StockLine]] = {}
-    for item in items:
-        stock.setdefault(item["shop_id"], {})[item["sku"]] = StockLine(
-            item["stock"], item["price_cents"], item["preorder_only"], item["lead_minutes"]
-        )
+    stock: dict[str, dict[str, StockLine]] = {
+        s["id"]: {sku: StockLine(qty, price, pre, lead) for sku, qty, price, pre, lead in s["items"]}
+        for s in shops
+        if s["items"]
+    }
     candidates: list[CandidateShop] = []
     info: dict[str, ShopInfo] = {}
     for s in shops:

@@ -14,7 +14,9 @@ from dispatch.config import Settings
 from dispatch.metrics import Metrics
 from dispatch.outbox import Event
 from dispatch.services.locations import LiveLocations
+from dispatch.services.ops_feed import OpsFeed
 from dispatch.services.zone_directory import ZoneDirectory
+from dispatch.workers import ProcessWorkers
 from geo import TravelModel
 
 
@@ -34,6 +36,8 @@ class Services:
     hub: Publisher
     live: LiveLocations
     metrics: Metrics
+    zone_workers: ProcessWorkers
+    ops: OpsFeed = field(default_factory=OpsFeed)
     travel: TravelModel = field(init=False)
 
     def __post_init__(self) -> None:
@@ -50,4 +54,5 @@ class Services:
         """After commit: the fast path to every node. A failure loses nothing (clients resume)."""
         for e in events:
             self.metrics.events.labels(e.type).inc()
+        self.ops.note(events)
         await self.hub.publish([(e.recipient, e.to_message()) for e in events])

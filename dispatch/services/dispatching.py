@@ -169,8 +169,9 @@ async def run_round(svc: Services, live: LiveLocations) -> RoundReport | None:
             )
             written = await _write(conn, svc, live, fleet, result, number, now)
             await conn.execute(
-                """INSERT INTO dispatch_rounds (round, node, at, jobs, couriers, routes, released)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7)""",
+                """INSERT INTO dispatch_rounds (round, node, at, jobs, couriers, routes, released, placed,
+                                                seconds)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
                 number,
                 NODE,
                 now,
@@ -178,6 +179,8 @@ async def run_round(svc: Services, live: LiveLocations) -> RoundReport | None:
                 len(fleet.couriers),
                 len(written.routes),
                 released,
+                written.placed,
+                clock.elapsed(),
             )
             events = await append_events(conn, written.events, now)
         clock.lap("write")
@@ -223,6 +226,10 @@ class _Stopwatch:
         now = asyncio.get_running_loop().time()
         self.laps[name] = round(now - self._last, 4)
         self._last = now
+
+    def elapsed(self) -> float:
+        """Seconds since the start, the current lap included."""
+        return round(sum(self.laps.values()) + asyncio.get_running_loop().time() - self._last, 4)
 
 
 @dataclass

@@ -13,7 +13,14 @@ import orjson
 
 from dispatch.core import jobs as job_rules
 from dispatch.core.admission import UPCOMING_MINUTES, Part, Upcoming, assess
-from dispatch.core.matching import OrderTiming, RequestedItem, SplitPlan, Unavailable, plan_order
+from dispatch.core.matching import (
+    CandidateShop,
+    OrderTiming,
+    RequestedItem,
+    SplitPlan,
+    Unavailable,
+    plan_order,
+)
 from dispatch.core.stops import LIVE_ROUTES
 from dispatch.db import Conn, retried, transaction
 from dispatch.errors import Conflict, DispatchError, NotFound, ServiceUnavailable, ValidationFailed
@@ -44,6 +51,7 @@ from dispatch.services.routes import (
 from geo import haversine_m
 
 RETRIES = 3
+OPEN_STATES = ("placed", "accepted", "preparing", "ready", "in_delivery")  # orders still in progress
 
 
 @dataclass(frozen=True)
@@ -94,28 +102,7 @@ async def _place_once(
             previous = await _claim_key(conn, req.resident_id, idempotency, now)
             if previous is not None:
                 return 200, previous, []
-        pinned = {i.shop_id for i in req.items if i.shop_id}
-        nearby = nearby_shop_ids(svc, req.lat, req.lng, req.fulfilment, keep=pinned)
-        if not nearby:
-            what = "delivers to" if req.fulfilment == "delivery" else "is within walking distance of"
-            raise ValidationFailed(
-                f"no shop {what} that point",
-                code="outside_delivery_area",
-                details=[{"path": ["dropoff"], "message": f"no shop {what} this point", "code": "outside"}],
-            )
-        candidates, shops = await load_candidates(
-            conn,
-            svc,
-            shop_ids=nearby,
-            lat=req.lat,
-            lng=req.lng,
-            fulfilment=req.fulfilment,
-            skus={i.sku for i in req.items},
-            at=req.slot_start or now,
-        )
-        plan = plan_order(req.items, candidates, OrderTiming(now, req.slot_start))
-        if isinstance(plan, Unavailable):
-            raise await _unavailable(conn, req, plan)
+        plan, shops, _ = await _plan(conn, svc, req, now)
         warning = None
         if req.fulfilment == "delivery":
             warning = await _deliverable(conn, svc, req, plan, shops, now)
@@ -230,6 +217,69 @@ async def _deliverable(
     if svc.settings.undeliverable == "refuse":
         raise Conflict(message, code="no_courier_available", details={"alternatives": alternatives})
     return {"code": "no_courier_available", "message": message, "alternatives": alternatives}
+
+
+async def _plan(
+    conn: Conn, svc: Services, req: OrderRequest, now: datetime
+) -> tuple[SplitPlan, dict[str, ShopInfo], list[CandidateShop]]:
+    """The split: the shops near the point that have the items, chosen by the matching rules; or the 422
+    that says precisely what is missing."""
+    pinned = {i.shop_id for i in req.items if i.shop_id}
+    nearby = nearby_shop_ids(svc, req.lat, req.lng, req.fulfilment, keep=pinned)
+    if not nearby:
+        what = "delivers to" if req.fulfilment == "delivery" else "is within walking distance of"
+        raise ValidationFailed(
+            f"no shop {what} that point",
+            code="outside_delivery_area",
+            details=[{"path": ["dropoff"], "message": f"no shop {what} this point", "code": "outside"}],
+        )
+    candidates, shops = await load_candidates(
+        conn,
+        svc,
+        shop_ids=nearby,
+        lat=req.lat,
+        lng=req.lng,
+        fulfilment=req.fulfilment,
+        skus={i.sku for i in req.items},
+        at=req.slot_start or now,
+    )
+    plan = plan_order(req.items, candidates, OrderTiming(now, req.slot_start))
+    if isinstance(plan, Unavailable):
+        raise await _unavailable(conn, req, plan)
+    return plan, shops, candidates
+
+
+@retried
+async def quote_order(svc: Services, req: OrderRequest) -> dict[str, Any]:
+    """How the order would be split now, without writing anything (stock is not reserved)."""
+    now = svc.clock.now()
+    async with svc.pool.acquire() as conn:
+        plan, _, candidates = await _plan(conn, svc, req, now)
+        rows = await conn.fetch(
+            "SELECT id, name FROM shops WHERE id = ANY ($1::text[])", [j.shop_id for j in plan.jobs]
+        )
+    names: dict[str, str] = {r["id"]: r["name"] for r in rows}
+    ready_minutes = {c.shop_id: c.ready_and_travel_minutes for c in candidates}
+    pins = pinned_pairs(req.items)
+    jobs = [
+        {
+            "shop_id": j.shop_id,
+            "shop_name": names[j.shop_id],
+            "lines": [
+                {
+                    "sku": line.sku,
+                    "qty": line.qty,
+                    "unit_price_cents": line.unit_price_cents,
+                    "pinned": (j.shop_id, line.sku) in pins,
+                }
+                for line in j.lines
+            ],
+            "subtotal_cents": sum(line.qty * line.unit_price_cents for line in j.lines),
+            "ready_and_travel_minutes": round(ready_minutes[j.shop_id], 1),
+        }
+        for j in plan.jobs
+    ]
+    return {"jobs": jobs, "total_cents": sum(j["subtotal_cents"] for j in jobs)}
 
 
 async def _claim_key(
@@ -415,6 +465,7 @@ class OrderFilter:
     resident_id: str | None = None
     since: datetime | None = None
     until: datetime | None = None
+    open: bool = False  # only orders still in progress
 
 
 @retried
@@ -434,6 +485,7 @@ async def find_orders(
              AND ($5::timestamptz IS NULL OR o.created_at >= $5)
              AND ($6::timestamptz IS NULL OR o.created_at < $6)
              AND ($7::timestamptz IS NULL OR (o.created_at, o.id) < ($7, $8))
+             AND (NOT $10 OR o.state = ANY ($11::text[]))
            ORDER BY o.created_at DESC, o.id DESC LIMIT $9""",
         where.state,
         where.shop_id,
@@ -444,6 +496,8 @@ async def find_orders(
         None if after is None else after.created_at,
         None if after is None else after.id,
         limit + 1,
+        where.open,
+        list(OPEN_STATES),
     )
     rows, next_cursor = pages.page(list(rows), limit)
     return await _with_jobs(svc, rows), next_cursor

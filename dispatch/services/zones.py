@@ -1,4 +1,8 @@
-"""Delivery zones at the service layer: parse and cover with geo/, store zone and cover together."""
+"""Delivery zones at the service layer: parse and cover with geo/, store zone and cover together.
+
+Covering is CPU work (up to `DISPATCH_ZONE_MAX_CELLS` cells, a second or so): the server runs `prepare` in
+its zone worker processes (`prepare_off_loop`), never on the event loop. `prepare` itself is pure.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from dispatch.config import Settings
 from dispatch.db import Conn
 from dispatch.errors import ValidationFailed, field_error
 from dispatch.services.context import Services
+from dispatch.workers import ProcessWorkers
 from geo import GeoError, ZoneError, ZoneLimits, cover_zone, parse_zone
 
 log = logging.getLogger(__name__)
@@ -47,7 +52,7 @@ def prepare(
     obj = zone if zone is not None else {"type": "Circle", "center": [lng, lat], "radius_m": DEFAULT_RADIUS_M}
     try:
         parsed = parse_zone(obj, limits(settings))
-        cover = cover_zone(parsed.geometry, settings.h3_resolution)
+        cover = cover_zone(parsed, settings.h3_resolution, max_cells=settings.zone_max_cells)
     except ZoneError as exc:
         raise ValidationFailed(
             f"{path} is not a valid delivery zone: {exc.message}",
@@ -62,6 +67,22 @@ def prepare(
         ) from None
     wkb = shapely.to_wkb(parsed.geometry)
     return PreparedZone(parsed.geojson, settings.h3_resolution, cover.interior, cover.edge, wkb)
+
+
+async def prepare_off_loop(
+    workers: ProcessWorkers,
+    zone: dict[str, Any] | None,
+    lat: float,
+    lng: float,
+    settings: Settings,
+    path: str = "zone",
+) -> PreparedZone:
+    """`prepare` in a zone worker process: 422 as `prepare`, 503 when the workers are all busy."""
+    return await workers.run(prepare, zone, lat, lng, settings, path)
+
+
+def zone_workers(settings: Settings) -> ProcessWorkers:
+    return ProcessWorkers(settings.zone_workers, settings.zone_queue, preload=[__name__], what="zone changes")
 
 
 async def write_zone(conn: Conn, shop_id: str, zone: PreparedZone) -> None:
@@ -96,5 +117,5 @@ async def announce_reload(redis_url: str) -> None:
 
 
 async def prepared(svc: Services, zone: dict[str, Any] | None, lat: float, lng: float) -> PreparedZone:
-    """A zone validated and covered for a shop at (lat, lng) (no zone: the default circle)."""
-    return prepare(zone, lat, lng, svc.settings)
+    """A zone validated and covered, in a zone worker, for a shop at (lat, lng) (none: the default circle)."""
+    return await prepare_off_loop(svc.zone_workers, zone, lat, lng, svc.settings)

@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+from tests.timing import SECOND
+
 METHOD_FIELDS = {"lookups_per_s", "p50_us", "p99_us", "mismatches", "skipped_reason"}
 
 
@@ -14,7 +16,7 @@ def _bench(*args: str) -> subprocess.CompletedProcess[str]:
         [sys.executable, "-m", "dispatch", "bench", "geo", "--shops", "200", *args],
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=180 * SECOND,
     )
 
 

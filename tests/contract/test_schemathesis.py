@@ -18,10 +18,10 @@ import pytest
 
 from dispatch.app import operations
 from dispatch.auth import Role, issue_token
-from dispatch.bench.harness import free_port
-from dispatch.bench.stack import Node
+from dispatch.bench.stack import Node, free_port
 from dispatch.clock import SystemClock
 from tests.conftest import SECRET
+from tests.timing import SECOND
 
 pytestmark = pytest.mark.slow
 
@@ -139,7 +139,7 @@ def _run(
         ],
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=600 * SECOND,
         cwd=tmp_path,
     )
 

@@ -28,6 +28,7 @@ from dispatch.services.routes import minutes, travel_of
 from tests.conftest import SECRET
 from tests.couriers.helpers import DOOR, AuthFn, Client, add_resident, add_shop, ping, place, ready_courier
 from tests.multinode.conftest import Node
+from tests.timing import MS
 
 # Every job on a live route appears on exactly one live route, and jobs.route_id agrees with the stops.
 DOUBLE_BOOKED = """
@@ -205,7 +206,7 @@ async def test_two_server_processes_put_each_job_on_one_route(
             waiting = await db.fetchval("SELECT count(*) FROM jobs WHERE route_id IS NULL")
             if orders == 16 and waiting == 0:
                 break
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(200 * MS)
         assert waiting == 0, "every job found a courier"
     assert await db.fetch(DOUBLE_BOOKED) == []
     assert await db.fetch(DISAGREE) == []

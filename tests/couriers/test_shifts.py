@@ -46,7 +46,8 @@ async def test_a_courier_acts_only_as_itself(client: Client, auth: AuthFn, db: a
     assert await db.fetchval("SELECT count(*) FROM couriers WHERE on_shift") == 0
     # An admin may put any courier on shift; a resident may not.
     assert (await client.post(f"/v1/couriers/{other}/shift/start", headers=admin)).status == 200
-    resident = auth("resident", "res_aaaaaaaaaaaaaaaa")
+    r = await client.post("/v1/residents", json={"name": "R"}, headers=admin)
+    resident = auth("resident", (await r.json())["id"])
     assert (await client.post(f"/v1/couriers/{me}/shift/start", headers=resident)).status == 403
 
 

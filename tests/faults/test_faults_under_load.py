@@ -20,6 +20,7 @@ from dispatch.bench.faults import (
 )
 from dispatch.bench.harness import token
 from tests.faults.conftest import assert_no_tracebacks, assert_nothing_broken
+from tests.timing import SECOND
 
 pytestmark = pytest.mark.slow
 
@@ -72,7 +73,7 @@ def test_quiet_redis_restart_then_one_order_reaches_connected_clients(stack: Fau
             shops = [App(nodes, session, Role.SHOP, s[0]) for s in stack.city.shops]
             apps = [resident, *shops]
             tasks = [asyncio.create_task(a.run()) for a in apps]
-            await asyncio.wait_for(asyncio.gather(*(a.connected.wait() for a in apps)), 30)
+            await asyncio.wait_for(asyncio.gather(*(a.connected.wait() for a in apps)), 30 * SECOND)
             await asyncio.to_thread(redis_down(2.0).inject, stack)
             await asyncio.sleep(3.0)  # Redis is back; nothing has used it since
             seen = {a.subject: a.stream.last_seq for a in apps}

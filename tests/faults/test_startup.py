@@ -18,9 +18,9 @@ import orjson
 import pytest
 
 from dispatch.bench.faults import NODE_ENV
-from dispatch.bench.harness import free_port
-from dispatch.bench.stack import ManagedPostgres, ManagedRedis, Node
+from dispatch.bench.stack import ManagedPostgres, ManagedRedis, Node, free_port
 from dispatch.migrate import recreate_database
+from tests.timing import MS, SECOND
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +40,7 @@ def deps(tmp_path: Path) -> Iterator[tuple[ManagedPostgres, ManagedRedis, str]]:
 
 def _get(url: str) -> tuple[int, dict[str, str], Any]:
     try:
-        with urllib.request.urlopen(url, timeout=5) as r:
+        with urllib.request.urlopen(url, timeout=5 * SECOND) as r:
             return r.status, dict(r.headers), orjson.loads(r.read())
     except urllib.error.HTTPError as e:
         return e.code, dict(e.headers), orjson.loads(e.read())
@@ -51,7 +51,7 @@ def _post(url: str) -> tuple[int, dict[str, str], Any]:
         url, data=b"{}", method="POST", headers={"Content-Type": "application/json"}
     )
     try:
-        with urllib.request.urlopen(request, timeout=5) as r:
+        with urllib.request.urlopen(request, timeout=5 * SECOND) as r:
             return r.status, dict(r.headers), orjson.loads(r.read())
     except urllib.error.HTTPError as e:
         return e.code, dict(e.headers), orjson.loads(e.read())
@@ -66,7 +66,7 @@ def _wait_live(node: Node) -> None:
                 return
         except OSError:
             pass
-        time.sleep(0.05)
+        time.sleep(50 * MS)
     raise AssertionError(f"never live: {node.tail()}")
 
 
@@ -79,14 +79,14 @@ def _assert_waiting(node: Node, what: str) -> None:
         if f"waiting for {what}" in body["error"]["message"]:
             break
         assert time.monotonic() < deadline, body
-        time.sleep(0.05)
+        time.sleep(50 * MS)
     status, headers, body = _post(node.url + "/v1/orders")
     assert status == 503 and body["error"]["code"] == "unavailable", body
     assert int(headers["Retry-After"]) >= 1, headers
     deadline = time.monotonic() + 10
     while f"waiting for {what} (attempt" not in node.tail(10**6):
         assert time.monotonic() < deadline, node.tail()
-        time.sleep(0.05)
+        time.sleep(50 * MS)
 
 
 def _node(tmp_path: Path, database_url: str, redis_url: str, **env: str) -> Node:
@@ -157,7 +157,7 @@ def test_gives_up_past_the_startup_timeout_with_one_line(
         env=env,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=60 * SECOND,
     )
     assert done.returncode == 2, (done.stdout, done.stderr)
     errors = [line for line in done.stderr.splitlines() if line.strip()]

@@ -17,6 +17,7 @@ from dispatch.clock import ManualClock, ScaledClock, SystemClock, clock_from_set
 from dispatch.config import Settings, fields
 from dispatch.errors import StartupError
 from dispatch.settings_report import markdown_table, report
+from tests.timing import MS, SECOND
 
 
 def test_defaults_and_overrides() -> None:
@@ -60,12 +61,12 @@ async def test_manual_clock_sleep_waits_for_advance() -> None:
 
     clock = ManualClock()
     sleeper = asyncio.create_task(clock.sleep(30))
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(10 * MS)
     clock.advance(29)
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(10 * MS)
     assert not sleeper.done()
     clock.advance(1)
-    await asyncio.wait_for(sleeper, 1)
+    await asyncio.wait_for(sleeper, 1 * SECOND)
 
 
 def test_the_readme_table_is_the_settings_table() -> None:
@@ -106,7 +107,7 @@ def _dispatch(*args: str, env: dict[str, str] | None = None) -> subprocess.Compl
         env={**environment, **(env or {})},
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=120 * SECOND,
     )
 
 
@@ -143,7 +144,7 @@ def test_token_imports_nothing_heavy(tmp_path: Path) -> None:
         "{'numpy', 'scipy', 'matplotlib', 'aiohttp', 'asyncpg', 'redis', 'shapely', 'h3'}))"
     )
     done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60 * SECOND, check=True
     )
     token, loaded = done.stdout.strip().splitlines()
     assert token.count(".") == 2  # a JWT

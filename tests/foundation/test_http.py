@@ -176,11 +176,16 @@ async def test_expired_token(client: Client, clock: ManualClock, token: Callable
 async def test_wrong_role_is_403_and_writes_nothing(
     client: Client, db: asyncpg.Connection, auth: Callable[..., dict[str, str]]
 ) -> None:
-    for role in ("resident", "shop", "courier"):
-        r = await client.post("/v1/shops", json=SHOP, headers=auth(role, "res_aaaaaaaaaaaaaaaa"))
+    admin = auth("admin")
+    subjects = {}
+    for role, path in (("resident", "/v1/residents"), ("shop", "/v1/shops"), ("courier", "/v1/couriers")):
+        r = await client.post(path, json=SHOP if role == "shop" else {"name": "X"}, headers=admin)
+        subjects[role] = (await r.json())["id"]
+    for role, subject in subjects.items():
+        r = await client.post("/v1/shops", json=SHOP, headers=auth(role, subject))
         assert r.status == 403
         assert_error(await r.json(), "wrong_role")
-    assert await count(db, "shops") == 0
+    assert await count(db, "shops") == 1
 
 
 async def test_admin_creates_and_updates_shop_couriers_residents(
@@ -225,15 +230,23 @@ async def test_one_shop_cannot_touch_another_shops_catalogue(
     # Another resident's profile is off limits too.
     r = await client.post("/v1/residents", json={"name": "Cy"}, headers=admin)
     other = await r.json()
-    r = await client.get(f"/v1/residents/{other['id']}", headers=auth("resident", "res_bbbbbbbbbbbbbbbb"))
+    r = await client.post("/v1/residents", json={"name": "Di"}, headers=admin)
+    me = await r.json()
+    r = await client.get(f"/v1/residents/{other['id']}", headers=auth("resident", me["id"]))
     assert r.status == 403
 
 
 async def test_unknown_ids_are_404(client: Client, auth: Callable[..., dict[str, str]]) -> None:
-    for path in ("/v1/shops/shop_aaaaaaaaaaaaaaaa", "/v1/shops/../../etc/passwd", "/v1/shops/%00"):
+    for path in ("/v1/shops/shop_aaaaaaaaaaaaaaaa", "/v1/shops/../../etc/passwd", "/v1/shops/not-an-id"):
         r = await client.get(path, headers=auth("admin"))
         assert r.status == 404, path
         assert_error(await r.json())
+    # A NUL is refused wherever it is, an id included: 422 naming the parameter, as in a body.
+    r = await client.get("/v1/shops/%00", headers=auth("admin"))
+    assert r.status == 422
+    body = await r.json()
+    assert_error(body, "validation_failed")
+    assert [(d["path"], d["code"]) for d in body["error"]["details"]] == [(["shop_id"], "nul_character")]
     r = await client.patch("/v1/couriers/cou_aaaaaaaaaaaaaaaa", json={"capacity": 2}, headers=auth("admin"))
     assert r.status == 404
     assert_error(await r.json(), "courier_not_found")

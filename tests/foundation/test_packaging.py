@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from dispatch.extras import EXTRAS
+from tests.timing import SECOND
 
 ROOT = Path(__file__).resolve().parents[2]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
@@ -165,7 +166,7 @@ def _healthcheck(port: int) -> int:
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         "DISPATCH_PORT": str(port),
     }
-    return subprocess.run(argv, env=env, capture_output=True, timeout=30).returncode
+    return subprocess.run(argv, env=env, capture_output=True, timeout=30 * SECOND).returncode
 
 
 def test_healthcheck_asks_the_port_dispatch_port_names(readyz: ThreadingHTTPServer) -> None:

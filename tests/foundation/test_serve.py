@@ -6,24 +6,19 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 
+from dispatch.bench.stack import free_port as _free_port
+from dispatch.bench.stack import wait_ready
+from tests.timing import SECOND
+
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _start(data_dir: Path, port: int) -> subprocess.Popen[str]:
@@ -52,32 +47,26 @@ def _get(port: int, path: str, token: str | None = None) -> tuple[int, dict[str,
     if token:
         req.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(req, timeout=5) as r:
+        with urllib.request.urlopen(req, timeout=5 * SECOND) as r:
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read())
 
 
-def _wait_ready(proc: subprocess.Popen[str], port: int, timeout: float = 30.0) -> float:
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if proc.poll() is not None:
-            out = proc.stdout.read() if proc.stdout else ""
-            raise AssertionError(f"server exited with {proc.returncode}:\n{out}")
-        try:
-            if _get(port, "/readyz")[0] == 200:
-                return time.monotonic() - started
-        except OSError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise AssertionError("server not ready within 30 s")
+def _wait_ready(proc: subprocess.Popen[str], port: int, timeout: float = 30 * SECOND) -> float:
+    try:
+        return wait_ready(f"http://127.0.0.1:{port}", proc, timeout)
+    except RuntimeError as exc:
+        if proc.poll() is None:
+            proc.kill()
+        out = proc.stdout.read() if proc.stdout else ""
+        raise AssertionError(f"{exc}:\n{out}") from None
 
 
 def _stop(proc: subprocess.Popen[str]) -> str:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=30)
+    out, _ = proc.communicate(timeout=30 * SECOND)
     assert proc.returncode == 0, out
     return out
 
@@ -115,7 +104,7 @@ def test_serve_restart_keeps_data_and_one_server_per_data_dir(tmp_path: Path) ->
 
         # A second server on the same data dir refuses to start, clearly, and harms nothing.
         second = _start(data_dir, _free_port())
-        out, _ = second.communicate(timeout=30)
+        out, _ = second.communicate(timeout=30 * SECOND)
         assert second.returncode != 0
         assert "already running on the data dir" in out
         assert _get(port, "/readyz")[0] == 200
@@ -124,7 +113,7 @@ def test_serve_restart_keeps_data_and_one_server_per_data_dir(tmp_path: Path) ->
             [sys.executable, "-m", "dispatch", "migrate", "--data-dir", str(data_dir)],
             capture_output=True,
             text=True,
-            timeout=120,
+            timeout=120 * SECOND,
         )
         assert migrate.returncode == 0, migrate.stdout + migrate.stderr
         assert "applied 0 migration(s)" in migrate.stdout
@@ -137,6 +126,8 @@ def test_serve_restart_keeps_data_and_one_server_per_data_dir(tmp_path: Path) ->
     assert close_code == 1001
     assert "demo data loaded: 36 shops" in out
     assert "--role shop --subject shop_" in out
+    # The token command it prints is one that works from here: this interpreter, this data dir.
+    assert f"{sys.executable} -m dispatch token --data-dir {data_dir} --role admin --subject ops" in out
     # Every line is a JSON log line (the banner, the demo's instructions and Python warnings included), with
     # a request id on request logs, and the shutdown says so.
     entries = [json.loads(line) for line in out.splitlines() if line.strip()]
@@ -178,10 +169,10 @@ def _close_code_on_sigterm(proc: subprocess.Popen[str], port: int, token: str) -
                 f"http://127.0.0.1:{port}/v1/ws", headers={"Authorization": f"Bearer {token}"}
             ) as ws,
         ):
-            hello = await ws.receive_json(timeout=5)
+            hello = await ws.receive_json(timeout=5 * SECOND)
             assert hello["type"] == "hello"
             proc.send_signal(signal.SIGTERM)
-            msg = await ws.receive(timeout=15)
+            msg = await ws.receive(timeout=15 * SECOND)
             assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED), msg
             return ws.close_code
 

@@ -13,27 +13,23 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
+import zipfile
 from pathlib import Path
 
 import pytest
+
+from dispatch.bench.stack import free_port as _free_port
+from dispatch.bench.stack import wait_ready
+from tests.timing import SECOND
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 MIGRATIONS = sorted(p.name for p in (ROOT / "migrations").glob("*.sql"))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _env() -> dict[str, str]:
@@ -45,7 +41,9 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _run(argv: list[str | Path], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def _run(
+    argv: list[str | Path], cwd: Path, timeout: float = 300 * SECOND
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(a) for a in argv], cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout
     )
@@ -88,31 +86,29 @@ def _get(port: int, path: str, token: str | None = None) -> tuple[int, object]:
     if token:
         req.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(req, timeout=5) as r:
+        with urllib.request.urlopen(req, timeout=5 * SECOND) as r:
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read())
 
 
-def _wait_ready(proc: subprocess.Popen[str], port: int, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"server exited with {proc.returncode}"
-        try:
-            if _get(port, "/readyz")[0] == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"/readyz not 200 within {timeout:g} s")
+def _wait_ready(proc: subprocess.Popen[str], port: int, timeout: float = 90 * SECOND) -> None:
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", proc, timeout)
+    except RuntimeError as exc:
+        raise AssertionError(str(exc)) from None
 
 
 def test_wheel_installed_elsewhere_says_which_extra_is_missing_then_migrates_and_serves(
     tmp_path: Path,
 ) -> None:
     wheel = _build_wheel(tmp_path)
+    # The apps are served from inside the package: every file of dispatch/web is in the wheel.
+    web = ROOT / "dispatch" / "web"
+    shipped = {n for n in zipfile.ZipFile(wheel).namelist() if n.startswith("dispatch/web/")}
+    assert shipped == {p.relative_to(ROOT).as_posix() for p in web.rglob("*") if p.is_file()}
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", venv], check=True, timeout=120)
+    subprocess.run([sys.executable, "-m", "venv", venv], check=True, timeout=120 * SECOND)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     data = tmp_path / "data"
@@ -168,10 +164,12 @@ def test_wheel_installed_elsewhere_says_which_extra_is_missing_then_migrates_and
         # The schema is there: listing shops reads the table the 0-migration image never had.
         status, body = _get(port, "/v1/shops?limit=1", token.stdout.strip())
         assert (status, body) == (200, {"items": []})
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/console", timeout=5 * SECOND) as r:
+            assert r.status == 200 and b'src="/static/console.js"' in r.read()
         again = _run([dispatch, "migrate", "--data-dir", data], elsewhere)
         assert again.returncode == 0 and "applied 0 migration(s)" in again.stdout, again.stderr
         server.send_signal(signal.SIGTERM)
-        out, _ = server.communicate(timeout=60)
+        out, _ = server.communicate(timeout=60 * SECOND)
     finally:
         if server.poll() is None:
             server.kill()

@@ -44,3 +44,23 @@ def random_points_in_cell(cell: int, n: int, rnd: random.Random) -> list[tuple[f
         if h3.latlng_to_cell(lat, lng, h3.get_resolution(cell)) == cell:
             points.append((lat, lng))
     return points
+
+
+def comb(
+    teeth: int, length_deg: float, width_deg: float = 0.000003, gap_deg: float = 0.02, lng: float = 4.83
+) -> dict[str, Any]:
+    """A comb: a thin bar along latitude 45.76 with `teeth` teeth `length_deg` long and `width_deg` wide
+    pointing north. Small area and few vertices, but a boundary of 2 x teeth x length: a hostile zone."""
+    lat, bar = 45.76, 0.001
+    right = lng + teeth * (width_deg + gap_deg)
+    ring = [[lng, lat], [right, lat], [right, lat + bar]]
+    x = right
+    for _ in range(teeth):
+        x -= gap_deg
+        ring += [[x, lat + bar], [x, lat + bar + length_deg]]
+        x -= width_deg
+        ring += [[x, lat + bar + length_deg], [x, lat + bar]]
+    if ring[-1] != [lng, lat + bar]:
+        ring.append([lng, lat + bar])
+    ring.append([lng, lat])
+    return polygon(ring)

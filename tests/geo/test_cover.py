@@ -9,9 +9,9 @@ import h3.api.basic_int as h3
 import pytest
 import shapely
 
-from geo import Cover, GeoError, cover_zone, edge_margin_deg, parse_zone
-from geo.cover import cell_polygons
-from tests.geo.shapes import polygon, random_points_in_cell, star_ring
+from geo import Cover, GeoError, ZoneError, cover_zone, edge_margin_deg, parse_zone
+from geo.cover import cell_polygons, estimated_cells
+from tests.geo.shapes import comb, polygon, random_points_in_cell, star_ring
 
 PLACES = [(2.35, 48.85), (-58.4, -34.6), (139.7, 35.7), (18.95, 69.65), (-21.9, 84.5)]
 
@@ -146,3 +146,36 @@ def test_margin_shrinks_with_resolution_and_resolution_is_checked() -> None:
 def test_non_zones_raise_geo_error_not_library_errors(geometry: Any) -> None:
     with pytest.raises(GeoError, match="Polygon"):
         cover_zone(geometry)
+
+
+def test_a_comb_is_refused_before_any_h3_work() -> None:
+    """40 teeth 390 km long: 3.6 km², 163 vertices, a 31,000 km boundary, minutes of covering."""
+    zone = parse_zone(comb(40, 3.5))
+    assert zone.area_km2 < 50 and zone.vertex_count < 200
+    assert estimated_cells(zone.geometry, 9) > 30_000  # the real cover: 60,000 cells
+    with pytest.raises(ZoneError) as err:
+        cover_zone(zone, 9, max_cells=10_000)
+    assert (err.value.code, err.value.path) == ("zone_too_complex", ["coordinates"])
+    assert "10,000" in err.value.message
+
+
+def test_a_zone_past_the_limit_is_refused_while_covering() -> None:
+    """The estimate is low (a comb's two sides share cells): the cover itself stops at the limit."""
+    zone = parse_zone(comb(10, 0.3))
+    assert estimated_cells(zone.geometry, 9) < 1000 < len(cover_zone(zone, 9))
+    with pytest.raises(ZoneError) as err:
+        cover_zone(zone, 9, max_cells=1000)
+    assert err.value.code == "zone_too_complex"
+
+
+def test_a_circle_too_fine_for_the_limit_points_at_its_radius() -> None:
+    zone = parse_zone({"type": "Circle", "center": [4.83, 45.76], "radius_m": 3900})
+    with pytest.raises(ZoneError) as err:
+        cover_zone(zone, 11, max_cells=10_000)
+    assert (err.value.code, err.value.path) == ("zone_too_complex", ["radius_m"])
+
+
+@pytest.mark.parametrize("index", range(len(ZONES)))
+def test_zones_within_the_limit_get_their_whole_cover(index: int) -> None:
+    full = cover_zone(ZONES[index], 9)
+    assert cover_zone(ZONES[index], 9, max_cells=len(full)) == full

@@ -235,3 +235,27 @@ def test_multipolygon_with_hole_in_index() -> None:
     assert index.shops_delivering_to(0.01, 1.01) == ["z"]
     assert index.shops_delivering_to(0.0, 0.0) == ["z"]  # a vertex
     assert index.shops_delivering_to(-1e-12, 0.0) == []
+
+
+def test_nearest_of_given_shops_against_brute_force() -> None:
+    """An order's candidate shops: the k nearest of those delivering to its door, ties by id, shops
+    without a location last."""
+    city = synthetic_city(300, seed=31, size_km=10.0)
+    index = ZoneIndex()
+    for shop in city:
+        index.set_location(shop.shop_id, shop.lat, shop.lng)
+    index.set_location("twin-b", city[0].lat, city[0].lng)
+    index.set_location("twin-a", city[0].lat, city[0].lng)
+    located = {s.shop_id: (s.lat, s.lng) for s in city}
+    located["twin-a"] = located["twin-b"] = (city[0].lat, city[0].lng)
+    rnd = random.Random(32)
+    for lat, lng in [*random_points(80, seed=33, size_km=12.0), (city[0].lat, city[0].lng)]:
+        given = rnd.sample(sorted(located), rnd.choice([0, 1, 5, 40, 200]))
+        given += rnd.sample(["nowhere-1", "nowhere-2"], rnd.choice([0, 1, 2]))
+        k = rnd.choice([1, 3, 30, 300])
+        expected = sorted((haversine_m(lat, lng, *located[s]), s) for s in given if s in located)
+        want = [s for _, s in expected] + sorted(s for s in given if s not in located)
+        assert index.nearest_of(lat, lng, given, k) == want[:k]
+    # A tie at the cut goes to the smaller id.
+    assert index.nearest_of(city[0].lat, city[0].lng, ["twin-b", "twin-a"], 1) == ["twin-a"]
+    assert index.nearest_of(city[0].lat, city[0].lng, ["twin-b"], 0) == []

@@ -6,16 +6,15 @@ import os
 import signal
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from dispatch.bench.harness import free_port
+from dispatch.bench.stack import free_port, wait_ready
 from tests.conftest import SECRET
+from tests.timing import SECOND
 
 
 @dataclass
@@ -43,19 +42,11 @@ class Node:
                 self.kill()
 
 
-def _wait_ready(node: Node, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if node.proc.poll() is not None:
-            raise AssertionError(f"node exited: {node.log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(node.url + "/readyz", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"node not ready: {node.log.read_text()[-3000:]}")
+def _wait_ready(node: Node, timeout: float = 30 * SECOND) -> None:
+    try:
+        wait_ready(node.url, node.proc, timeout)
+    except RuntimeError as exc:
+        raise AssertionError(f"{exc}: {node.log.read_text()[-3000:]}") from None
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from dispatch.clock import SystemClock
 from tests.conftest import SECRET
 from tests.multinode.conftest import Node
 from tests.orders.helpers import DOOR, order_body, square
+from tests.timing import MS, SECOND
 
 pytestmark = pytest.mark.slow
 
@@ -52,7 +53,7 @@ async def _setup(http: aiohttp.ClientSession, nodes: list[Node], stock: int) -> 
             r = await http.get(f"{node.url}/v1/coverage?lat={DOOR[0]}&lng={DOOR[1]}", headers=admin)
             if (await _json(r))["shops_delivering"] >= 1:
                 break
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(50 * MS)
         else:
             raise AssertionError("zone not propagated")
     return shop, resident
@@ -89,7 +90,7 @@ async def test_accepts_racing_the_deadline_on_two_processes_have_one_outcome(
             losses = {(await _json(r))["error"]["code"] for r in results if r.status != 200}
             assert len(wins) <= 1
             assert losses <= {"already_accepted", "offer_expired"}
-            await asyncio.sleep(0.3)  # let a timer fire if nobody won
+            await asyncio.sleep(300 * MS)  # let a timer fire if nobody won
             state = await db.fetchval("SELECT state FROM jobs WHERE id = $1", job_id)
             assert state == ("accepted" if wins else "unfulfilled"), (state, len(wins))
             outcome_events = await db.fetchval(
@@ -114,7 +115,7 @@ async def test_resident_on_one_node_sees_the_accept_made_on_another(
     async with aiohttp.ClientSession() as http:
         shop, resident = await _setup(http, [a, b], stock=10)
         async with http.ws_connect(a.url + "/v1/ws", headers=bearer("resident", resident)) as ws:
-            hello = await ws.receive_json(timeout=5)
+            hello = await ws.receive_json(timeout=5 * SECOND)
             assert hello["type"] == "hello"
             r = await http.post(
                 a.url + "/v1/orders",
@@ -122,12 +123,12 @@ async def test_resident_on_one_node_sees_the_accept_made_on_another(
                 headers=bearer("resident", resident),
             )
             job_id = (await _json(r))["jobs"][0]["id"]
-            assert (await ws.receive_json(timeout=5))["type"] == "order.placed"
+            assert (await ws.receive_json(timeout=5 * SECOND))["type"] == "order.placed"
             r = await http.post(
                 f"{b.url}/v1/jobs/{job_id}/accept", json={"prep_minutes": 5}, headers=bearer("shop", shop)
             )
             assert r.status == 200
-            update = await ws.receive_json(timeout=5)
+            update = await ws.receive_json(timeout=5 * SECOND)
             assert update["type"] == "order.updated"
             assert update["data"]["state"] == "accepted"
 
@@ -140,16 +141,16 @@ async def test_client_whose_node_dies_resumes_on_another_exactly_once(
         shop, resident = await _setup(http, [a, b], stock=10)
         seen: list[int] = []
         async with http.ws_connect(a.url + "/v1/ws", headers=bearer("resident", resident)) as ws:
-            await ws.receive_json(timeout=5)
+            await ws.receive_json(timeout=5 * SECOND)
             r = await http.post(
                 b.url + "/v1/orders",
                 json=order_body([{"sku": "milk", "qty": 1}]),
                 headers=bearer("resident", resident),
             )
             job_id = (await _json(r))["jobs"][0]["id"]
-            seen.append((await ws.receive_json(timeout=5))["seq"])
+            seen.append((await ws.receive_json(timeout=5 * SECOND))["seq"])
             a.kill()  # the node dies mid-stream; the socket drops without a close handshake
-            msg = await ws.receive(timeout=10)
+            msg = await ws.receive(timeout=10 * SECOND)
             assert msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSE)
         # While the resident is away, things happen on the surviving node.
         r = await http.post(
@@ -159,10 +160,10 @@ async def test_client_whose_node_dies_resumes_on_another_exactly_once(
         r = await http.post(f"{b.url}/v1/jobs/{job_id}/ready", headers=bearer("shop", shop))
         assert r.status == 200
         async with http.ws_connect(b.url + "/v1/ws", headers=bearer("resident", resident)) as ws:
-            await ws.receive_json(timeout=5)
+            await ws.receive_json(timeout=5 * SECOND)
             await ws.send_json({"type": "resume", "after_seq": seen[-1], "id": "r"})
             while True:
-                msg = await ws.receive_json(timeout=5)
+                msg = await ws.receive_json(timeout=5 * SECOND)
                 if msg.get("type") == "reply":
                     assert msg["ok"] is True
                     break

@@ -8,6 +8,8 @@ from typing import Any
 from aiohttp import WSMsgType
 from aiohttp.test_utils import TestClient
 
+from tests.timing import SECOND
+
 Client = TestClient[Any, Any]
 DOOR = (45.7600, 4.8300)
 
@@ -75,7 +77,7 @@ async def place(
 
 
 async def recv(ws: Any) -> dict[str, Any]:
-    msg = await ws.receive(timeout=5.0)
+    msg = await ws.receive(timeout=5 * SECOND)
     assert msg.type == WSMsgType.TEXT, msg
     data: dict[str, Any] = msg.json()
     return data

@@ -18,6 +18,7 @@ from dispatch.clock import ManualClock
 from dispatch.outbox import NewEvent, append_events
 from dispatch.views import View
 from tests.orders.helpers import add_resident, add_shop, place
+from tests.timing import MS, SECOND
 
 Client = TestClient[Any, Any]
 RES = "res_aaaaaaaaaaaaaaaa"
@@ -35,6 +36,12 @@ def _test_events(monkeypatch: pytest.MonkeyPatch) -> None:
     )
 
 
+@pytest.fixture(autouse=True)
+async def resident(db: asyncpg.Connection) -> None:
+    """RES exists: a token for a subject that does not is refused (tests/hostile)."""
+    await db.execute("INSERT INTO residents (id, name) VALUES ($1, 'Resident')", RES)
+
+
 async def _write(db: asyncpg.Connection, clock: ManualClock, recipient: str, n: int) -> list[Any]:
     async with db.transaction():
         return await append_events(
@@ -47,7 +54,7 @@ async def _publish(client: Client, events: list[Any]) -> None:
 
 
 async def _recv(ws: Any) -> dict[str, Any]:
-    msg = await ws.receive(timeout=5.0)
+    msg = await ws.receive(timeout=5 * SECOND)
     assert msg.type == WSMsgType.TEXT, msg
     data: dict[str, Any] = msg.json()
     return data
@@ -76,7 +83,7 @@ async def test_bad_token_is_refused_and_closed(client: Client) -> None:
         reply = await _recv(ws)
         assert reply["ok"] is False
         assert reply["error"]["code"] == "invalid_token"
-        msg = await ws.receive(timeout=5)
+        msg = await ws.receive(timeout=5 * SECOND)
         assert msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSED)
         assert ws.close_code == 1008
 
@@ -192,6 +199,9 @@ async def test_two_tablets_of_one_shop_both_receive(
     client: Client, db: asyncpg.Connection, clock: ManualClock, auth: Callable[..., dict[str, str]]
 ) -> None:
     shop = "shop_aaaaaaaaaaaaaaaa"
+    await db.execute(
+        "INSERT INTO shops (id, name, lat, lng, opening_hours) VALUES ($1, 'Shop', 45.76, 4.83, '{}')", shop
+    )
     async with (
         client.ws_connect("/v1/ws", headers=auth("shop", shop)) as a,
         client.ws_connect("/v1/ws", headers=auth("shop", shop)) as b,
@@ -213,20 +223,20 @@ async def test_slow_client_is_cut_off_with_1013(
         # The peer stops reading: every send stalls, as on a dead mobile link.
         stalled = asyncio.Event()
 
-        async def stall(data: str, compress: int | None = None) -> None:
+        async def stall(data: bytes, opcode: WSMsgType, compress: int | None = None) -> None:
             await stalled.wait()
 
-        conn.ws.send_str = stall
+        conn.ws.send_frame = stall
         events = await _write(db, clock, RES, 300)
         await _publish(client, events)
         for _ in range(50):
             if conn.cut_off:
                 break
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(50 * MS)
         assert conn.cut_off
-        msg = await ws.receive(timeout=5)
+        msg = await ws.receive(timeout=5 * SECOND)
         while msg.type == WSMsgType.TEXT:
-            msg = await ws.receive(timeout=5)
+            msg = await ws.receive(timeout=5 * SECOND)
         assert ws.close_code == 1013
 
 
@@ -283,21 +293,17 @@ async def test_commands_log_their_outcome_with_a_request_id(
 
 
 async def test_a_bad_token_in_the_header_is_a_401_before_any_upgrade(client: Client) -> None:
-    for headers, code in (
-        ({"Authorization": "Bearer forged"}, "invalid_token"),
-        ({"Authorization": "Basic abc"}, "invalid_token"),
-    ):
-        r = await client.get(
-            "/v1/ws",
-            headers={
-                **headers,
-                "Connection": "Upgrade",
-                "Upgrade": "websocket",
-                "Sec-WebSocket-Version": "13",
-                "Sec-WebSocket-Key": "x" * 22 + "==",
-            },
-        )
+    upgrade = {
+        "Connection": "Upgrade",
+        "Upgrade": "websocket",
+        "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": "x" * 22 + "==",
+    }
+    for token, code in (("Bearer forged", "invalid_token"), ("Basic abc", "invalid_token")):
+        r = await client.get("/v1/ws", headers={"Authorization": token, **upgrade})
         assert r.status == 401, await r.text()
         assert (await r.json())["error"]["code"] == code
-    r = await client.get("/v1/ws?after_seq=-1", headers={"Authorization": "Bearer x"})
+    r = await client.get("/v1/ws?after_seq=-1", headers={"Authorization": "Bearer x", **upgrade})
     assert r.status == 422 and (await r.json())["error"]["details"][0]["path"] == ["after_seq"]
+    r = await client.get("/v1/ws")  # a plain GET: not a websocket client
+    assert r.status == 426 and (await r.json())["error"]["code"] == "websocket_upgrade_required"

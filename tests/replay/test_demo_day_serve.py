@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.foundation.test_serve import _free_port, _stop, _wait_ready
+from dispatch.bench.stack import free_port as _free_port
+from tests.foundation.test_serve import _stop, _wait_ready
+from tests.timing import SECOND
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +41,7 @@ def test_demo_day_delivers_what_it_places(tmp_path: Path) -> None:
         text=True,
     )
     try:
-        _wait_ready(server, port, timeout=60)
+        _wait_ready(server, port, timeout=60 * SECOND)
         day = subprocess.run(
             [
                 sys.executable,
@@ -61,7 +63,7 @@ def test_demo_day_delivers_what_it_places(tmp_path: Path) -> None:
             env={k: v for k, v in env.items() if not k.startswith("DISPATCH_CLOCK_")},
             capture_output=True,
             text=True,
-            timeout=240,
+            timeout=240 * SECOND,
         )
     finally:
         server_log = _stop(server)

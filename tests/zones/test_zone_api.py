@@ -20,9 +20,17 @@ from dispatch.clock import ManualClock
 from dispatch.config import Settings
 from tests.conftest import SECRET
 from tests.orders.helpers import square
+from tests.timing import MS
 
 Client = TestClient[Any, Any]
 CENTRE = (45.76, 4.83)
+RESIDENT = "res_aaaaaaaaaaaaaaaa"
+
+
+@pytest.fixture(autouse=True)
+async def resident(db: asyncpg.Connection) -> None:
+    """RESIDENT exists: a token for a subject that does not is refused (tests/hostile)."""
+    await db.execute("INSERT INTO residents (id, name) VALUES ($1, 'Resident')", RESIDENT)
 
 
 async def make_shop(client: Client, admin: dict[str, str], **fields: Any) -> dict[str, Any]:
@@ -74,7 +82,7 @@ async def _eventually(check: Callable[[], Any], expected: Any, within_s: float =
             return time.monotonic() - started
         if time.monotonic() - started > within_s:
             raise AssertionError(f"not {expected!r} within {within_s} s")
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(20 * MS)
 
 
 @pytest.mark.parametrize(

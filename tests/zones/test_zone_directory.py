@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dispatch.api.keys import SERVICES, SETTINGS
 from dispatch.services.zone_directory import ZoneDirectory
 from tests.orders.helpers import square
+from tests.timing import MS
 from tests.zones.test_zone_api import CENTRE, Client, make_shop
 
 
@@ -29,7 +30,7 @@ async def test_a_lost_message_is_recovered_although_a_later_one_arrived(
         for _ in range(100):
             if lost["id"] in directory.index:
                 break
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(50 * MS)
         assert lost["id"] in directory.index
         assert heard["id"] in directory.index
     finally:
