@@ -291,6 +291,19 @@ class Settings(BaseSettings):
         "courier assignment policy: `ours` (batching, bundling, optimal matching) or `nearest-idle` "
         "(baseline)",
     )
+    assign_busy: bool = setting(
+        True,
+        "DISPATCH_ASSIGN_BUSY",
+        "ours: a busy courier may be given work queued behind what it is doing, re-planned every round; "
+        "`false`: the benchmark's rule, no new instructions to a courier executing an assignment",
+    )
+    undeliverable: Literal["flag", "refuse"] = setting(
+        "flag",
+        "DISPATCH_UNDELIVERABLE",
+        "a delivery order no courier on shift can collect before its shift ends: `flag` it (placed, with a "
+        "`warning` offering pick-up or a later slot) or `refuse` it (409 `no_courier_available`, the same "
+        "offers)",
+    )
     # --- the clock (replays) ---
     clock_speed: float = setting(
         1.0, "DISPATCH_CLOCK_SPEED", "run the server's clock this many times faster than wall time", gt=0

@@ -102,6 +102,19 @@ class Reassigning(View):
     reason: str
 
 
+class Alternative(View):
+    """A change to the order body that a courier could deliver (or that needs none): place it again so."""
+
+    fulfilment: Fulfilment | None = Field(None, description="`pickup`: collect it at the shops")
+    timing: Slot | None = Field(None, description="a later slot a planned shift could deliver in")
+
+
+class OrderWarning(View):
+    code: Literal["no_courier_available"]
+    message: str
+    alternatives: list[Alternative]
+
+
 class Order(View):
     id: str
     resident_id: str
@@ -117,6 +130,9 @@ class Order(View):
     created_at: AwareDatetime
     updated_at: AwareDatetime
     courier: Reassigning | None = Field(None, description="in order.updated: the courier's work went back")
+    warning: OrderWarning | None = Field(
+        None, description="placed although no courier on shift could collect it in time (why, what instead)"
+    )
 
 
 class Orders(View):

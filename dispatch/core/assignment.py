@@ -23,6 +23,29 @@ longer than that is not placed this round: the courier is better left free until
 off, and the candidate may meet more same-shop orders by then. Work a courier can only reach late
 is placed at once.
 
+Revisable plans (`plan_round`, what the server and `replay offline` run). A courier is committed only to
+what it is already doing (`courier_state.commitments`: the stop it is driving to or at, what it carries and
+what it collects there); the jobs queued behind are put back in play every round with the waiting ones, and
+the courier is scored from the end of its committed stops. So each round every courier's plan is its
+committed stops and at most one candidate, and queued work moves when another courier would do it sooner.
+Ties and near-ties do not move work: the holder's cost for a candidate made only of its own queued jobs is
+lowered by `move_margin_minutes` (a courier outside the holder's nearby set is still scored for it), and
+such a kept candidate is never deferred. An assignment that keeps exactly the stops already queued is
+`unchanged` (nothing to write); every other queued job is `released` from its holder (the service takes it
+off the holder's route in the round's transaction, before the new routes claim their jobs).
+
+The benchmark's rule (`assign_busy=False`): no new instructions to a courier executing an assignment; only
+couriers with nothing to do (no stop left, not serving) are matched, and queued work stays where it is.
+
+Exactness. A chosen courier's whole new route is timed with `courier_state.timeline` (the stop it is on its
+way to from when it gets there, not from a straight-line guess); an assignment whose timings would put a
+pickup after the shift end or the load above the capacity is dropped (left waiting), so the closed-form
+scores above, possibly computed with a vectorised travel function, never decide alone.
+
+Complexity: candidates are built in O(jobs log jobs) per shop; scores are O(candidates x couriers scored)
+array operations (`couriers_per_candidate`, `nearby` bound them); the matching is O(n^3) in the smaller
+side of the matrix restricted to rows and columns with a feasible pair.
+
 Split orders. The joint candidate takes part in the matching. Afterwards, for each split order in
 turn, its per-shop parts are matched among the couriers still free plus the joint's courier; the
 order goes on several routes only when every part gets a courier and the order's last part
@@ -33,6 +56,7 @@ joint problem first keeps the two alternatives mutually exclusive without a cust
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -40,7 +64,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.optimize import linear_sum_assignment
 
-from dispatch.core.courier_state import CourierState, load_when_free, next_free
+from dispatch.core.courier_state import CourierState, commitments, load_when_free, next_free, timeline
 from dispatch.core.routes import (
     Point,
     Route,
@@ -50,7 +74,6 @@ from dispatch.core.routes import (
     StopTiming,
     Travel,
     route_options,
-    simulate,
 )
 
 TravelMany = Callable[[NDArray[np.float64], Point], NDArray[np.float64]]
@@ -68,6 +91,7 @@ class Job:
     ready_at: float
     dropoff: Point
     items: int = 1
+    holder: str | None = None  # the courier whose plan queues it now (in play: it may move)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +105,8 @@ class DispatchParams:
     couriers_per_candidate: int | None = None  # keep only the k best couriers of each candidate
     empty_leg_weight: float = 0.0  # cost = finish + this x minutes driven empty to the first pickup
     defer_wait_minutes: float | None = None  # hold work whose courier would wait longer at shops
+    assign_busy: bool = True  # False: the benchmark's rule, no new work for a courier executing some
+    move_margin_minutes: float = 1.0  # queued work moves only to a courier this much better
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +120,7 @@ class Candidate:
     dropoffs: tuple[Stop, ...]
     options: tuple[RouteOption, ...]
     parts: tuple[Candidate, ...] = ()  # a split order's per-shop candidates, to fall back on
+    jobs: tuple[Job, ...] = ()
 
 
 Nearby = Callable[[Candidate], Sequence[str]]
@@ -107,12 +134,15 @@ class Assignment:
     route: Route  # the courier's whole route: stops still to do, then the candidate's
     timings: tuple[StopTiming, ...]  # for every stop of `route`
     score: float  # minute the candidate's last item reaches its door
+    unchanged: bool = False  # the courier keeps exactly the stops it had queued: nothing to write
 
 
 @dataclass(frozen=True, slots=True)
 class RoundResult:
     assignments: tuple[Assignment, ...]
     unassigned: tuple[Candidate, ...]
+    # Queued jobs taken off their holder's plan (moved to another courier, re-planned, or back to waiting).
+    released: tuple[str, ...] = ()
 
 
 def make_candidate(jobs: Sequence[Job], params: DispatchParams, travel: Travel) -> Candidate:
@@ -148,6 +178,7 @@ def make_candidate(jobs: Sequence[Job], params: DispatchParams, travel: Travel) 
         dropoffs=tuple(dropoffs),
         options=route_options(pickups, dropoffs, travel, params.service),
         parts=tuple(make_candidate([job], params, travel) for job in jobs) if split else (),
+        jobs=tuple(jobs),
     )
 
 
@@ -354,11 +385,22 @@ def assign_round(
     assignments = []
     for candidate, col in placed:
         scored = _scores(candidate, fleet, np.array([col], dtype=np.intp), travel, None, params)
-        if params.defer_wait_minutes is not None and scored.wait[0] > params.defer_wait_minutes:
+        kept = _holder(candidate) == fleet.couriers[col].courier_id
+        if not kept and params.defer_wait_minutes is not None and scored.wait[0] > params.defer_wait_minutes:
             unassigned.append(candidate)  # its courier can set off later: decide then, on fresher facts
             continue
-        assignments.append(_assignment(candidate, fleet, col, int(scored.choice[0]), now, travel, params))
+        made = _assignment(candidate, fleet, col, int(scored.choice[0]), now, travel, params)
+        if made is None:
+            unassigned.append(candidate)
+            continue
+        assignments.append(made)
     return RoundResult(tuple(assignments), tuple(unassigned))
+
+
+def _holder(candidate: Candidate) -> str | None:
+    """The courier that has every job of the candidate queued, if one has."""
+    holders = {job.holder for job in candidate.jobs}
+    return holders.pop() if len(holders) == 1 else None
 
 
 def _finish(candidate: Candidate, fleet: _Fleet, col: int, travel: Travel, params: DispatchParams) -> float:
@@ -405,7 +447,15 @@ def _cost_matrix(
             cols = np.unique(np.array([i for i in found if i is not None], dtype=np.intp))
             if cols.size == 0:
                 continue
+        holder = fleet.index.get(_holder(candidate) or "")
+        if holder is not None and cols is not None and holder not in cols:
+            cols = np.append(cols, holder)
         costs = _scores(candidate, fleet, cols, travel, travel_many, params).cost
+        if holder is not None:
+            # Queued work stays with its courier unless another would do clearly better: no churn on ties.
+            costs[holder if cols is None else int(np.flatnonzero(cols == holder)[0])] -= (
+                params.move_margin_minutes
+            )
         if k is not None and k < costs.size:
             # The k best only: a sparser matrix, and a far courier rarely wins anyway.
             kept = np.argpartition(costs, k - 1)[:k]
@@ -439,13 +489,72 @@ def _assignment(
     now: float,
     travel: Travel,
     params: DispatchParams,
-) -> Assignment:
+) -> Assignment | None:
+    """The courier's new route and its timings; None if they break its shift end or capacity (the scores
+    are computed in closed form, possibly with a vectorised travel function: the timings decide)."""
     courier = fleet.couriers[col]
     stops = courier.route + candidate.options[option].stops
-    start = now if courier.available_at is None else max(now, courier.available_at)
-    timings = simulate(courier.position, start, stops, travel, params.service)
+    timings = timeline(courier, now, travel, params.service, stops)
+    load = courier.load
+    for t in timings:
+        load += t.stop.items if t.stop.kind == "pickup" else -t.stop.items
+        if load > courier.capacity:
+            return None
+    added = timings[len(courier.route) :]
+    if courier.shift_end is not None and any(
+        t.stop.kind == "pickup" and t.service_at > courier.shift_end for t in added
+    ):
+        return None
     route = Route(courier.courier_id, stops)
     return Assignment(courier.courier_id, candidate, route, timings, timings[-1].service_at)
+
+
+def plan_round(
+    jobs: Sequence[Job],
+    couriers: Sequence[CourierState],
+    now: float,
+    travel: Travel,
+    params: DispatchParams,
+    nearby: Nearby | None = None,
+    travel_many: TravelMany | None = None,
+) -> RoundResult:
+    """Our policy's round over revisable plans (see "Revisable plans" in the module docstring).
+
+    `jobs`: every job waiting for a courier, and every job queued on a courier's route behind what it is
+    committed to (`holder` naming that courier; its route still lists them). Returns the round's
+    assignments (each courier's committed stops, then at most one candidate), what is left waiting, and the
+    queued jobs taken off their holder's plan.
+    """
+    if not params.assign_busy:
+        # The benchmark's rule: only couriers doing nothing get work; nothing queued is touched.
+        idle = [c for c in couriers if not c.busy(now)]
+        pending = [job for job in jobs if job.holder is None]
+        return assign_round(
+            route_candidates(pending, params, travel), idle, now, travel, params, nearby, travel_many
+        )
+    queued: dict[str, tuple[Stop, ...]] = {}
+    planned: list[CourierState] = []
+    for courier in couriers:
+        split = commitments(courier.route)
+        queued[courier.courier_id] = split.queued
+        planned.append(dataclasses.replace(courier, route=split.committed) if split.queued else courier)
+    result = assign_round(
+        route_candidates(jobs, params, travel), planned, now, travel, params, nearby, travel_many
+    )
+    assignments = []
+    for a in result.assignments:
+        before = queued.get(a.courier_id, ())
+        after = a.route.stops[len(a.route.stops) - len(a.candidate.options[0].stops) :]
+        same = _holder(a.candidate) == a.courier_id and _shape(before) == _shape(after)
+        assignments.append(dataclasses.replace(a, unchanged=True) if same else a)
+    kept = {j for a in assignments if a.unchanged for j in a.candidate.job_ids}
+    released = tuple(sorted(job.job_id for job in jobs if job.holder is not None and job.job_id not in kept))
+    return RoundResult(tuple(assignments), result.unassigned, released)
+
+
+def _shape(stops: Sequence[Stop]) -> list[tuple[str, Point, frozenset[str]]]:
+    """A stop sequence as the courier sees it: kind, place and jobs of each stop, in order."""
+    return [(stop.kind, stop.location, frozenset(stop.job_ids)) for stop in stops]
 
 
 def nearest_idle_round(
@@ -460,11 +569,7 @@ def nearest_idle_round(
     Idle: assignable, no stops left and not busy. Nearest by travel time to the shop, among those
     for which the job is feasible. Jobs not ready yet wait for a later round and are not reported.
     """
-    idle = [
-        c
-        for c in couriers
-        if c.assignable and not c.route and (c.available_at is None or c.available_at <= now)
-    ]
+    idle = [c for c in couriers if c.assignable and not c.busy(now)]
     fleet = _Fleet.of(idle, now, travel, params.service)
     free = np.ones(len(idle), dtype=np.bool_)
     assignments: list[Assignment] = []
@@ -479,6 +584,10 @@ def nearest_idle_round(
             unassigned.append(candidate)
             continue
         col = int(feasible[int(np.argmin(_legs(fleet, feasible, job.pickup, travel, None)))])
+        made = _assignment(candidate, fleet, col, 0, now, travel, params)
+        if made is None:
+            unassigned.append(candidate)
+            continue
         free[col] = False
-        assignments.append(_assignment(candidate, fleet, col, 0, now, travel, params))
+        assignments.append(made)
     return RoundResult(tuple(assignments), tuple(unassigned))

@@ -78,22 +78,33 @@ def simulate(
     stops: Iterable[Stop],
     travel: Travel,
     service: ServiceTimes,
+    first_arrival: float | None = None,
 ) -> tuple[StopTiming, ...]:
-    """Drive the stops in order from `start`, leaving at `start_time`."""
+    """Drive the stops in order from `start`, leaving at `start_time`.
+
+    `first_arrival`, when known, is when the courier reaches (or reached) the first stop: a courier
+    already on its way or already there is not placed on a straight line and re-timed from `start`
+    (a leg rounded up from where it set off can end later than one rounded up from midway). Nothing
+    is served before `start_time` (the present): a courier already at a stop serves it now at the
+    earliest.
+    """
     half_pickup = service.pickup_minutes / 2
     half_dropoff = service.dropoff_minutes / 2
     timings: list[StopTiming] = []
     here, clock = start, start_time
     for stop in stops:
-        arrival = clock + travel(here, stop.location)
+        if first_arrival is not None and not timings:
+            arrival = first_arrival
+        else:
+            arrival = clock + travel(here, stop.location)
         if stop.kind == "pickup":
             served = arrival + half_pickup
             if stop.ready_at is not None:
                 served = max(served, stop.ready_at)
-            leave = served + half_pickup
         else:
             served = arrival + half_dropoff
-            leave = served + half_dropoff
+        served = max(served, start_time)
+        leave = served + (half_pickup if stop.kind == "pickup" else half_dropoff)
         timings.append(StopTiming(stop, arrival, served, leave))
         here, clock = stop.location, leave
     return tuple(timings)

@@ -20,6 +20,7 @@ from dispatch.replay.driver import (
     summary,
     write_outputs,
 )
+from dispatch.replay.generate import FAMILIES
 from dispatch.replay.instance import load_instance
 from dispatch.replay.metrics import compute_metrics, format_comparison
 from dispatch.replay.plots import require_plots
@@ -105,6 +106,12 @@ def _generate_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--orders-per-courier-hour", type=float, default=2.0, help="sizes the fleet (2 orders a courier-hour)"
     )
+    p.add_argument(
+        "--family",
+        choices=FAMILIES,
+        default="base",
+        help="base; flat (shifts that ignore demand), slow (80%% speed), prep (20-45 min), hard (all three)",
+    )
     return p
 
 
@@ -167,7 +174,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 def _cmd_offline(args: argparse.Namespace) -> int:
     from dispatch.config import Settings
     from dispatch.core.routes import ServiceTimes
-    from dispatch.replay.offline import simulate_policy
+    from dispatch.replay.offline import admission, simulate_policy
     from dispatch.services.dispatching import params_from
 
     if not args.round_s > 0:
@@ -178,9 +185,11 @@ def _cmd_offline(args: argparse.Namespace) -> int:
         instance = load_instance(directory)
         p = instance.parameters
         params = params_from(settings, ServiceTimes(p.pickup_service_minutes, p.dropoff_service_minutes))
+        admit = admission(instance) if settings.undeliverable == "refuse" else None
         results = {
             policy: compute_metrics(
-                instance, simulate_policy(instance, policy, params, round_minutes=args.round_s / 60)
+                instance,
+                simulate_policy(instance, policy, params, round_minutes=args.round_s / 60, admit=admit),
             )
             for policy in ("ours", "nearest-idle")
         }
@@ -198,7 +207,9 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     from dispatch.replay.generate import generate_instance
     from dispatch.replay.instance import write_instance
 
-    instance = generate_instance(args.orders, args.seed, orders_per_courier_hour=args.orders_per_courier_hour)
+    instance = generate_instance(
+        args.orders, args.seed, orders_per_courier_hour=args.orders_per_courier_hour, family=args.family
+    )
     write_instance(instance, args.out)
     print(
         f"{instance.name}: {len(instance.orders)} orders, {len(instance.restaurants)} restaurants, "

@@ -50,6 +50,7 @@ TOKEN_TTL_S = 7 * 24 * 3600  # clock seconds: outlives any day at any speed (wit
 SETUP_CONCURRENCY = 16
 PLACE_ATTEMPTS = 4
 RETRIED_PLACEMENT = ("items_unavailable", "outside_delivery_area")
+REFUSALS = ("no_courier_available", "exceeds_courier_capacity")  # the server's answer, not an app's failure
 T = TypeVar("T")
 
 
@@ -105,6 +106,7 @@ class _Day:
     placed: dict[str, _Placed] = field(default_factory=dict)  # instance order -> what the server made
     order_of: dict[str, str] = field(default_factory=dict)  # server order id -> instance order
     failed: dict[str, str] = field(default_factory=dict)  # instance order -> why it could not be placed
+    refused: dict[str, str] = field(default_factory=dict)  # instance order -> the server's refusal code
     delivered: dict[str, float] = field(default_factory=dict)  # instance order -> minute
     errors: list[str] = field(default_factory=list)
     placement_retries: dict[str, int] = field(default_factory=dict)  # instance order -> retries
@@ -180,6 +182,9 @@ def server_env(instance: Instance, opts: ReplayOptions, epoch: float) -> dict[st
         "DISPATCH_PICKUP_SERVICE_MIN": repr(float(p.pickup_service_minutes)),
         "DISPATCH_DROPOFF_SERVICE_MIN": repr(float(p.dropoff_service_minutes)),
         "DISPATCH_POLICY": opts.policy,
+        # An order no courier can collect in time is refused at placement, not left waiting: the replay
+        # counts it as refused (metrics.json: orders.refused), apart from orders taken and left behind.
+        "DISPATCH_UNDELIVERABLE": "refuse",
         "DISPATCH_ROUND_S": repr(opts.round_s),
         # Timer polls every ~0.1 wall second, but never less often than rounds.
         "DISPATCH_TIMER_POLL": repr(min(opts.round_s, max(0.05, 0.1 * opts.speed))),
@@ -460,7 +465,7 @@ async def _run_day(state: _Day, opts: ReplayOptions) -> tuple[Trace, dict[str, f
         while True:
             await asyncio.sleep(0.2)
             progress.show(day.minute())
-            resolved = len(state.delivered) + len(state.failed) >= len(inst.orders)
+            resolved = len(state.delivered) + len(state.failed) + len(state.refused) >= len(inst.orders)
             fleet_done = all(app.finished for app in couriers.values()) and placing.done()
             if resolved or fleet_done or day.minute() > horizon:
                 break
@@ -516,6 +521,9 @@ async def _place_orders(state: _Day, progress: Progress) -> None:
                     state.placement_retries[oid] = attempt + 1
                     await asyncio.sleep(0.25)
                     continue
+                if exc.code in REFUSALS:
+                    state.refused[oid] = exc.code
+                    return
                 state.failed[oid] = str(exc)
                 state.errors.append(f"place {oid}: {exc}")
                 return
@@ -574,7 +582,7 @@ def build_trace(state: _Day, couriers: dict[str, CourierApp]) -> Trace:
             )
         else:
             records.append(OrderRecord(oid, order.placement_time, order.ready_time))
-    return Trace(assignments, records, moves)
+    return Trace(assignments, records, moves, refused=tuple(sorted(state.refused)))
 
 
 def _place(place: str) -> str:
@@ -588,7 +596,8 @@ def write_outputs(out: Path, instance: Instance, result: ReplayResult) -> list[P
     out.mkdir(parents=True, exist_ok=True)
     metrics_path = out / "metrics.json"
     metrics_path.write_bytes(orjson.dumps(result.metrics, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
-    return [metrics_path, *write_solution(result.trace, out), *write_plots(instance, result.trace, out)]
+    solution = write_solution(result.trace, out, max_click_to_door=instance.parameters.max_click_to_door)
+    return [metrics_path, *solution, *write_plots(instance, result.trace, out)]
 
 
 def summary(metrics: dict[str, Any]) -> str:

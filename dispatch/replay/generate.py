@@ -8,11 +8,21 @@ bundling has something to work with), and courier shifts of 2-4 hours staggered 
 boundaries to follow demand. The fleet is sized from the realised demand so that even the
 ``nearest-idle`` baseline delivers every order.
 
+Families (``family``) make harder days from the same draws:
+
+- ``base``: the above;
+- ``flat``: the same courier hours, but shifts that ignore demand: starts spread evenly over the
+  day, so too few couriers are on shift in the evening peak (and some at the end of the day);
+- ``slow``: travel at 80% of the speed (``meters_per_minute``);
+- ``prep``: preparation of 20-45 minutes instead of 10-30;
+- ``hard``: all three.
+
 Deterministic per seed: only ``random.Random(seed)`` is used, whose streams Python keeps stable.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import random
@@ -23,6 +33,10 @@ from dispatch.replay.instance import Courier, Instance, Order, Parameters, Resta
 DEFAULT_PARAMETERS = Parameters(320, 4, 4, 40, 90, 10, 15)
 BLOCK = 30  # shift boundaries, minutes
 SHIFT_LENGTHS = (120, 180, 240)
+FAMILIES = ("base", "flat", "slow", "prep", "hard")
+SLOW_SPEED = 0.8  # of the speed, on slow days
+FLAT_SHARE = 0.5  # of the courier hours, on flat days
+PREP = {False: (10, 30), True: (20, 45)}  # minutes from placement to ready, by long preparation
 
 
 def _point_in_area(draw: Callable[[], tuple[float, float]], area_m: float) -> tuple[int, int]:
@@ -84,6 +98,26 @@ def _shifts(
     return shifts
 
 
+def _flat_shifts(demand_shifts: list[tuple[float, float]], end: float) -> list[tuple[float, float]]:
+    """As many courier hours as `demand_shifts`, FLAT_SHARE of them in shifts starting evenly over the day
+    regardless of demand (on half-hour boundaries, lengths cycling through SHIFT_LENGTHS, cut at the end of
+    the day), the rest as every other shift of `demand_shifts`."""
+    kept = demand_shifts[:: round(1 / (1 - FLAT_SHARE))] if FLAT_SHARE < 1 else []
+    hours = sum(off - on for on, off in demand_shifts) - sum(off - on for on, off in kept)
+    n_blocks = max(1, math.ceil(end / BLOCK))
+    shifts: list[tuple[float, float]] = []
+    total, k = 0.0, 0
+    while total < hours:
+        length = SHIFT_LENGTHS[k % len(SHIFT_LENGTHS)]
+        start = ((k * 7) % n_blocks) * BLOCK  # 7 is prime to most block counts: starts spread out
+        off = min(start + length, end)
+        if off > start:
+            shifts.append((start, off))
+            total += off - start
+        k += 1
+    return sorted(kept + shifts)
+
+
 def generate_instance(
     n_orders: int,
     seed: int,
@@ -94,16 +128,21 @@ def generate_instance(
     day_minutes: int = 780,
     orders_per_courier_hour: float = 2.0,
     parameters: Parameters = DEFAULT_PARAMETERS,
+    family: str = "base",
 ) -> Instance:
     """A generated day. ``orders_per_courier_hour`` sizes the fleet: lower means more couriers.
 
     The name encodes the variant: ``g{seed}o{orders}r{restaurants}n{neighbourhoods}``
-    ``a{area km}d{day minutes}k{100 x orders per courier-hour}``.
+    ``a{area km}d{day minutes}k{100 x orders per courier-hour}``, then ``-{family}`` but for ``base``.
+    The families draw the same restaurants, placements, doors and courier start points as ``base``.
     """
     if n_orders < 1 or n_neighbourhoods < 1 or area_m <= 0 or orders_per_courier_hour <= 0:
         raise ValueError("generate_instance needs positive sizes")
     if day_minutes < 4 * BLOCK:
         raise ValueError("day_minutes must be at least two hours")
+    if family not in FAMILIES:
+        raise ValueError(f"family must be one of {', '.join(FAMILIES)}")
+    flat, slow, long_prep = (family in (f, "hard") for f in ("flat", "slow", "prep"))
     n_restaurants = n_restaurants or max(3, n_orders // 4)
     rng = random.Random(seed)
     margin = 0.15 * area_m
@@ -126,10 +165,16 @@ def generate_instance(
     for i, placed in enumerate(placements, start=1):
         r = rng.choices(ranked, cum_weights=cum_weights)[0]
         x, y = _point_in_area(_drop_off(rng, r), area_m)
-        orders[f"o{i}"] = Order(f"o{i}", x, y, placed, r.id, placed + rng.randint(10, 30))
+        prep = rng.randint(*PREP[False])
+        if long_prep:  # scaled, so the rest of the stream (and the day) stays the same
+            low, high = PREP[True]
+            prep = low + round((prep - PREP[False][0]) * (high - low) / (PREP[False][1] - PREP[False][0]))
+        orders[f"o{i}"] = Order(f"o{i}", x, y, placed, r.id, placed + prep)
 
     end = max(o.ready_time for o in orders.values()) + 60
     shifts = _shifts([o.ready_time for o in orders.values()], orders_per_courier_hour, end)
+    if flat:
+        shifts = _flat_shifts(shifts, end)
     couriers = {}
     for i, (on, off) in enumerate(shifts, start=1):
         # Most couriers start in a neighbourhood, some anywhere in the area.
@@ -143,4 +188,10 @@ def generate_instance(
         f"g{seed}o{n_orders}r{n_restaurants}n{n_neighbourhoods}"
         f"a{area_m / 1000:g}d{day_minutes}k{round(orders_per_courier_hour * 100)}"
     )
+    if family != "base":
+        name += f"-{family}"
+    if slow:
+        parameters = dataclasses.replace(
+            parameters, meters_per_minute=round(parameters.meters_per_minute * SLOW_SPEED)
+        )
     return Instance(name, restaurants, orders, couriers, parameters)

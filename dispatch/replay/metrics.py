@@ -8,6 +8,13 @@ Per order (placement and ready times from the instance, the rest from the trace)
   ``describe``), min, p10, median, p90, max (percentiles interpolated linearly); None when
   there are too few values.
 
+The floor of an order is what no policy can beat: ready - placement + half the pickup service + the
+direct drive from its restaurant to its door (the instance's rounded-up minutes) + half the drop-off
+service. ``floor`` describes it over every order; ``gap_to_floor`` is the mean click-to-door minus the
+mean floor of the same (delivered) orders. ``click_to_door_counting_undelivered`` counts an order
+never delivered at placement + the maximum click-to-door, as the evaluator's files are written (see
+``trace.py``), so leaving orders behind does not flatter the mean.
+
 Fleet-wide (duty hours from the shifts, ``off_time - on_time``, whether or not the courier
 worked):
 
@@ -38,6 +45,15 @@ from dispatch.replay.trace import OrderRecord, Trace
 
 STATS = ("mean", "std", "min", "p10", "median", "p90", "max")
 ORDER_MEASURES = ("click_to_door", "ready_to_door", "ready_to_pickup", "click_to_door_overage")
+
+
+def order_floor(instance: Instance, order_id: str) -> float:
+    """The least click-to-door any policy could give the order (see the module docstring)."""
+    params = instance.parameters
+    order = instance.orders[order_id]
+    drive = travel_minutes(instance.restaurants[order.restaurant], order, params)
+    half_services = (params.pickup_service_minutes + params.dropoff_service_minutes) / 2
+    return order.ready_time - order.placement_time + half_services + drive
 
 
 def describe(values: list[float]) -> dict[str, float | None]:
@@ -84,6 +100,19 @@ def compute_metrics(instance: Instance, trace: Trace, *, tolerance: float = 0.0)
         if rec.courier in delivered_by:
             delivered_by[rec.courier] += 1
     delivered = len(measures["click_to_door"])
+    floors = {o: order_floor(instance, o) for o in instance.orders}
+    reached = [o for o, rec in records.items() if rec.delivery_time is not None]
+    floor_reached = float(np.mean([floors[o] for o in reached])) if reached else None
+    counting_undelivered = [
+        (
+            rec.delivery_time
+            if rec is not None and rec.delivery_time is not None
+            else order.placement_time + params.max_click_to_door
+        )
+        - order.placement_time
+        for o, order in instance.orders.items()
+        for rec in [records.get(o)]
+    ]
 
     bundles_by: dict[str, int] = dict.fromkeys(instance.couriers, 0)
     for a in trace.assignments:
@@ -126,8 +155,14 @@ def compute_metrics(instance: Instance, trace: Trace, *, tolerance: float = 0.0)
             "delivered_share": _ratio(delivered, len(instance.orders)),
             "beyond_target": sum(v > params.target_click_to_door for v in click_to_door),
             "beyond_max": sum(v > params.max_click_to_door for v in click_to_door),
+            "refused": len(trace.refused),
+            # Taken at placement and never delivered: what a check at placement should leave at 0.
+            "left_behind": len(instance.orders) - delivered - len(set(trace.refused)),
         },
         **{m: describe(v) for m, v in measures.items()},
+        "floor": describe(list(floors.values())),
+        "gap_to_floor": (None if floor_reached is None else float(np.mean(click_to_door)) - floor_reached),
+        "click_to_door_counting_undelivered": describe(counting_undelivered),
         "couriers": {
             "count": len(instance.couriers),
             "duty_hours": duty_hours,
@@ -194,11 +229,18 @@ def _pct(value: Any) -> str:
 Row = tuple[str, Callable[[dict[str, Any]], str]]
 ROWS: list[Row] = [
     ("orders delivered", lambda m: f"{m['orders']['delivered']}/{m['orders']['total']}"),
+    (
+        "refused / left behind",
+        lambda m: f"{m['orders'].get('refused', 0)}/{m['orders'].get('left_behind', 0)}",
+    ),
     ("beyond target / max", lambda m: f"{m['orders']['beyond_target']}/{m['orders']['beyond_max']}"),
     *(
         (f"click-to-door {s}", lambda m, s=s: _num(m["click_to_door"][s], 1))
         for s in ("mean", "median", "p90", "max")
     ),
+    ("floor mean", lambda m: _num(m["floor"]["mean"], 1)),
+    ("gap to floor", lambda m: _num(m["gap_to_floor"], 1)),
+    ("counting undelivered mean", lambda m: _num(m["click_to_door_counting_undelivered"]["mean"], 1)),
     ("ready-to-door mean", lambda m: _num(m["ready_to_door"]["mean"], 1)),
     ("ready-to-pickup mean", lambda m: _num(m["ready_to_pickup"]["mean"], 1)),
     ("overage mean", lambda m: _num(m["click_to_door_overage"]["mean"], 1)),

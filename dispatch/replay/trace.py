@@ -8,6 +8,12 @@ whitespace, but ``solution_info_orders.txt`` with ``pandas.read_table(sep=' ')``
 names ``order placement_time ready_time pickup_time dropoff_time courier``. The files are
 therefore written space-separated (a tab there would make its columns unreadable) and with
 ``dropoff_time`` as the delivery column; missing values are ``NaN``, which it skips.
+
+An order never delivered would be a row of ``NaN`` that the evaluator leaves out of click-to-door
+and counts with an overage of 0 (``max(0, NaN)`` is 0 in Python), understating both. Given the
+instance's maximum click-to-door, such an order is written delivered at placement + that maximum,
+with no courier: the evaluator still counts it as not delivered (its row has a ``NaN``, and with
+no courier no place is checked), but its click-to-door and overage count at the maximum.
 """
 
 from __future__ import annotations
@@ -75,6 +81,7 @@ class Trace:
     orders: list[OrderRecord] = field(default_factory=list)
     # Each courier's moves in execution order (couriers may interleave).
     moves: list[CourierMove] = field(default_factory=list)
+    refused: tuple[str, ...] = ()  # orders refused at placement (never placed)
 
     def moves_by_courier(self) -> dict[str, list[CourierMove]]:
         by_courier: dict[str, list[CourierMove]] = {}
@@ -89,13 +96,23 @@ def _opt(value: float | str | None) -> str:
     return value if isinstance(value, str) else format_number(value)
 
 
+def _missed(order: OrderRecord, max_click_to_door: float | None) -> float | None:
+    """The drop-off time an undelivered order is written with, or None (delivered, or no maximum given)."""
+    if order.delivery_time is not None or max_click_to_door is None:
+        return None
+    return order.placement_time + max_click_to_door
+
+
 def _write(path: Path, header: tuple[str, ...], rows: list[list[str]]) -> None:
     lines = [SEPARATOR.join(header)] + [SEPARATOR.join(row) for row in rows]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def write_solution(trace: Trace, directory: str | Path) -> list[Path]:
-    """Write the three solution files; returns their paths."""
+def write_solution(
+    trace: Trace, directory: str | Path, *, max_click_to_door: float | None = None
+) -> list[Path]:
+    """Write the three solution files; returns their paths. With `max_click_to_door`, orders not delivered
+    count at it (see the module docstring)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     paths = [directory / ASSIGNMENTS_FILE, directory / ORDERS_FILE, directory / COURIERS_FILE]
@@ -113,10 +130,11 @@ def write_solution(trace: Trace, directory: str | Path) -> list[Path]:
                 _opt(o.placement_time),
                 _opt(o.ready_time),
                 _opt(o.pickup_time),
-                _opt(o.delivery_time),
-                _opt(o.courier),
+                _opt(o.delivery_time if missed is None else missed),
+                _opt(o.courier if missed is None else None),
             ]
             for o in trace.orders
+            for missed in [_missed(o, max_click_to_door)]
         ],
     )
     # The evaluator groups a courier's moves by consecutive lines, so keep each courier's together.

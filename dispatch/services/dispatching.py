@@ -22,9 +22,9 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -33,16 +33,17 @@ from h3.api import basic_int as h3
 from numpy.typing import NDArray
 
 from dispatch.config import Settings
+from dispatch.core.admission import Part
 from dispatch.core.assignment import (
     Assignment,
     Candidate,
     DispatchParams,
     Job,
-    assign_round,
+    RoundResult,
     nearest_idle_round,
-    route_candidates,
+    plan_round,
 )
-from dispatch.core.courier_state import CourierState
+from dispatch.core.courier_state import CourierState, commitments
 from dispatch.core.routes import Point, ServiceTimes, StopTiming
 from dispatch.db import Conn
 from dispatch.ids import new_id
@@ -51,14 +52,17 @@ from dispatch.outbox import NewEvent, append_events
 from dispatch.services import couriers as courier_service
 from dispatch.services.context import Services
 from dispatch.services.locations import CELL_RESOLUTION, Grant, LiveLocations
-from dispatch.services.route_offers import expire_offers, release_stranded
+from dispatch.services.route_offers import expire_offers, give_back, release_stranded
 from dispatch.services.routes import (
+    CourierChange,
+    busy_until,
     core_stop,
     delivery_codes,
     eta_body,
     instant,
     items_of,
     minutes,
+    next_arrival,
     open_stops,
     plan_payload,
     route_json,
@@ -89,11 +93,11 @@ class RoundReport:
     couriers: int
     routes: int
     released: int
-    placed: int  # jobs put on routes (the rest of `jobs` wait: held for later, or no courier yet)
+    placed: int  # jobs put on routes, or moved to another (the rest of `jobs` wait, or stay where queued)
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def _travel_many(svc: Services) -> Callable[[NDArray[np.float64], Point], NDArray[np.float64]]:
+def travel_many_of(svc: Services) -> Callable[[NDArray[np.float64], Point], NDArray[np.float64]]:
     factor = svc.travel.detour_factor / svc.travel.speed_m_per_min
     round_up = svc.travel.round_up
 
@@ -119,6 +123,7 @@ def params_from(settings: Settings, service: ServiceTimes) -> DispatchParams:
         split_slack_minutes=settings.split_slack_minutes,
         empty_leg_weight=settings.empty_leg_weight,
         defer_wait_minutes=settings.defer_wait_minutes,
+        assign_busy=settings.assign_busy,
     )
 
 
@@ -153,16 +158,16 @@ async def run_round(svc: Services, live: LiveLocations) -> RoundReport | None:
                 return None
             jobs, fleet = await _load(conn, svc, live, now)
             clock.lap("load")
-            assignments: Sequence[Assignment] = ()
+            result = RoundResult((), ())
             if jobs and fleet.couriers:
-                assignments = decide(svc, jobs, fleet, now)
+                result = decide(svc, jobs, fleet, now)
             clock.lap("assign")
             number = await conn.fetchval(
                 "UPDATE timers SET due_at = $2, runs = runs + 1 WHERE name = $1 RETURNING runs",
                 ROUND_TIMER,
                 now + timedelta(seconds=svc.settings.dispatch_round_s),
             )
-            written = await _write(conn, svc, live, fleet, assignments, number, now)
+            written = await _write(conn, svc, live, fleet, result, number, now)
             await conn.execute(
                 """INSERT INTO dispatch_rounds (round, node, at, jobs, couriers, routes, released, placed,
                                                 seconds)
@@ -183,33 +188,33 @@ async def run_round(svc: Services, live: LiveLocations) -> RoundReport | None:
     await live.grant(written.grants)
     clock.lap("publish")
     svc.metrics.rounds.observe(sum(clock.laps.values()))
+    waiting = sum(job.holder is None for job in jobs)
     svc.metrics.round_jobs.labels("placed").inc(written.placed)
-    svc.metrics.round_jobs.labels("held").inc(len(jobs) - written.placed)
+    svc.metrics.round_jobs.labels("held").inc(max(0, waiting - (written.placed - written.moved)))
     return RoundReport(
         number, len(jobs), len(fleet.couriers), len(written.routes), released, written.placed, clock.laps
     )
 
 
-def decide(svc: Services, jobs: list[Job], fleet: _Fleet, now: datetime) -> Sequence[Assignment]:
-    """The round's assignments under the configured policy (`DISPATCH_POLICY`): ours (route candidates with
-    bundles, matched optimally) or the `nearest-idle` baseline (each ready job alone to the nearest idle
-    courier, no bundling)."""
+def decide(svc: Services, jobs: list[Job], fleet: _Fleet, now: datetime) -> RoundResult:
+    """The round's decisions under the configured policy (`DISPATCH_POLICY`): ours (route candidates with
+    bundles, matched optimally over revisable plans, `plan_round`) or the `nearest-idle` baseline (each ready
+    job alone to the nearest idle courier, no bundling)."""
     if svc.settings.policy == "nearest-idle":
-        baseline = nearest_idle_round(jobs, fleet.couriers, minutes(now), travel_of(svc), params_of(svc))
-        return baseline.assignments
+        waiting = [job for job in jobs if job.holder is None]
+        return nearest_idle_round(waiting, fleet.couriers, minutes(now), travel_of(svc), params_of(svc))
     # A bundle no courier of the round could carry would block its orders for ever: cap bundles by the
-    # largest capacity on shift (orders too big for any courier alone still wait: see the README).
+    # largest capacity on shift (a job too big for every courier is refused at placement).
     params = dataclasses.replace(params_of(svc), max_bundle_items=max(c.capacity for c in fleet.couriers))
-    candidates = route_candidates(jobs, params, travel_of(svc))
-    return assign_round(
-        candidates,
+    return plan_round(
+        jobs,
         fleet.couriers,
         minutes(now),
         travel_of(svc),
         params,
         nearby=fleet.nearby,
-        travel_many=_travel_many(svc),
-    ).assignments
+        travel_many=travel_many_of(svc),
+    )
 
 
 class _Stopwatch:
@@ -235,6 +240,8 @@ class _Fleet:
     stop_ids: dict[str, list[str]]
     cells: dict[int, list[str]]
     refused: dict[str, set[str]]  # job -> couriers who refused it
+    held: dict[str, tuple[str, str]] = field(default_factory=dict)  # queued job -> (courier, route)
+    positions: dict[str, Point] = field(default_factory=dict)
     _near: dict[int, list[str]] = field(default_factory=dict)
 
     def nearby(self, candidate: Candidate) -> list[str]:
@@ -265,42 +272,83 @@ def _ring(origin: int, k: int) -> list[int]:
         return list(set(h3.grid_disk(origin, k)) - set(h3.grid_disk(origin, k - 1)))
 
 
+_JOBS_SQL = """SELECT j.id, j.order_id, j.shop_id, j.ready_at, j.lines, s.lat AS shop_lat, s.lng AS shop_lng,
+                     o.drop_lat, o.drop_lng, o.slot_start
+              FROM jobs j JOIN orders o ON o.id = j.order_id JOIN shops s ON s.id = j.shop_id"""
+
+
 async def _load(conn: Conn, svc: Services, live: LiveLocations, now: datetime) -> tuple[list[Job], _Fleet]:
-    """Jobs waiting for a courier (whole orders: none of the order's jobs still offered to a shop), and the
-    couriers who can take work: on shift, fresh, without an unanswered offer."""
+    """Jobs waiting for a courier (whole orders: none of the order's jobs still offered to a shop), the
+    couriers who can take work (on shift, fresh, without an unanswered offer), and, under our policy, the
+    jobs queued on those couriers' routes behind what they are committed to (in play again)."""
     rows = await conn.fetch(
-        """SELECT j.id, j.order_id, j.shop_id, j.ready_at, j.lines, s.lat AS shop_lat, s.lng AS shop_lng,
-                  o.drop_lat, o.drop_lng, o.slot_start
-           FROM jobs j JOIN orders o ON o.id = j.order_id JOIN shops s ON s.id = j.shop_id
-           WHERE j.route_id IS NULL AND j.state IN ('accepted', 'ready') AND o.fulfilment = 'delivery'
-             AND (o.slot_start IS NULL OR o.slot_start <= $1)
-             AND NOT EXISTS (SELECT 1 FROM jobs k WHERE k.order_id = j.order_id AND k.state = 'offered')""",
+        _JOBS_SQL
+        + """ WHERE j.route_id IS NULL AND j.state IN ('accepted', 'ready') AND o.fulfilment = 'delivery'
+            AND (o.slot_start IS NULL OR o.slot_start <= $1)
+            AND NOT EXISTS (SELECT 1 FROM jobs k WHERE k.order_id = j.order_id AND k.state = 'offered')""",
         now + SLOT_HORIZON,
     )
-    travel, service = travel_of(svc), service_times(svc)
-    jobs = []
-    for r in rows:
-        shop, door = (r["shop_lat"], r["shop_lng"]), (r["drop_lat"], r["drop_lng"])
-        ready = minutes(r["ready_at"] or now)
-        if r["slot_start"] is not None:  # collect in time to be at the door when the slot opens
-            ready = max(ready, minutes(r["slot_start"]) - travel(shop, door) - service.pickup_minutes)
-        jobs.append(Job(r["id"], r["order_id"], r["shop_id"], shop, ready, door, items_of(r["lines"])))
-    refused: dict[str, set[str]] = {}
+    jobs = [_job(svc, r, now) for r in rows]
+    revisable = svc.settings.policy == "ours" and svc.settings.assign_busy
+    if not jobs and not (revisable and await _anything_queued(conn)):
+        return jobs, _Fleet([], {}, {}, {})  # nothing to place: spare Redis and PostgreSQL the fleet
+    fleet = await _fleet(conn, svc, live, now)
+    if revisable and fleet.held:
+        for r in await conn.fetch(
+            _JOBS_SQL + " WHERE j.id = ANY ($1::text[]) AND j.state IN ('accepted', 'ready') ORDER BY j.id",
+            sorted(fleet.held),
+        ):
+            jobs.append(dataclasses.replace(_job(svc, r, now), holder=fleet.held[r["id"]][0]))
     for r in await conn.fetch(
         "SELECT job_id, courier_id FROM route_refusals WHERE job_id = ANY ($1::text[])",
         [j.job_id for j in jobs],
     ):
-        refused.setdefault(r["job_id"], set()).add(r["courier_id"])
-    if not jobs:  # nothing to place: spare Redis and PostgreSQL the fleet
-        return jobs, _Fleet([], {}, {}, refused)
-    return jobs, await _fleet(conn, svc, live, now, refused)
+        fleet.refused.setdefault(r["job_id"], set()).add(r["courier_id"])
+    return jobs, fleet
 
 
-async def _fleet(
-    conn: Conn, svc: Services, live: LiveLocations, now: datetime, refused: dict[str, set[str]]
-) -> _Fleet:
+async def fleet_now(conn: Conn, svc: Services, live: LiveLocations, now: datetime) -> list[CourierState]:
+    """The couriers a round would consider now, with their routes (for the check at placement)."""
+    return (await _fleet(conn, svc, live, now)).couriers
+
+
+async def waiting_work(conn: Conn, svc: Services, now: datetime, limit: int = 1000) -> list[Part]:
+    """Delivery work no courier has yet, wanted now, the oldest `limit` jobs: offered to a shop (ready at
+    once, at the earliest) or accepted (ready when the shop said)."""
     rows = await conn.fetch(
-        """SELECT c.id, c.capacity, c.shift_ends_at FROM couriers c
+        _JOBS_SQL
+        + """ WHERE j.route_id IS NULL AND j.state IN ('offered', 'accepted', 'ready')
+            AND o.fulfilment = 'delivery' AND o.slot_start IS NULL
+            ORDER BY j.created_at LIMIT $1""",
+        limit,
+    )
+    return [
+        Part(job.pickup, job.dropoff, job.items, job.ready_at) for job in (_job(svc, r, now) for r in rows)
+    ]
+
+
+async def _anything_queued(conn: Conn) -> bool:
+    """Some job is on an active route and not collected yet: maybe queued behind a courier's next stop."""
+    queued: bool = await conn.fetchval(
+        """SELECT EXISTS (SELECT 1 FROM jobs j JOIN routes r ON r.id = j.route_id
+                          WHERE r.state = 'active' AND j.state IN ('accepted', 'ready'))"""
+    )
+    return queued
+
+
+def _job(svc: Services, r: asyncpg.Record, now: datetime) -> Job:
+    travel, service = travel_of(svc), service_times(svc)
+    shop, door = (r["shop_lat"], r["shop_lng"]), (r["drop_lat"], r["drop_lng"])
+    ready = minutes(r["ready_at"] or now)
+    if r["slot_start"] is not None:  # collect in time to be at the door when the slot opens
+        ready = max(ready, minutes(r["slot_start"]) - travel(shop, door) - service.pickup_minutes)
+    return Job(r["id"], r["order_id"], r["shop_id"], shop, ready, door, items_of(r["lines"]))
+
+
+async def _fleet(conn: Conn, svc: Services, live: LiveLocations, now: datetime) -> _Fleet:
+    rows = await conn.fetch(
+        """SELECT c.id, c.capacity, c.shift_ends_at, c.leg_lat, c.leg_lng, c.leg_at, c.leg_stop_id
+           FROM couriers c
            WHERE c.on_shift AND c.active
              AND NOT EXISTS (SELECT 1 FROM routes r WHERE r.courier_id = c.id AND r.state = 'offered')
            ORDER BY c.id"""
@@ -321,25 +369,38 @@ async def _fleet(
         on_board[r["courier_id"]] = on_board.get(r["courier_id"], 0) + items_of(r["lines"])
     couriers: list[CourierState] = []
     cells: dict[int, list[str]] = {}
+    held: dict[str, tuple[str, str]] = {}
+    clock = minutes(now)
     for r in rows:
         point = usable.get(r["id"])
         if point is None:
             continue
-        route = tuple(core_stop(s) for s in stops[r["id"]])
+        mine = stops[r["id"]]
+        route = tuple(core_stop(s) for s in mine)
+        trusted = positions[r["id"]].trusted
+        fix = None if trusted is None else (trusted.point, minutes(datetime.fromtimestamp(trusted.at, UTC)))
         couriers.append(
             CourierState(
                 r["id"],
                 point,
                 r["capacity"],
                 load=on_board.get(r["id"], 0),
+                available_at=None if route else busy_until(r, clock),
                 shift_end=None if r["shift_ends_at"] is None else minutes(r["shift_ends_at"]),
                 route=route,
+                first_arrival=next_arrival(svc, r, mine[0], point, clock, fix) if mine else None,
             )
         )
+        # Queued behind what it is committed to, on active routes only (an offered route is the courier's to
+        # answer): in play this round.
+        queued = commitments(route).queued_jobs
+        for stop in mine:
+            if stop["route_state"] == "active":
+                held.update((j, (r["id"], stop["route_id"])) for j in stop["job_ids"] if j in queued)
         # Found where it is, and where it will be free.
         for where in {point, route[-1].location if route else point}:
             cells.setdefault(h3.latlng_to_cell(*where, CELL_RESOLUTION), []).append(r["id"])
-    return _Fleet(couriers, {c: [s["id"] for s in stops[c]] for c in usable}, cells, refused)
+    return _Fleet(couriers, {c: [s["id"] for s in stops[c]] for c in usable}, cells, {}, held, dict(usable))
 
 
 @dataclass
@@ -347,7 +408,9 @@ class _Written:
     routes: list[str] = field(default_factory=list)
     events: list[NewEvent] = field(default_factory=list)
     grants: list[Grant] = field(default_factory=list)
-    placed: int = 0
+    placed: int = 0  # jobs claimed by a new route
+    moved: int = 0  # of those, jobs that were queued on a courier's route before
+    released: int = 0  # queued jobs taken off their courier's route
 
 
 async def _write(
@@ -355,31 +418,140 @@ async def _write(
     svc: Services,
     live: LiveLocations,
     fleet: _Fleet,
-    assignments: Sequence[Assignment],
+    result: RoundResult,
     number: int,
     now: datetime,
 ) -> _Written:
-    """Lock what the assignments touch, keep those still valid, and write them with their events."""
+    """Lock what the decisions touch, keep those still valid, and write them with their events: queued jobs
+    taken off their courier's route (it and their residents are told), then the new routes claiming their
+    jobs, then each courier's ETAs from its new plan."""
     out = _Written()
-    kept = await _still_valid(conn, assignments) if assignments else []
-    if not kept:
+    changing = [a for a in result.assignments if not a.unchanged]
+    releasing: dict[str, set[str]] = {}
+    for job_id in result.released:
+        if job_id in fleet.held:
+            releasing.setdefault(fleet.held[job_id][0], set()).add(job_id)
+    if not changing and not releasing:
         return out
+    kept, releasing = await _lock_and_check(conn, fleet, changing, releasing)
+    # Couriers losing queued work go through a CourierChange (stops settled, ETAs and legs refreshed, the
+    # courier and residents told); the others only gain, written in bulk with the timings the round computed.
+    changes = {
+        courier_id: CourierChange(conn, svc, live, courier_id, now) for courier_id in sorted(releasing)
+    }
+    for courier_id, job_ids in sorted(releasing.items()):
+        for route_id in sorted({fleet.held[j][1] for j in job_ids}):
+            route = await conn.fetchrow("SELECT * FROM routes WHERE id = $1", route_id)
+            assert route is not None
+            out.released += await give_back(
+                changes[courier_id], route, refuse=False, why="replanned", only=job_ids
+            )
+    if kept:
+        await _claim(conn, svc, live, fleet, kept, set(releasing), number, now, out)
+    news: list[NewEvent] = []
+    for courier_id, change in changes.items():
+        await change.conclude(fleet.positions.get(courier_id))
+        news += change.events
+        out.grants += change.grants
+    out.events[:0] = news  # the old routes' news before the new routes
+    return out
+
+
+async def _lock_and_check(
+    conn: Conn, fleet: _Fleet, changing: list[Assignment], releasing: dict[str, set[str]]
+) -> tuple[list[Assignment], dict[str, set[str]]]:
+    """Lock couriers, orders, then jobs (the global order). A courier whose open stops changed since the
+    round read them (a stop done meanwhile) is left alone this round: its new assignment and its releases
+    are dropped, and so is an assignment needing a job it held. An assignment also needs its courier still
+    on shift without an open offer, and each of its jobs still waiting for a courier or still on the route
+    it was queued on."""
+    involved = sorted({a.courier_id for a in changing} | set(releasing))
+    ready = {
+        r["id"]
+        for r in await conn.fetch(
+            """SELECT id FROM couriers c WHERE id = ANY ($1::text[]) AND on_shift AND active
+                 AND NOT EXISTS (SELECT 1 FROM routes r WHERE r.courier_id = c.id AND r.state = 'offered')
+               ORDER BY id FOR UPDATE""",
+            involved,
+        )
+    }
+    now_open = await open_stops(conn, involved)
+    moved_on = {c for c in involved if [s["id"] for s in now_open[c]] != fleet.stop_ids.get(c)}
+    job_ids = sorted(
+        {j for a in changing for j in a.candidate.job_ids} | {j for js in releasing.values() for j in js}
+    )
+    await conn.execute(
+        """SELECT 1 FROM orders WHERE id IN (SELECT order_id FROM jobs WHERE id = ANY ($1::text[]))
+           ORDER BY id FOR UPDATE""",
+        job_ids,
+    )
+    where = {
+        r["id"]: r["route_id"]
+        for r in await conn.fetch(
+            """SELECT id, route_id FROM jobs WHERE id = ANY ($1::text[]) AND state IN ('accepted', 'ready')
+               ORDER BY id FOR UPDATE""",
+            job_ids,
+        )
+    }
+
+    def still(job_id: str) -> bool:
+        if job_id not in where:
+            return False
+        if job_id in fleet.held:
+            holder, route_id = fleet.held[job_id]
+            return where[job_id] == route_id and holder not in moved_on
+        return where[job_id] is None
+
+    kept = [
+        a
+        for a in changing
+        if a.courier_id in ready and a.courier_id not in moved_on and all(map(still, a.candidate.job_ids))
+    ]
+    return kept, {
+        c: {j for j in js if still(j)}
+        for c, js in releasing.items()
+        if c not in moved_on and any(map(still, js))
+    }
+
+
+async def _claim(
+    conn: Conn,
+    svc: Services,
+    live: LiveLocations,
+    fleet: _Fleet,
+    kept: list[Assignment],
+    concluded: set[str],
+    number: int,
+    now: datetime,
+    out: _Written,
+) -> None:
+    """The new routes, their stops, the one-route-per-job compare-and-set, and their events; for couriers
+    not `concluded` elsewhere, their legs (an idle courier sets off now, or when its last service ends),
+    plan caches and position shares."""
     auto = svc.settings.courier_auto_accept
     routes: list[dict[str, Any]] = []
     stops: list[dict[str, Any]] = []
     plans: dict[str, bytes] = {}
+    legs: list[tuple[str, Point, datetime, str]] = []
+    states = {c.courier_id: c for c in fleet.couriers}
     for a in kept:
         route = _route_row(a.courier_id, auto, now, svc.settings.route_offer_s)
-        existing = fleet.stop_ids[a.courier_id]
-        ids = existing + [new_id("stp") for _ in a.route.stops[len(existing) :]]
-        new = zip(ids[len(existing) :], a.timings[len(existing) :], strict=True)
+        committed = len(a.route.stops) - len(a.candidate.options[0].stops)
+        new = [(new_id("stp"), t) for t in a.timings[committed:]]
         route["stops"] = [_stop_row(stop_id, route["id"], seq, t) for seq, (stop_id, t) in enumerate(new)]
         routes.append(route)
         stops += route["stops"]
+        if a.courier_id in concluded:
+            continue
+        ids = fleet.stop_ids[a.courier_id][:committed] + [stop_id for stop_id, _ in new]
         plans[a.courier_id] = plan_payload(ids, a.timings)
         first = a.timings[0].stop
-        if first.kind == "pickup" and first.shop_id is not None and (auto or existing):
+        if first.kind == "pickup" and first.shop_id is not None and (auto or committed):
             out.grants.append(Grant(a.courier_id, ids[0], first.shop_id, {"stop_id": ids[0]}))
+        state = states[a.courier_id]
+        if not committed and auto:
+            set_off = now if state.available_at is None else max(now, instant(state.available_at))
+            legs.append((a.courier_id, state.position, set_off, ids[0]))
     await conn.execute(
         """INSERT INTO routes (id, courier_id, state, round, offered_at, deadline_at, accepted_at, updated_at)
            SELECT id, courier_id, $3, $4, $5, $6, $7, $5
@@ -405,7 +577,8 @@ async def _write(
         [",".join(s["job_ids"]) for s in stops],
         *([s[column] for s in stops] for column in _STOP_COLUMNS[7:]),
     )
-    # The one-route-per-job compare-and-set: every job must still be free, or the round rolls back.
+    # The one-route-per-job compare-and-set: every job must be free (queued ones were just given back), or
+    # the round rolls back.
     claims = [
         (job_id, route["id"]) for route, a in zip(routes, kept, strict=True) for job_id in a.candidate.job_ids
     ]
@@ -419,16 +592,27 @@ async def _write(
     )
     if int(status.split()[-1]) != len(claims):
         raise RoundConflict(f"{len(claims)} jobs to place, {status}")
+    if legs:
+        await conn.execute(
+            """UPDATE couriers c SET leg_lat = t.lat, leg_lng = t.lng, leg_at = t.at, leg_stop_id = t.stop_id
+               FROM unnest($1::text[], $2::float8[], $3::float8[], $4::timestamptz[], $5::text[])
+                    AS t(id, lat, lng, at, stop_id)
+               WHERE c.id = t.id""",
+            *(
+                list(column)
+                for column in zip(*((c, p[0], p[1], at, stop) for c, p, at, stop in legs), strict=True)
+            ),
+        )
+    await live.set_plans(plans)
     orders = await delivery_codes(conn, sorted({o for a in kept for o in a.candidate.order_ids}))
     for route in routes:
         body = route_json(route, route["stops"])
         out.events.append(NewEvent(route["courier_id"], "route.offered", body))
         if auto:
             out.events += etas_of(body, orders)
-    await live.set_plans(plans)
     out.routes = [r["id"] for r in routes]
-    out.placed = len(claims)
-    return out
+    out.placed += len(claims)
+    out.moved += sum(job_id in fleet.held for job_id, _ in claims)
 
 
 _STOP_COLUMNS = (
@@ -473,36 +657,6 @@ def _stop_row(stop_id: str, route_id: str, seq: int, timing: StopTiming) -> dict
         "proof": None,
         "locked": False,
     }
-
-
-async def _still_valid(conn: Conn, assignments: Sequence[Assignment]) -> list[Assignment]:
-    """Lock couriers, orders, then jobs (the global order); keep assignments whose courier is still on shift
-    without an open offer and whose jobs are all still free."""
-    courier_ids = sorted({a.courier_id for a in assignments})
-    ready = {
-        r["id"]
-        for r in await conn.fetch(
-            """SELECT id FROM couriers c WHERE id = ANY ($1::text[]) AND on_shift AND active
-                 AND NOT EXISTS (SELECT 1 FROM routes r WHERE r.courier_id = c.id AND r.state = 'offered')
-               ORDER BY id FOR UPDATE""",
-            courier_ids,
-        )
-    }
-    job_ids = sorted({j for a in assignments for j in a.candidate.job_ids})
-    await conn.execute(
-        """SELECT 1 FROM orders WHERE id IN (SELECT order_id FROM jobs WHERE id = ANY ($1::text[]))
-           ORDER BY id FOR UPDATE""",
-        job_ids,
-    )
-    free = {
-        r["id"]
-        for r in await conn.fetch(
-            """SELECT id FROM jobs WHERE id = ANY ($1::text[]) AND route_id IS NULL
-                 AND state IN ('accepted', 'ready') ORDER BY id FOR UPDATE""",
-            job_ids,
-        )
-    }
-    return [a for a in assignments if a.courier_id in ready and free.issuperset(a.candidate.job_ids)]
 
 
 def etas_of(route: dict[str, Any], orders: dict[str, asyncpg.Record]) -> list[NewEvent]:

@@ -12,6 +12,7 @@ import asyncpg
 import orjson
 
 from dispatch.core import jobs as job_rules
+from dispatch.core.admission import UPCOMING_MINUTES, Part, Upcoming, assess
 from dispatch.core.matching import (
     CandidateShop,
     OrderTiming,
@@ -22,12 +23,13 @@ from dispatch.core.matching import (
 )
 from dispatch.core.stops import LIVE_ROUTES
 from dispatch.db import Conn, retried, transaction
-from dispatch.errors import Conflict, DispatchError, NotFound, ValidationFailed
+from dispatch.errors import Conflict, DispatchError, NotFound, ServiceUnavailable, ValidationFailed
 from dispatch.ids import new_id
 from dispatch.outbox import Event, NewEvent, append_events
 from dispatch.services import pages
 from dispatch.services.candidates import ShopInfo, load_candidates, nearby_shop_ids
 from dispatch.services.context import Services
+from dispatch.services.dispatching import fleet_now, travel_many_of, waiting_work
 from dispatch.services.offers import StockKey, StockRace, adjust_stock, create_jobs, pinned_pairs, stock_of
 from dispatch.services.records import (
     core_job,
@@ -36,7 +38,17 @@ from dispatch.services.records import (
     refresh_order,
     shop_job_json,
 )
-from dispatch.services.routes import CourierChange, courier_open_stops, lock_courier, settle_stops
+from dispatch.services.routes import (
+    CourierChange,
+    courier_open_stops,
+    instant,
+    lock_courier,
+    minutes,
+    service_times,
+    settle_stops,
+    travel_of,
+)
+from geo import haversine_m
 
 RETRIES = 3
 OPEN_STATES = ("placed", "accepted", "preparing", "ready", "in_delivery")  # orders still in progress
@@ -91,6 +103,9 @@ async def _place_once(
             if previous is not None:
                 return 200, previous, []
         plan, shops, _ = await _plan(conn, svc, req, now)
+        warning = None
+        if req.fulfilment == "delivery":
+            warning = await _deliverable(conn, svc, req, plan, shops, now)
         # The order's state and total follow from the plan, so the order row is written once.
         state, total = job_rules.order_summary(
             [
@@ -104,8 +119,8 @@ async def _place_once(
         )
         order = await conn.fetchrow(
             """INSERT INTO orders (id, resident_id, state, fulfilment, drop_lat, drop_lng, slot_start,
-                                   slot_end, note, items, created_at, updated_at, total_cents)
-               VALUES ($1, $2, $11, $3, $4, $5, $6, $7, $8, $9, $10, $10, $12) RETURNING *""",
+                                   slot_end, note, items, created_at, updated_at, total_cents, warning)
+               VALUES ($1, $2, $11, $3, $4, $5, $6, $7, $8, $9, $10, $10, $12, $13) RETURNING *""",
             new_id("ord"),
             req.resident_id,
             req.fulfilment,
@@ -118,6 +133,7 @@ async def _place_once(
             now,
             state.value,
             total,
+            warning,
         )
         assert order is not None
         jobs, job_events = await create_jobs(
@@ -135,6 +151,72 @@ async def _place_once(
                 body,
             )
     return 201, body, events
+
+
+async def _deliverable(
+    conn: Conn, svc: Services, req: OrderRequest, plan: SplitPlan, shops: dict[str, ShopInfo], now: datetime
+) -> dict[str, Any] | None:
+    """Refuse a job heavier than any courier can carry; then, for an order wanted now, whether a courier can
+    collect every part before its shift ends (`core.admission`): None if so (or if where couriers are cannot
+    be read), else refuse it or return the warning to place it with (`DISPATCH_UNDELIVERABLE`), offering
+    pick-up and a later slot when possible."""
+    door = (req.lat, req.lng)
+    largest = await conn.fetchval("SELECT max(capacity) FROM couriers WHERE active")
+    walkable = all(
+        haversine_m(shops[j.shop_id].lat, shops[j.shop_id].lng, *door) <= svc.settings.pickup_walk_m
+        for j in plan.jobs
+    )
+    pickup = [{"fulfilment": "pickup"}] if walkable else []
+    for job in plan.jobs:
+        items = sum(line.qty for line in job.lines)
+        if largest is not None and items > largest:
+            raise Conflict(
+                f"{items} items from one shop are more than any courier can carry ({largest})",
+                code="exceeds_courier_capacity",
+                details={
+                    "shop_id": job.shop_id,
+                    "items": items,
+                    "max_items": largest,
+                    "alternatives": pickup,
+                },
+            )
+    if req.slot_start is not None:
+        return None  # a slot: the couriers then are not known yet
+    minute = minutes(now)
+    parts = [
+        Part((shops[j.shop_id].lat, shops[j.shop_id].lng), door, sum(line.qty for line in j.lines), minute)
+        for j in plan.jobs
+    ]
+    try:
+        couriers = await fleet_now(conn, svc, svc.live, now)
+    except ServiceUnavailable:  # Redis away: where couriers are is unknown, and orders still go on
+        return None
+    upcoming = [
+        Upcoming(r["courier_id"], minutes(r["start_at"]), minutes(r["end_at"]), r["capacity"])
+        for r in await conn.fetch(
+            """SELECT s.courier_id, s.start_at, s.end_at, c.capacity
+               FROM shifts s JOIN couriers c ON c.id = s.courier_id
+               WHERE s.state = 'planned' AND s.end_at > $1 AND c.active
+               ORDER BY s.start_at, s.id LIMIT 1000""",
+            now,
+        )
+    ]
+    # No courier now or soon: nothing to weigh the waiting work against (a server with no fleet stays quick).
+    soon = couriers or any(u.start <= minute + UPCOMING_MINUTES for u in upcoming)
+    ahead = await waiting_work(conn, svc, now) if soon else []
+    verdict = assess(
+        parts, ahead, couriers, upcoming, minute, travel_of(svc), service_times(svc), travel_many_of(svc)
+    )
+    if verdict.deliverable:
+        return None
+    alternatives: list[dict[str, Any]] = list(pickup)
+    if verdict.later_slot is not None:
+        start, end = (instant(m).isoformat() for m in verdict.later_slot)
+        alternatives.append({"timing": {"start": start, "end": end}})
+    message = "no courier on shift can collect this order before their shift ends"
+    if svc.settings.undeliverable == "refuse":
+        raise Conflict(message, code="no_courier_available", details={"alternatives": alternatives})
+    return {"code": "no_courier_available", "message": message, "alternatives": alternatives}
 
 
 async def _plan(
@@ -177,7 +259,7 @@ async def quote_order(svc: Services, req: OrderRequest) -> dict[str, Any]:
             "SELECT id, name FROM shops WHERE id = ANY ($1::text[])", [j.shop_id for j in plan.jobs]
         )
     names: dict[str, str] = {r["id"]: r["name"] for r in rows}
-    minutes = {c.shop_id: c.ready_and_travel_minutes for c in candidates}
+    ready_minutes = {c.shop_id: c.ready_and_travel_minutes for c in candidates}
     pins = pinned_pairs(req.items)
     jobs = [
         {
@@ -193,7 +275,7 @@ async def quote_order(svc: Services, req: OrderRequest) -> dict[str, Any]:
                 for line in j.lines
             ],
             "subtotal_cents": sum(line.qty * line.unit_price_cents for line in j.lines),
-            "ready_and_travel_minutes": round(minutes[j.shop_id], 1),
+            "ready_and_travel_minutes": round(ready_minutes[j.shop_id], 1),
         }
         for j in plan.jobs
     ]

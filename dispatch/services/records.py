@@ -69,6 +69,7 @@ def order_json(order: asyncpg.Record, jobs: list[asyncpg.Record]) -> dict[str, A
         "unfulfilled": unfulfilled,
         "created_at": _iso(order["created_at"]),
         "updated_at": _iso(order["updated_at"]),
+        "warning": order["warning"],
     }
 
 

@@ -9,6 +9,7 @@ row, then orders, then jobs.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
@@ -143,9 +144,17 @@ async def expire_offers(svc: Services, live: LiveLocations, limit: int = 100) ->
     return fired
 
 
-async def give_back(change: CourierChange, route: asyncpg.Record, *, refuse: bool, why: str) -> int:
-    """Jobs on `route` not yet picked up go back to the dispatch round; goods already on board stay with the
-    courier (their drop-off keeps only them); stops left with nothing to do end (`settle_stops`)."""
+async def give_back(
+    change: CourierChange,
+    route: asyncpg.Record,
+    *,
+    refuse: bool,
+    why: str,
+    only: Collection[str] | None = None,
+) -> int:
+    """Jobs on `route` not yet picked up (of `only`, if given) go back to the dispatch round; goods already on
+    board stay with the courier (their drop-off keeps only them); stops left with nothing to do end
+    (`settle_stops`). The caller holds the courier's row, orders and jobs are locked here."""
     conn, now = change.conn, change.now
     stops = await conn.fetch(
         "SELECT * FROM stops WHERE route_id = $1 AND state = ANY ($2::text[]) ORDER BY seq",
@@ -153,13 +162,20 @@ async def give_back(change: CourierChange, route: asyncpg.Record, *, refuse: boo
         list(OPEN_STOPS),
     )
     orders, jobs = await lock_jobs(conn, {j for s in stops for j in s["job_ids"]})
-    freed = sorted(j["id"] for j in jobs if j["route_id"] == route["id"] and JobState(j["state"]) in WAITING)
-    await conn.execute(
+    freed = sorted(
+        j["id"]
+        for j in jobs
+        if j["route_id"] == route["id"]
+        and JobState(j["state"]) in WAITING
+        and (only is None or j["id"] in only)
+    )
+    status = await conn.execute(
         "UPDATE jobs SET route_id = NULL, updated_at = $3 WHERE id = ANY ($1::text[]) AND route_id = $2",
         freed,
         route["id"],
         now,
     )
+    assert int(status.split()[-1]) == len(freed)  # we hold the jobs' rows
     if refuse:
         await conn.execute(
             """INSERT INTO route_refusals (job_id, courier_id, at) SELECT unnest($1::text[]), $2, $3

@@ -13,6 +13,7 @@ Times in the pure core are minutes since EPOCH.
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,12 +25,13 @@ import orjson
 
 from dispatch.core import jobs as job_rules
 from dispatch.core import stops as stop_rules
+from dispatch.core.courier_state import earliest_arrival
 from dispatch.core.errors import TransitionError
 from dispatch.core.jobs import JobState
 from dispatch.core.routes import Point, ServiceTimes, Stop, StopTiming, Travel, eta_changes, simulate
 from dispatch.core.stops import LIVE_ROUTES, OPEN_STOPS, Actor, RouteState, StopAction, StopState
 from dispatch.db import Conn, retried, transaction
-from dispatch.errors import Conflict, Forbidden, NotFound
+from dispatch.errors import Conflict, Forbidden, NotFound, ServiceUnavailable
 from dispatch.outbox import Event, NewEvent, append_events
 from dispatch.services.context import Services
 from dispatch.services.locations import Fix, Grant, LiveLocations, Position
@@ -68,6 +70,52 @@ def travel_of(svc: Services) -> Travel:
 
 def service_times(svc: Services) -> ServiceTimes:
     return ServiceTimes(svc.settings.pickup_service_minutes, svc.settings.dropoff_service_minutes)
+
+
+def crow_of(svc: Services) -> Travel:
+    """Travel minutes at the model's speed, never rounded up: a lower bound of any leg's time."""
+    model = dataclasses.replace(svc.travel, round_up=False)
+
+    def crow(a: Point, b: Point) -> float:
+        return model.minutes(a[0], a[1], b[0], b[1])
+
+    return crow
+
+
+def leg_of(courier: Row) -> tuple[Point, float] | None:
+    """Where and when the courier set off on its current leg (see migration 0005), in core minutes."""
+    if courier["leg_at"] is None or courier["leg_lat"] is None:
+        return None
+    return (courier["leg_lat"], courier["leg_lng"]), minutes(courier["leg_at"])
+
+
+def busy_until(courier: Row, now: float) -> float | None:
+    """A courier with nothing to do is busy until the service at its last stop ends."""
+    leg = leg_of(courier)
+    if courier["leg_stop_id"] is not None or leg is None or leg[1] <= now:
+        return None
+    return leg[1]
+
+
+def next_arrival(
+    svc: Services, courier: Row, first: Row, start: Point, now: float, fix: tuple[Point, float] | None
+) -> float | None:
+    """When the courier reaches its next stop `first`: when it got there, or the earliest it can from where it
+    set off for it (`earliest_arrival`). None: it has not set off for it (timed from `start`, now)."""
+    if first["arrived_at"] is not None:
+        return minutes(first["arrived_at"])
+    leg = leg_of(courier)
+    if leg is None or courier["leg_stop_id"] != first["id"]:
+        return None
+    return earliest_arrival(
+        (first["lat"], first["lng"]),
+        now,
+        travel_of(svc),
+        position=start,
+        set_off=leg,
+        fix=fix,
+        crow=crow_of(svc),
+    )
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -220,9 +268,19 @@ class CourierChange:
     touched: set[str] = field(default_factory=set)  # route ids
     cancelled: set[str] = field(default_factory=set)  # route ids the courier loses
     announce: set[str] = field(default_factory=set)  # route ids whose residents get their ETA anyway
+    left: Point | None = None  # the stop the courier completed in this change (it sets off from there)
+    left_at: datetime | None = None  # when it leaves that stop: the end of the service there
+    fix: tuple[Point, float] | None = None  # a fresh position and its minute, if the change has one
+
+    def completed(self, stop: Row) -> None:
+        """The courier completed `stop` now: it leaves when the second half of the service there ends."""
+        half = service_times(self.svc)
+        minutes_there = (half.pickup_minutes if stop["kind"] == "pickup" else half.dropoff_minutes) / 2
+        self.left, self.left_at = (stop["lat"], stop["lng"]), self.now + timedelta(minutes=minutes_there)
 
     async def finish(self, start: Point | None) -> list[Event]:
-        """ETAs from `start` (None: the next stop), route updates, the plan cache, then the events."""
+        """ETAs from `start` (None: its trusted position, else the next stop), route updates, the plan cache,
+        then the events."""
         await self.conclude(start)
         return await append_events(self.conn, self.events, self.now)
 
@@ -231,8 +289,15 @@ class CourierChange:
         per transaction keeps the recipients' counters locked in order."""
         rows = (await open_stops(self.conn, [self.courier_id]))[self.courier_id]
         await close_finished_routes(self, self.touched | self.cancelled)
+        if start is None and rows:
+            try:
+                position = await self.live.position(self.courier_id)
+            except ServiceUnavailable:  # Redis away: PostgreSQL decisions go on, timed from the next stop
+                position = None
+            start = trusted_point(position, self.now, self.svc.settings.courier_stale_s)
+        courier = await self._set_off(rows, start)
         if rows:
-            await self._refresh_etas(rows, start or (rows[0]["lat"], rows[0]["lng"]))
+            await self._refresh_etas(rows, start or (rows[0]["lat"], rows[0]["lng"]), courier)
             first = rows[0]
             if first["kind"] == "pickup" and first["route_state"] == RouteState.ACTIVE:
                 self.grants.append(
@@ -246,13 +311,51 @@ class CourierChange:
             self.events.append(NewEvent(self.courier_id, kind, bodies[route_id]))
         await self.live.revoke(self.revokes)  # before commit: no position may follow the change
 
-    async def _refresh_etas(self, rows: list[asyncpg.Record], start: Point) -> None:
+    async def _set_off(self, rows: list[asyncpg.Record], start: Point | None) -> asyncpg.Record:
+        """Keep the courier's leg (where and when it set off, for which stop) true to this change: from the
+        stop it completed; from where it is when its next stop is a new one (given work while idle, or its
+        next stop taken away); none when it has nothing left. The caller holds the courier's row."""
+        courier = await self.conn.fetchrow(
+            "SELECT leg_lat, leg_lng, leg_at, leg_stop_id FROM couriers WHERE id = $1", self.courier_id
+        )
+        assert courier is not None
+        # Only towards a stop of an accepted route: an offered one is not the courier's to drive to yet.
+        next_id = rows[0]["id"] if rows and rows[0]["route_state"] == RouteState.ACTIVE else None
+        point: Point | None
+        if self.left is not None:
+            point, at = self.left, self.left_at
+        elif next_id == courier["leg_stop_id"]:
+            return courier
+        elif next_id is not None and start is not None:
+            still_there = courier["leg_at"] is not None and courier["leg_at"] > self.now
+            point, at = start, courier["leg_at"] if still_there else self.now
+        else:  # nothing left to do, or where it is unknown: on its way to nothing we know of
+            if courier["leg_stop_id"] is None:
+                return courier
+            leg = leg_of(courier)
+            point, at, next_id = (None if leg is None else leg[0]), courier["leg_at"], None
+        updated = await self.conn.fetchrow(
+            """UPDATE couriers SET leg_lat = $2, leg_lng = $3, leg_at = $4, leg_stop_id = $5 WHERE id = $1
+               RETURNING leg_lat, leg_lng, leg_at, leg_stop_id""",
+            self.courier_id,
+            None if point is None else point[0],
+            None if point is None else point[1],
+            at,
+            next_id,
+        )
+        assert updated is not None
+        return updated
+
+    async def _refresh_etas(self, rows: list[asyncpg.Record], start: Point, courier: Row) -> None:
+        now = minutes(self.now)
+        first = next_arrival(self.svc, courier, rows[0], start, now, self.fix)
         new = simulate(
             start,
-            minutes(self.now),
+            max(now, busy_until(courier, now) or now),
             [core_stop(r) for r in rows],
             travel_of(self.svc),
             service_times(self.svc),
+            first_arrival=first,
         )
         old = [
             StopTiming(core_stop(r), minutes(r["eta_arrival"]), minutes(r["eta_service"]), 0.0)
@@ -543,6 +646,8 @@ async def _pick_up(
     if decision.stop is not None:
         await apply_stop(conn, decision.stop)
         change.revokes.append((change.courier_id, stop["id"]))
+        if decision.stop.to_state == StopState.COMPLETED:
+            change.completed(stop)
     change.touched.add(stop["route_id"])
     drops = {
         r["order_id"]: r
@@ -591,6 +696,7 @@ async def _deliver(
     events, _ = await apply_jobs(conn, orders, outcome.jobs, now)
     change.events += events
     await apply_stop(conn, outcome.stop)
+    change.completed(stop)
     change.touched.add(stop["route_id"])
     change.revokes.append((change.courier_id, stop["id"]))  # at delivery, sharing ends at once
     return None
@@ -710,5 +816,6 @@ async def push_etas(svc: Services, live: LiveLocations, courier_id: str, start: 
     async with transaction(svc.pool) as conn:
         await lock_courier(conn, courier_id)
         change = CourierChange(conn, svc, live, courier_id, now)
+        change.fix = (start, minutes(now))
         events = await change.finish(start)
     await change.published(events)

@@ -3,6 +3,7 @@ brute force."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from collections.abc import Sequence
@@ -21,10 +22,11 @@ from dispatch.core.assignment import (
     assign_round,
     make_candidate,
     nearest_idle_round,
+    plan_round,
     route_candidates,
     score,
 )
-from dispatch.core.courier_state import CourierState
+from dispatch.core.courier_state import CourierState, commitments, earliest_arrival, timeline
 from dispatch.core.routes import Point, ServiceTimes, Stop, build_route, simulate
 
 PARAMS = DispatchParams(
@@ -502,3 +504,143 @@ def test_nearest_idle_skips_couriers_that_cannot_take_the_job() -> None:
     ]
     alone = nearest_idle_round(jobs, couriers[:1], 10, minutes, PARAMS)
     assert [c.job_ids for c in alone.unassigned] == [("big",)]
+
+
+# Exact time
+
+
+def test_a_courier_mid_leg_is_timed_from_where_it_set_off_not_the_straight_line() -> None:
+    """The replay's violation: a courier 4.5 minutes into a 13-minute leg (12.2 units, rounded up) was put on
+    the straight line and the 7.98 units left rounded up to 8, so it 'arrived' at 933.0 instead of 933.5,
+    and a pickup planned at exactly the shift end happened half a minute after it."""
+    door = Stop("dropoff", (12.2, 0), ("x",), order_id="ox", items=1)
+    now, set_off = 925.0, 920.5
+    midway = (12.2 * (now - set_off) / 13, 0.0)
+    leg_end = set_off + minutes((0, 0), door.location)
+    assert leg_end == 933.5 and now + minutes(midway, door.location) == 933.0
+    # After the door (served 935.5, leaves 937.5) the shop is 10 away: pickup at 947.5 + 2 = 949.5.
+    candidate = single(pickup=(12.2, 10), door=(12.2, 20))
+    on_time = courier("c", midway, load=1, shift_end=949.5, route=(door,), first_arrival=leg_end)
+    late = dataclasses.replace(on_time, shift_end=949.0)
+    assert score(on_time, candidate, now, minutes, PARAMS) == 949.5 + 2 + 10 + 2
+    assert score(late, candidate, now, minutes, PARAMS) is None
+    (a,) = assign_round([candidate], [on_time], now, minutes, PARAMS).assignments
+    assert [(t.arrival, t.service_at) for t in a.timings] == [(933.5, 935.5), (947.5, 949.5), (961.5, 963.5)]
+    assert assign_round([candidate], [late], now, minutes, PARAMS).assignments == ()
+
+
+def test_a_courier_already_at_its_stop_serves_it_now_at_the_earliest() -> None:
+    # Arrived at the shop at 10; the goods were ready at 11; it is 20 and the pickup is not done yet.
+    shop = Stop("pickup", (0, 0), ("x",), shop_id="s1", ready_at=11, items=1)
+    at_shop = courier("c", (0, 0), route=(shop,), first_arrival=10)
+    (timing,) = timeline(at_shop, 20, minutes, PARAMS.service)
+    assert (timing.arrival, timing.service_at, timing.departure) == (10, 20, 22)
+
+
+def test_earliest_arrival_is_never_early() -> None:
+    shop = (0.0, 10.0)
+    # Set off at 5 from (0, 0): there at 15, whatever the (rounded) straight line from midway says.
+    assert earliest_arrival(shop, 8, minutes, position=(0, 3.5), set_off=((0, 0), 5)) == 15
+    # A fix since it set off shows it slower than planned: later.
+    assert (
+        earliest_arrival(
+            shop, 12, minutes, position=(0, 1), set_off=((0, 0), 5), fix=((0, 1), 12), crow=math.dist
+        )
+        == 21
+    )
+    # A fix from before it set off says nothing about this leg.
+    assert (
+        earliest_arrival(
+            shop, 8, minutes, position=(0, 0), set_off=((0, 0), 5), fix=((0, 0), 4), crow=math.dist
+        )
+        == 15
+    )
+    # No leg known: from where it is, now.
+    assert earliest_arrival(shop, 8, minutes, position=(0, 3.5)) == 8 + 7
+    assert earliest_arrival(shop, 30, minutes, position=(0, 0), set_off=((0, 0), 5)) == 30  # never before now
+
+
+# Revisable plans
+
+
+def test_a_courier_is_committed_to_its_next_stop_and_what_it_carries() -> None:
+    on_board = Stop("dropoff", (0, 1), ("x",), order_id="ox", items=1)
+    p1, d1 = (
+        Stop("pickup", (0, 2), ("a",), shop_id="s1", items=1),
+        Stop("dropoff", (0, 3), ("a",), order_id="oa"),
+    )
+    p2, d2 = (
+        Stop("pickup", (0, 4), ("b",), shop_id="s2", items=1),
+        Stop("dropoff", (0, 5), ("b",), order_id="ob"),
+    )
+    split = commitments((p1, on_board, p2, d1, d2))
+    assert (split.committed, split.queued, split.queued_jobs) == (
+        (p1, on_board, d1),
+        (p2, d2),
+        frozenset("b"),
+    )
+    split = commitments((on_board, p1, d1))
+    assert (split.committed, split.queued) == ((on_board,), (p1, d1))
+    assert commitments(()) == commitments(()) and commitments(()).committed == ()
+    # A split order stays whole: its second shop's job is committed with the first.
+    q1 = Stop("pickup", (0, 2), ("a1",), shop_id="s1", items=1)
+    q2 = Stop("pickup", (0, 4), ("a2",), shop_id="s2", items=1)
+    both = Stop("dropoff", (0, 5), ("a1", "a2"), order_id="oa")
+    split = commitments((q1, p2, q2, d2, both))
+    assert (split.committed, split.queued) == ((q1, q2, both), (p2, d2))
+
+
+def _queued_on(holder: str, j: Job, *before: Stop) -> tuple[CourierState, Job]:
+    """A courier with `before` to do, then `j` queued behind it."""
+    pickup = Stop("pickup", j.pickup, (j.job_id,), shop_id=j.shop_id, ready_at=j.ready_at, items=j.items)
+    door = Stop("dropoff", j.dropoff, (j.job_id,), order_id=j.order_id, items=j.items)
+    return courier(holder, (0, 0), route=(*before, pickup, door)), dataclasses.replace(j, holder=holder)
+
+
+def test_queued_work_moves_when_another_courier_would_deliver_it_sooner() -> None:
+    far_door = Stop("dropoff", (0, 40), ("x",), order_id="ox", items=1)
+    busy, queued = _queued_on("busy", job("a", pickup=(0, 10), door=(0, 20)), far_door)
+    fresh = courier("fresh", (0, 9))
+    result = plan_round([queued], [busy, fresh], 0, minutes, PARAMS)
+    ((who, what),) = [(a.courier_id, a.candidate.job_ids) for a in result.assignments]
+    assert (who, what) == ("fresh", ("a",))
+    assert result.released == ("a",)
+    # Without the fresh courier, it stays where it is: nothing to write.
+    alone = plan_round([queued], [busy], 0, minutes, PARAMS)
+    ((kept,),) = [(a,) for a in alone.assignments]
+    assert (kept.courier_id, kept.unchanged, alone.released) == ("busy", True, ())
+
+
+def test_queued_work_stays_unless_the_other_courier_is_better_by_the_margin() -> None:
+    near_door = Stop("dropoff", (0, 5), ("x",), order_id="ox", items=1)
+    busy, queued = _queued_on("busy", job("a", pickup=(0, 10), door=(0, 20)), near_door)
+    busy = dataclasses.replace(busy, position=(0, 4))
+    # Busy: door x at 1, served 3, leaves 5, shop at 10, pickup at 12. Other, idle at (0, 1): shop at 9,
+    # pickup at 11: a minute sooner, under a margin of 1.5, over one of 0.
+    other = courier("other", (0, 1))
+    sticky = dataclasses.replace(PARAMS, empty_leg_weight=0, move_margin_minutes=1.5)
+    result = plan_round([queued], [busy, other], 0, minutes, sticky)
+    assert [(a.courier_id, a.unchanged, a.score) for a in result.assignments] == [
+        ("busy", True, 12 + 2 + 10 + 2)
+    ]
+    assert result.released == ()
+    eager = plan_round(
+        [queued], [busy, other], 0, minutes, dataclasses.replace(sticky, move_margin_minutes=0)
+    )
+    assert [(a.courier_id, a.unchanged) for a in eager.assignments] == [("other", False)]
+    assert eager.released == ("a",)
+
+
+def test_the_benchmark_rule_gives_work_only_to_couriers_doing_nothing() -> None:
+    params = dataclasses.replace(PARAMS, assign_busy=False)
+    door = Stop("dropoff", (0, 11), ("x",), order_id="ox", items=1)
+    busy = courier("busy", (0, 10), route=(door,))  # a minute from the shop's door, but delivering
+    idle = courier("idle", (0, 30))
+    result = plan_round([job("a", pickup=(0, 12))], [busy, idle], 0, minutes, params)
+    assert [a.courier_id for a in result.assignments] == ["idle"]
+    serving = courier("serving", (0, 12), available_at=3)  # still handing over at its last door
+    result = plan_round([job("a", pickup=(0, 12))], [serving], 0, minutes, params)
+    assert result.assignments == () and [c.job_ids for c in result.unassigned] == [("a",)]
+    # Under our rule the busy courier chains the job after its door.
+    ours = plan_round([job("a", pickup=(0, 12))], [busy, idle], 0, minutes, PARAMS)
+    assert [a.courier_id for a in ours.assignments] == ["busy"]

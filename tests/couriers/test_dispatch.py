@@ -21,6 +21,7 @@ from tests.couriers.helpers import (
     add_resident,
     add_shop,
     dispatch,
+    on_shift,
     ping,
     place,
     ready_courier,
@@ -107,12 +108,37 @@ async def test_capacity_is_respected(client: Client, auth: AuthFn, clock: Manual
     await two_shops(client, auth)
     resident = await add_resident(client, auth("admin"))
     small = await ready_courier(client, auth, clock, NEAR_A, capacity=2)
+    big = await add_courier(client, auth("admin"), capacity=5)  # not on shift yet
     await order(client, auth, resident, bread=3)
     assert (await dispatch(client, clock)).routes == 0
     assert await routes_of(client, auth, small) == []
-    big = await ready_courier(client, auth, clock, (DOOR[0] + 0.01, DOOR[1]), capacity=5)
+    await on_shift(client, auth, big)
+    await ping(client, auth, big, (DOOR[0] + 0.01, DOOR[1]), clock.now())
     assert (await dispatch(client, clock)).routes == 1
     assert len(await routes_of(client, auth, big)) == 1
+
+
+async def test_a_job_heavier_than_any_courier_can_carry_is_refused_at_placement(
+    client: Client, auth: AuthFn, clock: ManualClock, db: asyncpg.Connection
+) -> None:
+    await two_shops(client, auth)
+    resident = await add_resident(client, auth("admin"))
+    await ready_courier(client, auth, clock, NEAR_A, capacity=2)
+    await add_courier(client, auth("admin"), capacity=3)  # off shift: still a courier who could carry 3
+    status, body = await place(client, auth("resident", resident), [{"sku": "bread", "qty": 4}])
+    assert (status, body["error"]["code"]) == (409, "exceeds_courier_capacity")
+    details = body["error"]["details"]
+    assert (details["items"], details["max_items"]) == (4, 3)
+    # The door is within walking distance of the shop (222 m): pick-up is offered.
+    assert details["alternatives"] == [{"fulfilment": "pickup"}]
+    assert await db.fetchval("SELECT count(*) FROM orders") == 0
+    assert (
+        await db.fetchval("SELECT sum(stock) FROM catalogue_items WHERE sku = 'bread'") == 20
+    )  # nothing taken
+    status, body = await place(
+        client, auth("resident", resident), [{"sku": "bread", "qty": 4}], fulfilment="pickup"
+    )
+    assert status == 201, body
 
 
 async def test_no_pickup_after_the_shift_ends(client: Client, auth: AuthFn, clock: ManualClock) -> None:

@@ -21,7 +21,7 @@ from dispatch.app import create_app
 from dispatch.auth import Role, issue_token
 from dispatch.clock import ManualClock
 from dispatch.config import Settings
-from dispatch.core.assignment import assign_round, route_candidates
+from dispatch.core.assignment import plan_round
 from dispatch.services import dispatching
 from dispatch.services.dispatching import run_round
 from dispatch.services.routes import minutes, travel_of
@@ -116,13 +116,10 @@ async def test_round_writes_that_overlap_still_place_each_job_once(
         async with svc.pool.acquire() as conn, conn.transaction():
             jobs, fleet = await dispatching._load(conn, svc, live, now)
             params, travel = dispatching.params_of(svc), travel_of(svc)
-            candidates = route_candidates(jobs, params, travel)
-            result = assign_round(
-                candidates, fleet.couriers, minutes(now), travel, params, nearby=fleet.nearby
-            )
+            result = plan_round(jobs, fleet.couriers, minutes(now), travel, params, nearby=fleet.nearby)
             assert result.assignments
             await both_computed.wait()
-            written = await dispatching._write(conn, svc, live, fleet, result.assignments, number, now)
+            written = await dispatching._write(conn, svc, live, fleet, result, number, now)
         return len(written.routes)
 
     placed = await asyncio.gather(compute_and_write(client, 901), compute_and_write(second_node, 902))
@@ -174,7 +171,8 @@ async def test_two_server_processes_put_each_job_on_one_route(
                 {"name": sku, "price_cents": 100, "stock": 99},
             )
         couriers = []
-        for k in range(6):
+        # A courier holds what it is doing and at most one candidate queued behind: enough couriers for all.
+        for k in range(12):
             courier = (await _call(http, "POST", f"{urls[k % 2]}/v1/couriers", admin, {"name": "Rider"}))[
                 "id"
             ]

@@ -4,6 +4,7 @@ server process on the session's PostgreSQL and Redis."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import time
 from datetime import UTC, datetime
@@ -26,7 +27,7 @@ from dispatch.replay.driver import (
     zone_radius,
 )
 from dispatch.replay.generate import generate_instance
-from dispatch.replay.instance import distance_m, load_instance
+from dispatch.replay.instance import Order, distance_m, format_number, load_instance
 from dispatch.replay.trace import ASSIGNMENTS_FILE, COURIERS_FILE, ORDERS_FILE
 
 
@@ -115,6 +116,32 @@ def test_end_to_end_replay(tmp_path: Path, services: tuple[str, str], policy: st
     if policy == "nearest-idle":  # one order per trip, never bundled
         assignments = (out / ASSIGNMENTS_FILE).read_text().splitlines()[1:]
         assert all(len(line.split()) == 4 for line in assignments)
+
+
+def test_an_order_no_courier_can_collect_is_refused_at_placement_and_counted_apart(
+    tmp_path: Path, services: tuple[str, str]
+) -> None:
+    """Placed a minute before the last shift ends: no courier can be at the shop and through half the service
+    in time. The server refuses it (the replay runs it with DISPATCH_UNDELIVERABLE=refuse); it is counted as
+    refused, not as an app error nor as an order left behind, and the evaluator's file counts it late."""
+    day = generate_instance(24, 7, day_minutes=120, n_restaurants=4)
+    last_off = max(c.off_time for c in day.couriers.values())
+    restaurant = next(iter(day.restaurants.values()))
+    late = Order("late", restaurant.x + 300, restaurant.y, last_off - 1, restaurant.id, last_off + 10)
+    day = dataclasses.replace(day, orders={**day.orders, "late": late})
+    opts = ReplayOptions(speed=300, policy="ours", progress=False, round_s=20)
+    result = run_replay(day, opts, database_server_url=services[0], redis_url=services[1])
+    orders = result.metrics["orders"]
+    assert (orders["delivered"], orders["refused"], orders["left_behind"]) == (24, 1, 0), result.metrics[
+        "replay"
+    ]
+    assert result.trace.refused == ("late",)
+    assert result.metrics["replay"]["app_errors"] == 0, result.metrics["replay"]
+    write_outputs(tmp_path, day, result)
+    (row,) = [
+        line.split() for line in (tmp_path / ORDERS_FILE).read_text().splitlines() if line.startswith("late")
+    ]
+    assert row[4:] == [format_number(late.placement_time + day.parameters.max_click_to_door), "NaN"]
 
 
 def test_build_trace_needs_no_server() -> None:

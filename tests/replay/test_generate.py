@@ -4,7 +4,8 @@ import math
 
 import pytest
 
-from dispatch.replay.generate import DEFAULT_PARAMETERS, generate_instance
+from dispatch.replay.generate import DEFAULT_PARAMETERS, FAMILIES, SHIFT_LENGTHS, generate_instance
+from dispatch.replay.instance import Instance
 from dispatch.replay.simulate import simulate_nearest_idle
 
 
@@ -91,3 +92,35 @@ def test_rejects_nonsense_sizes() -> None:
         generate_instance(0, seed=1)
     with pytest.raises(ValueError, match="two hours"):
         generate_instance(10, seed=1, day_minutes=60)
+
+
+def test_hard_families_stress_the_same_day() -> None:
+    base = generate_instance(500, 3)
+    days = {family: generate_instance(500, 3, family=family) for family in FAMILIES}
+    assert days["base"] == base
+    assert [days[f].name for f in FAMILIES] == [base.name] + [f"{base.name}-{f}" for f in FAMILIES[1:]]
+    for family, day in days.items():
+        # The same restaurants, placements and doors.
+        assert day.restaurants == base.restaurants
+        assert [(o.x, o.y, o.placement_time, o.restaurant) for o in day.orders.values()] == [
+            (o.x, o.y, o.placement_time, o.restaurant) for o in base.orders.values()
+        ]
+        slow, long_prep, flat = (family in (f, "hard") for f in ("slow", "prep", "flat"))
+        assert day.parameters.meters_per_minute == (256 if slow else 320)
+        preps = [o.ready_time - o.placement_time for o in day.orders.values()]
+        assert (min(preps), max(preps)) == ((20, 45) if long_prep else (10, 30))
+        hours = sum(c.off_time - c.on_time for c in day.couriers.values())
+        demand = sum(c.off_time - c.on_time for c in days["prep" if long_prep else "base"].couriers.values())
+        if flat:
+            # The same courier hours (to a shift), fewer couriers in the evening peak.
+            assert demand <= hours < demand + max(SHIFT_LENGTHS)
+            peak = 0.72 * 780
+
+            def on_shift(inst: Instance, t: float) -> int:
+                return sum(c.on_time <= t < c.off_time for c in inst.couriers.values())
+
+            assert on_shift(day, peak) < 0.85 * on_shift(days["prep" if long_prep else "base"], peak)
+        else:
+            assert hours == demand
+    with pytest.raises(ValueError, match="family"):
+        generate_instance(10, seed=1, family="impossible")

@@ -8,7 +8,7 @@ import pytest
 
 from dispatch.replay.generate import generate_instance
 from dispatch.replay.instance import Instance
-from dispatch.replay.metrics import compute_metrics, describe, format_comparison
+from dispatch.replay.metrics import compute_metrics, describe, format_comparison, order_floor
 from dispatch.replay.simulate import simulate_nearest_idle
 from dispatch.replay.trace import OrderRecord, Trace
 
@@ -23,6 +23,8 @@ def test_tiny_day_by_hand(tiny: Instance, tiny_trace: Trace) -> None:
         "delivered_share": 1.0,
         "beyond_target": 2,
         "beyond_max": 1,
+        "refused": 0,
+        "left_behind": 0,
     }
     assert m["click_to_door"] == pytest.approx(
         {"mean": 26, "std": math.sqrt(19), "min": 21, "p10": 22.4, "median": 28, "p90": 28.8, "max": 29}
@@ -52,7 +54,25 @@ def test_tiny_day_by_hand(tiny: Instance, tiny_trace: Trace) -> None:
         }
     )
     assert m["feasibility"] == {"violations": 0, "list": []}
+    # Floors: o1 10 - 0 + 2 + 5 + 2 = 19, o2 12 - 2 + 2 + 10 + 2 = 24, o3 20 - 5 + 2 + 10 + 2 = 29.
+    assert [order_floor(tiny, o) for o in ("o1", "o2", "o3")] == [19, 24, 29]
+    assert m["floor"]["mean"] == 24 and m["gap_to_floor"] == 26 - 24
+    assert m["click_to_door_counting_undelivered"]["mean"] == 26
     json.dumps(m, allow_nan=False)
+
+
+def test_undelivered_orders_count_at_the_maximum_and_the_gap_is_over_the_same_orders(
+    tiny: Instance, tiny_trace: Trace
+) -> None:
+    trace = replace(tiny_trace, orders=[*tiny_trace.orders[:2], OrderRecord("o3", 5, 20, 6, 20, None, "c2")])
+    m = compute_metrics(tiny, trace)
+    assert (m["orders"]["refused"], m["orders"]["left_behind"]) == (0, 1)
+    refused = compute_metrics(tiny, replace(trace, refused=("o3",)))["orders"]
+    assert (refused["refused"], refused["left_behind"]) == (1, 0)
+    assert m["click_to_door"]["mean"] == (21 + 28) / 2
+    assert m["floor"]["mean"] == 24  # of every order
+    assert m["gap_to_floor"] == (21 + 28) / 2 - (19 + 24) / 2  # of the delivered ones
+    assert m["click_to_door_counting_undelivered"]["mean"] == (21 + 28 + 28) / 3  # o3 at the maximum, 28
 
 
 def test_undelivered_orders_and_violations_are_reported(tiny: Instance, tiny_trace: Trace) -> None:

@@ -8,7 +8,7 @@ from dispatch.core.assignment import DispatchParams
 from dispatch.core.routes import ServiceTimes
 from dispatch.replay.feasibility import check
 from dispatch.replay.generate import generate_instance
-from dispatch.replay.instance import Instance
+from dispatch.replay.instance import Courier, Instance, Order, Parameters, Restaurant
 from dispatch.replay.metrics import compute_metrics
 from dispatch.replay.offline import simulate_policy
 from dispatch.replay.simulate import simulate_nearest_idle
@@ -19,7 +19,10 @@ SERVICE = ServiceTimes(4, 4)
 
 def test_the_baseline_rounds_reproduce_the_reference_simulator(tiny: Instance) -> None:
     # Every event of the tiny day falls on a whole minute, so rounds every minute see them all in time.
-    assert simulate_policy(tiny, "nearest-idle", round_minutes=1) == simulate_nearest_idle(tiny)
+    ours, reference = simulate_policy(tiny, "nearest-idle", round_minutes=1), simulate_nearest_idle(tiny)
+    assert (ours.assignments, ours.orders) == (reference.assignments, reference.orders)
+    # Each courier's moves in order (how couriers interleave is nothing the evaluator reads).
+    assert ours.moves_by_courier() == reference.moves_by_courier()
 
 
 def test_ours_holds_work_until_due_and_bundles_same_shop_orders(tiny: Instance) -> None:
@@ -56,3 +59,29 @@ def test_a_generated_day_is_delivered_feasibly_and_ours_beats_the_baseline() -> 
     assert ours["click_to_door"]["mean"] < baseline["click_to_door"]["mean"]
     assert ours["couriers"]["orders_per_active_hour"] > baseline["couriers"]["orders_per_active_hour"]
     assert simulate_policy(day, "ours", params) == simulate_policy(day, "ours", params)  # deterministic
+
+
+def test_work_queued_on_a_busy_courier_moves_to_a_courier_who_can_do_it_sooner() -> None:
+    """o2 is queued at 1 behind c1's long delivery (pickup at 50: the only courier on shift); at 10 c2 comes
+    on shift next to the shop and takes it (at the shop at 11, pickup at 13 after half the service)."""
+    day = Instance(
+        "moved",
+        {"r1": Restaurant("r1", 0, 0)},
+        {"o1": Order("o1", 0, 2000, 0, "r1", 0), "o2": Order("o2", 0, -500, 1, "r1", 5)},
+        {"c1": Courier("c1", 0, 0, 0, 120), "c2": Courier("c2", 0, 100, 10, 120)},
+        Parameters(100, 4, 4, 40, 90, 10, 15),
+    )
+    params = DispatchParams(service=SERVICE, empty_leg_weight=0.5, defer_wait_minutes=0)
+    trace = simulate_policy(day, "ours", params, round_minutes=1)
+    assert trace.orders == [
+        OrderRecord("o1", 0, 0, 0, 2, 26, "c1"),
+        OrderRecord("o2", 1, 5, 10, 13, 22, "c2"),
+    ]
+    assert trace.moves_by_courier() == {
+        "c1": [CourierMove("c1", 0, "0", "r1"), CourierMove("c1", 4, "r1", "o1")],  # never sent back for o2
+        "c2": [CourierMove("c2", 10, "0", "r1"), CourierMove("c2", 15, "r1", "o2")],
+    }
+    assert check(day, trace) == []
+    # Under the benchmark's rule c1 is not given o2 while delivering o1: c2 takes it at 10 all the same.
+    rule = simulate_policy(day, "ours", replace(params, assign_busy=False), round_minutes=1)
+    assert rule.orders[1] == OrderRecord("o2", 1, 5, 10, 13, 22, "c2")

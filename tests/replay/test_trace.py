@@ -50,3 +50,16 @@ def test_missing_values_and_fractional_times(tmp_path: Path, tiny_trace: Trace) 
     paths = write_solution(trace, tmp_path / "out")
     assert _lines(paths[1])[3] == ["o3", "5", "20", "NaN", "NaN", "NaN"]
     assert _lines(paths[2])[4] == ["c1", "32.25", "o2", "r2"]
+
+
+def test_undelivered_orders_count_at_the_maximum_for_the_evaluator(tmp_path: Path, tiny_trace: Trace) -> None:
+    """The evaluator counts delivered orders as rows without NaN and computes click-to-door and its overage
+    from dropoff_time: an undelivered order keeps its NaN courier (not delivered, no place checked) and is
+    written at placement + the maximum click-to-door (28 here), so its lateness counts."""
+    trace = replace(tiny_trace, orders=[*tiny_trace.orders[:2], OrderRecord("o3", 5, 20, 6, 20, None, "c2")])
+    paths = write_solution(trace, tmp_path, max_click_to_door=28)
+    assert _lines(paths[1])[1:] == [
+        ["o1", "0", "10", "12", "21", "c1"],
+        ["o2", "2", "12", "12", "30", "c1"],
+        ["o3", "5", "20", "20", "33", "NaN"],
+    ]
