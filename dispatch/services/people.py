@@ -17,13 +17,21 @@ _COLUMNS = {
     "resident": ("name", "phone"),
     "courier": ("name", "phone", "capacity", "active"),
 }
+# What a record shows: the tables also hold working state (a courier's current leg) that is nobody's API.
+_SHOWN = {
+    "resident": ("id", "name", "phone", "created_at", "updated_at"),
+    "courier": (
+        "id", "name", "phone", "capacity", "active", "on_shift", "shift_started_at", "shift_ends_at",
+        "created_at", "updated_at",
+    ),
+}  # fmt: skip
 
 
-def _render(row: asyncpg.Record) -> dict[str, Any]:
-    out = dict(row)
-    for key in ("created_at", "updated_at"):
-        if isinstance(out.get(key), datetime):
-            out[key] = out[key].isoformat()
+def _render(kind: str, row: asyncpg.Record) -> dict[str, Any]:
+    out = {key: row[key] for key in _SHOWN[kind]}
+    for key, value in out.items():
+        if isinstance(value, datetime):
+            out[key] = value.isoformat()
     return out
 
 
@@ -40,7 +48,7 @@ async def create(pool: asyncpg.Pool, kind: str, fields: dict[str, Any], now: dat
     async with translated_errors():
         row = await pool.fetchrow(sql, new_id(prefix), now, now, *values)
     assert row is not None
-    return _render(row)
+    return _render(kind, row)
 
 
 @retried
@@ -55,7 +63,7 @@ async def update(
         row = await pool.fetchrow(sql, entity_id, now, *(fields[c] for c in cols))
     if row is None:
         raise NotFound(f"no {kind} with id {entity_id}", code=f"{kind}_not_found")
-    return _render(row)
+    return _render(kind, row)
 
 
 @retried
@@ -64,7 +72,7 @@ async def get(pool: asyncpg.Pool, kind: str, entity_id: str) -> dict[str, Any]:
     row = await pool.fetchrow(f"SELECT * FROM {table} WHERE id = $1", entity_id)
     if row is None:
         raise NotFound(f"no {kind} with id {entity_id}", code=f"{kind}_not_found")
-    return _render(row)
+    return _render(kind, row)
 
 
 @retried
@@ -83,4 +91,4 @@ async def page_of(
         limit + 1,
     )
     found, next_cursor = pages.page(list(rows), limit)
-    return [_render(r) for r in found], next_cursor
+    return [_render(kind, r) for r in found], next_cursor
