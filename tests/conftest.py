@@ -74,7 +74,16 @@ async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     )
     if tables:
         names = ", ".join(f'"{t["tablename"]}"' for t in tables)
-        await conn.execute(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+        # A server process from an earlier test in the module may still be writing (rounds, timers): TRUNCATE
+        # locks the tables one by one and can deadlock with its transaction; PostgreSQL aborts one of the two,
+        # and the emptying is simply done again (as the server does with its own deadlock victims).
+        for attempt in range(5):
+            try:
+                await conn.execute(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+                break
+            except asyncpg.DeadlockDetectedError:
+                if attempt == 4:
+                    raise
     try:
         yield conn
     finally:
