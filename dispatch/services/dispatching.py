@@ -353,12 +353,16 @@ async def _fleet(conn: Conn, svc: Services, live: LiveLocations, now: datetime) 
              AND NOT EXISTS (SELECT 1 FROM routes r WHERE r.courier_id = c.id AND r.state = 'offered')
            ORDER BY c.id"""
     )
+    if not rows:  # nobody on shift: nothing to read in Redis or about routes (placement asks this per order)
+        return _Fleet([], {}, {}, {})
     positions = await live.positions(r["id"] for r in rows)
     usable = {
         r["id"]: point
         for r in rows
         if (point := trusted_point(positions.get(r["id"]), now, svc.settings.courier_stale_s)) is not None
     }
+    if not usable:
+        return _Fleet([], {}, {}, {})
     stops = await open_stops(conn, list(usable))
     on_board: dict[str, int] = {}
     for r in await conn.fetch(
