@@ -18,23 +18,20 @@ from dispatch.api import zones as zone_api
 from dispatch.api.keys import (
     CLOCK,
     DATABASE_URL,
-    FANOUT,
-    HUB,
     METRICS,
     ON_DATABASE,
     ON_FATAL,
     PLAIN_ROUTES,
     REDIS_URL,
     REGISTRY,
+    RUNTIME,
     SECRET,
-    SERVICES,
     SETTINGS,
     START_IN_BACKGROUND,
     STARTUP,
     SUBJECTS,
     WEBSOCKETS,
-    ZONE_WORKERS,
-    ZONES,
+    Runtime,
 )
 from dispatch.api.middleware import errors, known_subject, observe, until_ready
 from dispatch.api.operations import Registry
@@ -126,7 +123,7 @@ async def _start_steps(
     # Zone covering runs in worker processes; they start while the dependencies are awaited.
     workers = zones.zone_workers(settings)
     stack.push_async_callback(workers.close)
-    app[ZONE_WORKERS] = workers
+    app[RUNTIME].zone_workers = workers
     app[METRICS].zone_changes.set_function(lambda: workers.pending)
     _background(stack, workers.start(), "zone-workers")
 
@@ -185,13 +182,13 @@ async def _start_steps(
     )
     await wait_for("Redis", fanout.start, deadline, state)
     stack.push_async_callback(fanout.stop)
-    app[FANOUT], app[HUB] = fanout, hub
+    app[RUNTIME].fanout, app[RUNTIME].hub = fanout, hub
 
     directory = ZoneDirectory(pool, settings.h3_resolution)
     await wait_for("PostgreSQL", directory.load_all, deadline, state)
     # Compile every cell's lookup now, before serving, so the first orders are not the slow ones.
     directory.index.warm()
-    app[ZONES] = directory
+    app[RUNTIME].zones = directory
     await fanout.subscribe(zones.CHANNEL, directory.on_message)
     _background(stack, directory.resync_forever(), "zone-resync")
 
@@ -201,7 +198,7 @@ async def _start_steps(
     stack.push_async_callback(live.stop)
     fanout.on_reconnect.append(live.redis_returned)
     svc = Services(pool, clock, settings, directory, hub, live, metrics, workers)
-    app[SERVICES] = svc
+    app[RUNTIME].services = svc
     _background(stack, sweep_forever(hub, settings.catchup_s), "outbox-sweep")
     _background(stack, ops_hints_forever(svc, hub), "ops-hints")
     if settings.run_timers:
@@ -275,6 +272,7 @@ def create_app(
     app[METRICS] = Metrics()
     app[WEBSOCKETS] = set[web.WebSocketResponse]()
     app[STARTUP] = StartupState()
+    app[RUNTIME] = Runtime()
     app[SUBJECTS] = KnownSubjects()
     app[START_IN_BACKGROUND] = start_in_background
     app[ON_DATABASE] = on_database

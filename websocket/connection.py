@@ -27,7 +27,11 @@ class Connection:
         self.recipient = recipient
         self.last_seq = 0  # the last event seq this connection has been given
         self.delivery = asyncio.Lock()  # orders live delivery against resume/backfill
-        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(queue_size)
+        # At most `queue_size` messages wait, counting the batch being written: the writer takes what queued
+        # up off the queue at once, and a stalled peer must not double what it may hold.
+        self._limit = queue_size
+        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._in_flight = 0
         self._writer: asyncio.Task[None] | None = None
         self.closed = asyncio.Event()
         self.cut_off = False
@@ -39,12 +43,10 @@ class Connection:
         """Queue a message; False (and the client is cut off) when its queue is full."""
         if self.closed.is_set():
             return False
-        payload = message if isinstance(message, bytes) else orjson.dumps(message)
-        try:
-            self._queue.put_nowait(payload)
-        except asyncio.QueueFull:
+        if self._queue.qsize() + self._in_flight >= self._limit:
             self._cut_off()
             return False
+        self._queue.put_nowait(message if isinstance(message, bytes) else orjson.dumps(message))
         return True
 
     def _cut_off(self) -> None:
@@ -59,12 +61,14 @@ class Connection:
                 batch = [await self._queue.get()]
                 while not self._queue.empty():
                     batch.append(self._queue.get_nowait())
+                self._in_flight = len(batch)
                 # What queued up meanwhile goes out under one timeout, as the UTF-8 bytes it already is.
                 async with asyncio.timeout(SEND_TIMEOUT_S):
                     for item in batch:
                         if item is None:
                             return
                         await self.ws.send_frame(item, WSMsgType.TEXT)
+                        self._in_flight -= 1
         except (ConnectionError, TimeoutError, RuntimeError):
             # The peer went away or stalled; the reader side notices and unregisters.
             with contextlib.suppress(Exception):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from dispatch.api.keys import CLOCK, SECRET, SERVICES, SETTINGS, SUBJECTS
+from dispatch.api.keys import CLOCK, RUNTIME, SECRET, SETTINGS, SUBJECTS
 from dispatch.auth import Principal, verify_token
 from dispatch.errors import DispatchError
 from dispatch.translate import translate
@@ -18,7 +18,7 @@ def verify(app: web.Application, token: str) -> Principal:
 async def ensure_known(app: web.Application, who: Principal) -> None:
     """401 `unknown_subject` when a resident, shop or courier token names one that does not exist."""
     try:
-        await app[SUBJECTS].check(app[SERVICES].pool, who)
+        await app[SUBJECTS].check(app[RUNTIME].services.pool, who)
     except DispatchError:
         raise
     except Exception as exc:  # PostgreSQL unreachable: 503, on HTTP and websocket alike

@@ -6,7 +6,7 @@ from aiohttp import web
 
 from dispatch import views
 from dispatch.api.json import json_response
-from dispatch.api.keys import CLOCK, METRICS, SERVICES, STARTUP, WEBSOCKETS
+from dispatch.api.keys import CLOCK, METRICS, RUNTIME, STARTUP, WEBSOCKETS
 from dispatch.api.routing import RouteTable
 from dispatch.clock import describe
 from dispatch.errors import ServiceUnavailable
@@ -29,7 +29,7 @@ async def readyz(request: web.Request) -> web.Response:
         raise ServiceUnavailable(
             f"not ready: {state.describe()}", code="not_ready", details={"startup": state.describe()}
         )
-    problems = await health.problems(request.app[SERVICES])
+    problems = await health.problems(request.app[RUNTIME].services)
     if problems:
         raise ServiceUnavailable(
             "not ready: " + ", ".join(f"{k} unreachable" for k in problems),
@@ -43,7 +43,7 @@ async def readyz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     m = request.app[METRICS]
     if request.app[STARTUP].ready.is_set():
-        await health.gauges(request.app[SERVICES], m)
+        await health.gauges(request.app[RUNTIME].services, m)
     m.websockets.set(len(request.app[WEBSOCKETS]))
     return web.Response(body=m.render(), content_type="text/plain", charset="utf-8")
 

@@ -29,15 +29,25 @@ DATABASE_URL = web.AppKey("database_url", str)
 REDIS_URL = web.AppKey("redis_url", str)
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 WEBSOCKETS = web.AppKey("websockets", set[web.WebSocketResponse])
-HUB = web.AppKey("hub", Hub)
-ZONES = web.AppKey("zones", ZoneDirectory)
-ZONE_WORKERS = web.AppKey("zone_workers", ProcessWorkers)
-SERVICES = web.AppKey("services", Services)
 SUBJECTS = web.AppKey("subjects", KnownSubjects)
-FANOUT = web.AppKey("fanout", Fanout)
 STARTUP = web.AppKey("startup", StartupState)
 START_IN_BACKGROUND = web.AppKey("start_in_background", bool)
 ON_DATABASE: web.AppKey[Callable[[str], Awaitable[None]] | None] = web.AppKey("on_database")
 ON_FATAL: web.AppKey[Callable[[str], None]] = web.AppKey("on_fatal")
 REGISTRY: web.AppKey[Registry] = web.AppKey("registry")
 PLAIN_ROUTES: web.AppKey[list[RouteTable]] = web.AppKey("plain_routes")
+
+
+class Runtime:
+    """What start-up builds while the node already answers (/healthz, /readyz, the pages): by then aiohttp
+    has started the application, which must not change, so these live here; each is set once, when ready
+    (read before that: AttributeError, as a missing key would be)."""
+
+    zone_workers: ProcessWorkers
+    fanout: Fanout
+    hub: Hub
+    zones: ZoneDirectory
+    services: Services
+
+
+RUNTIME = web.AppKey("runtime", Runtime)

@@ -23,7 +23,7 @@ from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Vali
 
 from dispatch.api.auth import verify
 from dispatch.api.json import json_response, read_json, validate
-from dispatch.api.keys import SERVICES, SETTINGS
+from dispatch.api.keys import RUNTIME, SETTINGS
 from dispatch.auth import Principal, Role, bearer_token, require_role
 from dispatch.errors import NotFound, ValidationFailed, field_error
 from dispatch.ids import is_valid_id
@@ -199,7 +199,7 @@ class Registry:
                 )
             ids[spec.name] = spec.check(value)
         data = validate(op.input, fields)
-        result = await op.run(Call(app[SERVICES], who, ids, data))
+        result = await op.run(Call(app[RUNTIME].services, who, ids, data))
         return _checked(app, op, result.body if isinstance(result, Answer) else result)
 
 
@@ -232,7 +232,7 @@ def _http_handler(op: Operation) -> Callable[[web.Request], Awaitable[web.Stream
                     details=[field_error([], f"expected an object, got {type(raw).__name__}", "type")],
                 )
             data = validate(op.input, raw)
-        call = Call(request.app[SERVICES], who, ids, data, query, request.headers, raw)
+        call = Call(request.app[RUNTIME].services, who, ids, data, query, request.headers, raw)
         result = await op.run(call)
         answered = status
         if isinstance(result, Answer):

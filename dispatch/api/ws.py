@@ -16,7 +16,7 @@ import time
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from dispatch.api.auth import ensure_known, verify
-from dispatch.api.keys import HUB, METRICS, REGISTRY, WEBSOCKETS
+from dispatch.api.keys import METRICS, REGISTRY, RUNTIME, WEBSOCKETS
 from dispatch.api.routing import RouteTable
 from dispatch.auth import Principal, bearer_token
 from dispatch.errors import DispatchError, ServiceUnavailable, UpgradeRequired, ValidationFailed, field_error
@@ -140,7 +140,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     if who is None:
         await ws.close(code=POLICY_VIOLATION, message=b"unauthorized")
         return ws
-    hub = app[HUB]
+    hub = app[RUNTIME].hub
     # Operators share one stream, the consoles' hints (ops.changed); no event is addressed to an admin.
     conn = Connection(ws, OPS_RECIPIENT if who.is_admin else who.subject)
     conn.start()
@@ -224,7 +224,7 @@ async def _handle(app: web.Application, conn: Connection, who: Principal, msg: C
     result = "ok"
     try:
         if msg.type == "resume":
-            last = await app[HUB].resume(conn, after_seq_of(msg.body))
+            last = await app[RUNTIME].hub.resume(conn, after_seq_of(msg.body))
             conn.send(reply_ok(msg.id, {"last_seq": last}))
         elif msg.type == "ping":
             conn.send(reply_ok(msg.id, {"pong": True}))

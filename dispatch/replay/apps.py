@@ -90,6 +90,9 @@ class DayClock:
 # --- HTTP and websockets -----------------------------------------------------------------------------------
 
 
+UNAVAILABLE_ATTEMPTS = 10
+
+
 class Api:
     """Plain JSON over HTTP with a bearer token; errors become `ApiError`."""
 
@@ -108,14 +111,21 @@ class Api:
         data = None if body is None else orjson.dumps(body)
         if data is not None:
             sent["Content-Type"] = "application/json"
-        async with self.session.request(method, self.base_url + path, data=data, headers=sent) as resp:
-            raw = await resp.read()
-            payload = orjson.loads(raw) if raw else None
-            if resp.status >= 400:
+        for attempt in range(UNAVAILABLE_ATTEMPTS):
+            async with self.session.request(method, self.base_url + path, data=data, headers=sent) as resp:
+                raw = await resp.read()
+                payload = orjson.loads(raw) if raw else None
+                if resp.status < 400:
+                    return payload
                 error = (payload or {}).get("error", {}) if isinstance(payload, dict) else {}
                 code, message = error.get("code", "http_error"), error.get("message", str(payload))
+                # 503 `unavailable` means nothing was done (e.g. the node's zone workers are all busy while a
+                # day's shops are set up at once): wait as told and ask again. Not `outcome_unknown`.
+                if resp.status == 503 and code == "unavailable" and attempt + 1 < UNAVAILABLE_ATTEMPTS:
+                    await asyncio.sleep(min(5.0, float(resp.headers.get("Retry-After", "1"))))
+                    continue
                 raise ApiError(resp.status, code, message, error.get("details"))
-            return payload
+        raise AssertionError("unreachable")
 
 
 EventHandler = Callable[[dict[str, Any]], None]

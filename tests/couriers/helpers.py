@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from dispatch.api.keys import SERVICES
+from dispatch.api.keys import RUNTIME
 from dispatch.clock import ManualClock
 from dispatch.services.dispatching import RoundReport, run_round
 from tests.orders.helpers import DOOR, AuthFn, Client, add_resident, add_shop, place, recv
@@ -56,7 +56,7 @@ async def ready_courier(
 async def dispatch(client: Client, clock: ManualClock) -> RoundReport:
     """Run a round now (the round timer is due every DISPATCH_ROUND_S of the manual clock)."""
     clock.advance(5)
-    report = await run_round(client.app[SERVICES], client.app[SERVICES].live)
+    report = await run_round(client.app[RUNTIME].services, client.app[RUNTIME].services.live)
     assert report is not None
     return report
 

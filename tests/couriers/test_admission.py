@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from dispatch.api.keys import SERVICES
+from dispatch.api.keys import RUNTIME
 from dispatch.clock import ManualClock
 from dispatch.services.couriers import fire_due_shifts
 from tests.couriers.helpers import (
@@ -88,7 +88,7 @@ async def _leaving_soon(
         "end": (clock.now() + timedelta(minutes=minutes)).isoformat(),
     }
     assert (await client.post(f"/v1/couriers/{courier}/shifts", json=shift, headers=admin)).status == 201
-    assert await fire_due_shifts(client.app[SERVICES]) == 1
+    assert await fire_due_shifts(client.app[RUNTIME].services) == 1
     await ping(client, auth, courier, where, clock.now())
     return courier
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import asyncpg
 
-from dispatch.api.keys import SERVICES
+from dispatch.api.keys import RUNTIME
 from dispatch.clock import ManualClock
 from dispatch.services.couriers import fire_due_shifts
 from dispatch.services.dispatching import run_round
@@ -151,7 +151,7 @@ async def test_no_pickup_after_the_shift_ends(client: Client, auth: AuthFn, cloc
         "end": (clock.now() + timedelta(minutes=3)).isoformat(),
     }
     assert (await client.post(f"/v1/couriers/{leaving}/shifts", json=shift, headers=admin)).status == 201
-    assert await fire_due_shifts(client.app[SERVICES]) == 1
+    assert await fire_due_shifts(client.app[RUNTIME].services) == 1
     await ping(client, auth, leaving, NEAR_A, clock.now())
     await order(client, auth, resident, bread=1)  # ready in 5 minutes: after the shift
     assert (await dispatch(client, clock)).routes == 0
@@ -233,7 +233,7 @@ async def test_off_shift_courier_gives_back_what_it_has_not_picked_up(
 async def test_a_round_runs_once_however_often_it_is_asked(
     client: Client, auth: AuthFn, clock: ManualClock, db: asyncpg.Connection
 ) -> None:
-    svc, live = client.app[SERVICES], client.app[SERVICES].live
+    svc, live = client.app[RUNTIME].services, client.app[RUNTIME].services.live
     clock.advance(5)
     first = await run_round(svc, live)
     assert first is not None

@@ -16,7 +16,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
 
-from dispatch.api.keys import SERVICES
+from dispatch.api.keys import RUNTIME
 from dispatch.app import create_app
 from dispatch.auth import Role, issue_token
 from dispatch.clock import ManualClock
@@ -84,7 +84,11 @@ async def test_rounds_racing_on_two_nodes_never_double_book_a_job(
         for courier, spot in zip(couriers, spots, strict=True):
             await ping(nodes[step % 2], auth, courier, spot, clock.now())
         results = await asyncio.gather(
-            *(run_round(node.app[SERVICES], node.app[SERVICES].live) for node in nodes for _ in range(5))
+            *(
+                run_round(node.app[RUNTIME].services, node.app[RUNTIME].services.live)
+                for node in nodes
+                for _ in range(5)
+            )
         )
         done = [r for r in results if r is not None]
         assert len(done) == 1, done  # one round per due time, however many asked
@@ -111,7 +115,7 @@ async def test_round_writes_that_overlap_still_place_each_job_once(
     both_computed = asyncio.Barrier(2)
 
     async def compute_and_write(node: Client, number: int) -> int:
-        svc, live = node.app[SERVICES], node.app[SERVICES].live
+        svc, live = node.app[RUNTIME].services, node.app[RUNTIME].services.live
         now = clock.now()
         async with svc.pool.acquire() as conn, conn.transaction():
             jobs, fleet = await dispatching._load(conn, svc, live, now)

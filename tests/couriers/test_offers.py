@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dispatch.api.keys import SERVICES
+from dispatch.api.keys import RUNTIME
 from dispatch.clock import ManualClock
 from dispatch.config import Settings
 from dispatch.services.route_offers import expire_offers
@@ -92,7 +92,7 @@ async def test_decline_sends_the_jobs_to_another_courier(
 
 async def test_no_answer_in_time_frees_the_jobs(client: Client, auth: AuthFn, clock: ManualClock) -> None:
     near, far, _, route_id = await offered_route(client, auth, clock)
-    svc, live = client.app[SERVICES], client.app[SERVICES].live
+    svc, live = client.app[RUNTIME].services, client.app[RUNTIME].services.live
     assert await expire_offers(svc, live) == 0
     clock.advance(30)
     async with client.ws_connect("/v1/ws", headers=auth("courier", near)) as ws:

@@ -7,7 +7,7 @@ from typing import Any
 
 import asyncpg
 
-from dispatch.api.keys import SERVICES
+from dispatch.api.keys import RUNTIME
 from dispatch.clock import ManualClock
 from dispatch.services.couriers import fire_due_shifts
 from tests.couriers.helpers import AuthFn, Client, add_courier, command, recv
@@ -75,7 +75,7 @@ async def test_planned_shift_starts_and_ends_once(
     )
     assert r.status == 201, await r.text()
     assert (await r.json())["state"] == "planned"
-    svc = client.app[SERVICES]
+    svc = client.app[RUNTIME].services
     assert await fire_due_shifts(svc) == 0  # not due yet
     clock.advance(60)
     assert await fire_due_shifts(svc) == 1

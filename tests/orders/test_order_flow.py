@@ -8,7 +8,7 @@ from datetime import timedelta
 import asyncpg
 import pytest
 
-from dispatch.api.keys import SERVICES
+from dispatch.api.keys import RUNTIME
 from dispatch.clock import ManualClock
 from dispatch.services.candidates import nearby_shop_ids
 from dispatch.services.jobs import expire_due
@@ -280,8 +280,8 @@ async def test_no_shop_left_makes_items_unfulfilled_and_tells_the_resident(
         await recv(ws)
         _, order = await place(client, auth("resident", resident), [{"sku": "milk", "qty": 2}])
         clock.advance(45)
-        assert await expire_due(client.app[SERVICES]) == 1
-        assert await expire_due(client.app[SERVICES]) == 0  # fires once
+        assert await expire_due(client.app[RUNTIME].services) == 1
+        assert await expire_due(client.app[RUNTIME].services) == 0  # fires once
         told = await recv_event(ws, "order.items_unfulfilled")
         assert told["data"]["items"] == [{"sku": "milk", "qty": 2, "shop_id": None}]
     r = await client.get(f"/v1/orders/{order['id']}", headers=auth("resident", resident))
@@ -413,7 +413,7 @@ async def test_candidates_are_the_nearest_shops_plus_pinned_ones(client: Client,
     admin = auth("admin")
     near = await add_shop(client, admin, {"milk": 5}, offset_deg=0.001)
     far = await add_shop(client, admin, {"milk": 5, "honey": 2}, offset_deg=0.009)
-    svc = client.app[SERVICES]
+    svc = client.app[RUNTIME].services
     svc.settings = svc.settings.with_(max_candidate_shops=1)
     assert nearby_shop_ids(svc, 45.76, 4.83, "delivery") == [near]
     assert nearby_shop_ids(svc, 45.76, 4.83, "delivery", keep={far}) == [near, far]

@@ -13,7 +13,7 @@ from aiohttp import WSMsgType
 from aiohttp.test_utils import TestClient
 
 from dispatch import events
-from dispatch.api.keys import HUB
+from dispatch.api.keys import RUNTIME
 from dispatch.clock import ManualClock
 from dispatch.outbox import NewEvent, append_events
 from dispatch.views import View
@@ -50,7 +50,7 @@ async def _write(db: asyncpg.Connection, clock: ManualClock, recipient: str, n: 
 
 
 async def _publish(client: Client, events: list[Any]) -> None:
-    await client.app[HUB].publish([(e.recipient, e.to_message()) for e in events])
+    await client.app[RUNTIME].hub.publish([(e.recipient, e.to_message()) for e in events])
 
 
 async def _recv(ws: Any) -> dict[str, Any]:
@@ -218,7 +218,7 @@ async def test_slow_client_is_cut_off_with_1013(
 ) -> None:
     async with client.ws_connect("/v1/ws", headers=auth("resident", RES)) as ws:
         await _recv(ws)
-        hub = client.app[HUB]
+        hub = client.app[RUNTIME].hub
         (conn,) = hub.connections(RES)
         # The peer stops reading: every send stalls, as on a dead mobile link.
         stalled = asyncio.Event()

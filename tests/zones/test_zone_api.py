@@ -14,7 +14,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
 
-from dispatch.api.keys import ZONES
+from dispatch.api.keys import RUNTIME
 from dispatch.app import create_app
 from dispatch.clock import ManualClock
 from dispatch.config import Settings
@@ -257,12 +257,12 @@ async def test_zone_change_on_one_node_reaches_the_other_within_a_second(
     shop = await make_shop(client, admin, zone=square(*CENTRE, 0.005))
     await _eventually(lambda: _in_index(second_node, shop["id"]), True)
     far = (CENTRE[0] + 0.02, CENTRE[1])
-    assert second_node.app[ZONES].index.shops_delivering_to(*far) == []
+    assert second_node.app[RUNTIME].zones.index.shops_delivering_to(*far) == []
     r = await client.put(f"/v1/shops/{shop['id']}/zone", json=square(*CENTRE, 0.03), headers=admin)
     assert r.status == 200
 
     async def delivers_far() -> bool:
-        return shop["id"] in second_node.app[ZONES].index.shops_delivering_to(*far)
+        return shop["id"] in second_node.app[RUNTIME].zones.index.shops_delivering_to(*far)
 
     took = await _eventually(delivers_far, True, within_s=1.0)
     assert took < 1.0
@@ -273,4 +273,4 @@ async def test_zone_change_on_one_node_reaches_the_other_within_a_second(
 
 
 async def _in_index(node: Client, shop_id: str) -> bool:
-    return shop_id in node.app[ZONES].index
+    return shop_id in node.app[RUNTIME].zones.index

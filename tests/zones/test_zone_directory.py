@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 
-from dispatch.api.keys import SERVICES, SETTINGS
+from dispatch.api.keys import RUNTIME, SETTINGS
 from dispatch.services.zone_directory import ZoneDirectory
 from tests.orders.helpers import square
 from tests.timing import MS
@@ -19,7 +19,7 @@ async def test_a_lost_message_is_recovered_although_a_later_one_arrived(
 ) -> None:
     admin = auth("admin")
     # A directory that hears no Redis messages at all: only what it is told below.
-    directory = ZoneDirectory(client.app[SERVICES].pool, client.app[SETTINGS].h3_resolution)
+    directory = ZoneDirectory(client.app[RUNTIME].services.pool, client.app[SETTINGS].h3_resolution)
     await directory.load_all()
     lost = await make_shop(client, admin, zone=square(*CENTRE, 0.005))  # its message never comes
     heard = await make_shop(client, admin, zone=square(*CENTRE, 0.004))
@@ -43,7 +43,7 @@ async def test_shop_reloads_during_a_full_load_are_not_lost(
     client: Client, auth: Callable[..., dict[str, str]]
 ) -> None:
     admin = auth("admin")
-    directory = ZoneDirectory(client.app[SERVICES].pool, client.app[SETTINGS].h3_resolution)
+    directory = ZoneDirectory(client.app[RUNTIME].services.pool, client.app[SETTINGS].h3_resolution)
     shops = [await make_shop(client, admin, zone=square(*CENTRE, 0.002 + 0.001 * k)) for k in range(4)]
     # Full loads and single reloads interleaved in every order the event loop picks: each shop ends up in.
     await asyncio.gather(*(f for s in shops for f in (directory.load_all(), directory.reload_shop(s["id"]))))
