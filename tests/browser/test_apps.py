@@ -234,6 +234,14 @@ def test_a_dispatcher_steers_the_fleet_from_the_console(apps: Apps) -> None:
             admin.call("POST", f"/v1/couriers/{courier_id}/location", fix, role="courier", subject=courier_id)
 
     ping_both()
+    uma_row = console.locator("#fleet tr", has_text="Uma")
+    expect(uma_row).to_contain_text("fresh")
+    # New positions are written into the rows in place: their buttons stay the ones a click may be landing on.
+    end_shift = uma_row.get_by_role("button", name="End shift").element_handle()
+    ping_both()
+    console.wait_for_timeout(2500)
+    assert end_shift.evaluate("e => e.isConnected"), "the fleet table was rebuilt for new positions"
+    expect(uma_row).to_contain_text("fresh")
     body = {"dropoff": {"lat": door[0], "lng": door[1]}, "items": [{"sku": "soap", "qty": 1}]}
     order = admin.call("POST", "/v1/orders", body, role="resident", subject=resident_id)
     job = order["jobs"][0]["id"]
@@ -252,6 +260,11 @@ def test_a_dispatcher_steers_the_fleet_from_the_console(apps: Apps) -> None:
     busy_row.get_by_role("button").first.click()
     route = console.locator("#routes [data-route]")
     expect(route).to_have_count(1)
+    # The position poll (every 2 s) leaves the route's controls alone while nothing they show changes: a
+    # rebuilt button between the press and the release of a click loses the click.
+    picker = route.locator("select").element_handle()
+    console.wait_for_timeout(2500)
+    assert picker.evaluate("e => e.isConnected"), "the route's controls were rebuilt by the position poll"
     route.locator("select").select_option(label=f"{other_name} (free)")
     route.get_by_role("button", name="Give what is left to collect").click()
     expect(console.locator("#messages")).to_contain_text(f"Work given to {other_name}")

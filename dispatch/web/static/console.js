@@ -236,22 +236,41 @@ function start() {
     $("#orders-count").textContent = `${listed.length} shown`;
   }
 
+  function positionText(c) {
+    const live = fleet.get(c.id);
+    const position = live?.position;
+    return !c.on_shift ? "–" : !position ? "no position" : `${live.stale ? "stale" : "fresh"} · ${clockTime(position.at)}`;
+  }
+
+  // Rows hold buttons: when only positions moved (every poll), those cells are updated in place, so a click or
+  // keyboard focus on a row's button is not lost to a rebuilt table.
+  let fleetShown = "";
   function renderFleet() {
     const all = [...couriers.values()].sort((a, b) => Number(b.on_shift) - Number(a.on_shift) || a.name.localeCompare(b.name, undefined, { numeric: true }));
+    const shown = JSON.stringify([
+      chosenCourier,
+      all.map((c) => [c, routes.filter((r) => r.courier_id === c.id), Boolean(fleet.get(c.id)?.position)]),
+    ]);
+    if (shown === fleetShown) {
+      for (const c of all) {
+        const cell = document.querySelector(`#fleet tr[data-courier="${c.id}"] td.position`);
+        if (cell) cell.textContent = positionText(c);
+      }
+      return renderRoutes();
+    }
+    fleetShown = shown;
     fill(
       $("#fleet"),
       all.map((c) => {
-        const live = fleet.get(c.id);
         const mine = routes.filter((r) => r.courier_id === c.id);
         const open = mine.flatMap((r) => r.stops.filter((s) => OPEN_STOP.has(s.state)));
-        const position = live?.position;
         return h(
           "tr",
           { class: `clickable${c.id === chosenCourier ? " selected" : ""}`, dataset: { courier: c.id }, onclick: () => chooseCourier(c.id) },
           h("td", {}, h("button", { type: "button", class: "link", onclick: (e) => (e.stopPropagation(), chooseCourier(c.id)) }, c.name), h("div", { class: "muted small" }, `capacity ${c.capacity}`)),
           h("td", {}, c.on_shift ? "on shift" : "off shift", c.shift_ends_at ? h("div", { class: "muted small" }, `ends ${clockTime(c.shift_ends_at)}`) : null),
           h("td", {}, mine.length ? `busy: ${open.length} stop(s)` : c.on_shift ? "free" : "–", mine.some((r) => r.state === "offered") ? h("div", { class: "small" }, "route offered") : null),
-          h("td", { class: "small" }, !c.on_shift ? "–" : !position ? "no position" : `${live.stale ? "stale" : "fresh"} · ${clockTime(position.at)}`),
+          h("td", { class: "small position" }, positionText(c)),
           h(
             "td",
             {},
@@ -336,10 +355,17 @@ function start() {
     );
   }
 
+  // The courier's routes hold controls (a courier picker, buttons): rebuilt only when what they show changes,
+  // not by every position poll, so a click, an open picker or keyboard focus in them is never lost.
+  let routesShown = "";
   function renderRoutes() {
     const box = $("#routes");
+    const mine = chosenCourier ? routes.filter((r) => r.courier_id === chosenCourier) : [];
+    const others = [...fleet.values()].map((c) => [c.id, c.name, c.stale, busy(c.id)]);
+    const shown = JSON.stringify([chosenCourier, mine, others, nextStopOf(chosenCourier)]);
+    if (shown === routesShown) return;
+    routesShown = shown;
     if (!chosenCourier) return fill(box);
-    const mine = routes.filter((r) => r.courier_id === chosenCourier);
     fill(
       box,
       h("h3", {}, `${courierName(chosenCourier)}'s routes`),
