@@ -63,6 +63,7 @@ from websocket.fanout import Fanout
 from websocket.hub import Hub
 
 log = logging.getLogger(__name__)
+STOP_S = 5.0  # at shutdown, how long a background task may take to stop once cancelled
 
 # Plain routes: what is not an operation (health, metrics, the clock, the websocket upgrade, the contracts,
 # the apps' pages and files).
@@ -211,8 +212,12 @@ def _background(stack: contextlib.AsyncExitStack, work: Coroutine[Any, Any, None
 
     async def stop() -> None:
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        # Bounded: work that does not stop when cancelled must not hold up the node's shutdown; say which.
+        done, _ = await asyncio.wait({task}, timeout=STOP_S)
+        if not done:
+            log.warning("shutting down: background task %s did not stop within %.0f s", name, STOP_S)
+        elif not task.cancelled() and task.exception() is not None:
+            log.warning("background task %s ended with %r", name, task.exception())
 
     stack.push_async_callback(stop)
 

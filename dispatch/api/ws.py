@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 routes = RouteTable("realtime")
 
 AUTH_TIMEOUT_S = 5.0
+CLOSE_S = 5.0  # at shutdown, how long a websocket's close handshake may take
 HEARTBEAT_S = 20.0
 MAX_FRAME_BYTES = 1 << 20  # frames above this are refused by aiohttp (close 1009)
 RATE_PER_S, BURST = 20.0, 40.0
@@ -266,6 +267,12 @@ async def _handle(app: web.Application, conn: Connection, who: Principal, msg: C
 async def close_all(app: web.Application) -> None:
     sockets = app[WEBSOCKETS]
     log.info("shutting down: closing %d websocket(s)", len(sockets), extra={"websockets": len(sockets)})
-    for ws in list(sockets):
-        with contextlib.suppress(Exception):
-            await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
+    # Closed together, each with a bound: a peer that never answers the close handshake must not hold up
+    # the node's shutdown.
+    closes = [
+        asyncio.wait_for(ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down"), CLOSE_S)
+        for ws in list(sockets)
+    ]
+    stuck = [r for r in await asyncio.gather(*closes, return_exceptions=True) if isinstance(r, TimeoutError)]
+    if stuck:
+        log.warning("shutting down: %d websocket(s) did not close within %.0f s", len(stuck), CLOSE_S)
