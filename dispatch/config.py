@@ -304,6 +304,14 @@ class Settings(BaseSettings):
         "`warning` offering pick-up or a later slot) or `refuse` it (409 `no_courier_available`, the same "
         "offers)",
     )
+    admission_refresh_s: float = setting(
+        1.0,
+        "DISPATCH_ADMISSION_REFRESH_S",
+        "that check weighs each order against this node's snapshot of the fleet and the waiting work, read "
+        "again when older than this many (wall) seconds; orders admitted meanwhile take their couriers in "
+        "it. 0: read for every order (costly at peak: the whole on-shift fleet and up to 1,000 jobs)",
+        ge=0,
+    )
     # --- the clock (replays) ---
     clock_speed: float = setting(
         1.0, "DISPATCH_CLOCK_SPEED", "run the server's clock this many times faster than wall time", gt=0

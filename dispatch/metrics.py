@@ -58,6 +58,11 @@ class Metrics:
             ["outcome"],
             registry=registry,
         )
+        self.admission_reads = Counter(
+            "dispatch_admission_reads",
+            "times this node read the fleet and the waiting work for the check at placement",
+            registry=registry,
+        )
         self.events = Counter(
             "dispatch_events",
             "events this node committed, by type (job.offered, job.accepted, job.rejected, job.expired, ...)",

@@ -109,15 +109,15 @@ def clock() -> ManualClock:
 def settings(tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
     """The test server's settings; a test changes some by `parametrize("settings", [{..}], indirect=True)`."""
     # Timers are fired explicitly by the tests (expire_due) so that they run deterministically. Rounds place
-    # work as soon as it is accepted (tests/couriers/test_deferral.py covers holding it until it is due).
+    # work as soon as it is accepted (tests/couriers/test_deferral.py covers holding it until it is due). The
+    # check at placement reads the fleet for every order (tests/couriers/test_admission.py covers the snapshot).
     return Settings(
         data_dir=tmp_path,
         db_pool_min=1,
         db_pool_max=4,
         max_body_bytes=64 * 1024,
         run_timers=False,
-        defer_wait_minutes=math.inf,
-        **getattr(request, "param", {}),
+        **{"defer_wait_minutes": math.inf, "admission_refresh_s": 0, **getattr(request, "param", {})},
     )
 
 

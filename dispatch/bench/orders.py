@@ -15,12 +15,15 @@ import argparse
 import asyncio
 import random
 import time
+from collections.abc import Coroutine
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 import asyncpg
 import orjson
 import uvloop
+from redis.asyncio import Redis
 
 from dispatch.auth import Role
 from dispatch.bench.harness import (
@@ -33,6 +36,8 @@ from dispatch.bench.harness import (
     token,
 )
 from dispatch.bench.stack import CpuMeter, summary_ms
+from dispatch.clock import SystemClock
+from dispatch.services.locations import LiveLocations, Ping
 
 SKUS = ("milk", "bread", "eggs", "apples")
 # Statements in one order placement: candidates (2), order, stock, jobs, jobs read, order update, events (2).
@@ -46,6 +51,13 @@ def register(kinds: Any) -> None:
     p.add_argument("--duration", type=float, default=30.0, help="seconds of load")
     p.add_argument("--shops", type=int, default=500, help="shops, each on a websocket (500)")
     p.add_argument("--residents", type=int, default=500, help="residents placing orders, each on a websocket")
+    p.add_argument(
+        "--couriers",
+        type=int,
+        default=0,
+        help="couriers on shift where the orders go (positions kept fresh, rounds off: every order waits), "
+        "so each order's check at placement weighs a fleet and a backlog (0)",
+    )
     p.add_argument("--pool", type=int, default=10, help="the server's PostgreSQL pool size")
     p.add_argument("--workers", type=int, default=1, help="server processes (`serve --workers N`) (1)")
     p.add_argument("--profile", metavar="DIR", help="write each server process's cProfile stats into DIR")
@@ -55,7 +67,7 @@ def register(kinds: Any) -> None:
 
 
 def cmd_bench_orders(args: argparse.Namespace) -> int:
-    if min(args.rate, args.duration, args.shops, args.residents, args.workers) <= 0:
+    if min(args.rate, args.duration, args.shops, args.residents, args.workers) <= 0 or args.couriers < 0:
         raise SystemExit("--rate, --duration, --shops, --residents and --workers must be positive")
 
     def say(message: str) -> None:
@@ -67,20 +79,25 @@ def cmd_bench_orders(args: argparse.Namespace) -> int:
         asyncio.run(seed_shops(stack.database_url, args.shops, SKUS, seed=args.seed))
         residents = asyncio.run(seed_people(stack.database_url, "resident", args.residents))
         shops = asyncio.run(_shop_ids(stack.database_url))
+        couriers = asyncio.run(_couriers_on_shift(stack.database_url, args.couriers))
         env = {"DISPATCH_DB_POOL_MAX": str(args.pool), "DISPATCH_DB_POOL_MIN": str(args.pool)}
+        if couriers:
+            env["DISPATCH_ROUND_S"] = "3600"  # the order path alone: no round takes the backlog away
         with server_process(stack, args.profile, workers=args.workers, env=env) as server:
             say(
                 f"server up at {server.url} ({args.workers} worker(s)); "
                 f"{args.rate:g} orders/s for {args.duration:g} s ..."
             )
             # uvloop: the load generator shares two cores with the server; it must cost as little as it can.
-            report = uvloop.run(_drive(server, shops, residents, args.rate, args.duration, args.seed))
+            drive = _drive(server, shops, residents, args.rate, args.duration, args.seed)
+            report = uvloop.run(_with_fresh_couriers(stack.redis_url, couriers, args.seed, drive))
             report["server_peak_rss_mb"] = server.peak_rss_mb()
             if report["errors"]:
                 report["server_log_tail"] = server.log_path.read_text()[-3000:]
         say("bare transactions on the same database ...")
         report["bare_tx_per_s"] = asyncio.run(_bare_transactions(stack.database_url, args.pool, 5.0))
     report["workers"] = args.workers
+    report["couriers"] = args.couriers
     report["ratio_vs_bare_tx"] = round(report["orders_per_s"] / report["bare_tx_per_s"], 3)
     report["goals"] = goals(report)
     print(orjson.dumps(report).decode() if args.json else _render(report))
@@ -120,6 +137,52 @@ async def _shop_ids(url: str) -> list[str]:
         return [r["id"] for r in await conn.fetch("SELECT id FROM shops ORDER BY id")]
     finally:
         await conn.close()
+
+
+async def _couriers_on_shift(url: str, count: int) -> list[str]:
+    if count == 0:
+        return []
+    ids = await seed_people(url, "courier", count)
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(
+            "UPDATE couriers SET on_shift = true, shift_started_at = now(), capacity = 4 WHERE id = ANY($1)",
+            ids,
+        )
+    finally:
+        await conn.close()
+    return ids
+
+
+async def _with_fresh_couriers(
+    redis_url: str, couriers: list[str], seed: int, drive: Coroutine[Any, Any, dict[str, Any]]
+) -> dict[str, Any]:
+    """Run `drive` while each courier's position is written every 10 s (stale after 30 s) where orders go."""
+    if not couriers:
+        return await drive
+    rng = random.Random(seed + 1)
+    spots = {c: offset(rng.uniform(-2500, 2500), rng.uniform(-2500, 2500)) for c in couriers}
+    redis = Redis.from_url(redis_url)
+    live = LiveLocations(redis, 1000.0, SystemClock())
+    await live.start()
+
+    async def keep_fresh() -> None:
+        while True:
+            now = datetime.now(UTC)
+            await asyncio.gather(
+                *(live.ping(Ping(c, lat, lng, 10.0, now), False) for c, (lat, lng) in spots.items())
+            )
+            await asyncio.sleep(10.0)
+
+    fresh = asyncio.create_task(keep_fresh())
+    try:
+        await asyncio.sleep(1.0)  # the first positions are in
+        return await drive
+    finally:
+        fresh.cancel()
+        await asyncio.gather(fresh, return_exceptions=True)
+        await live.stop()
+        await redis.aclose()
 
 
 async def _drive(
@@ -276,6 +339,7 @@ async def _bare_transactions(url: str, concurrency: int, seconds: float) -> floa
 def _render(r: dict[str, Any]) -> str:
     o, a, c = r["order_to_offer"], r["accept_to_resident"], r["cpu"]
     lines = [
+        f"couriers on shift: {r['couriers']:,}",
         f"orders: {r['orders_placed']:,} placed of {r['orders_sent']:,} sent in {r['duration_s']:g} s "
         f"at {r['rate_offered']:g}/s offered -> {r['orders_per_s']:,.1f} orders/s sustained",
         f"errors: {r['errors']} {r['errors_by_kind'] or ''}",

@@ -77,54 +77,103 @@ def assess(
     travel_many: TravelMany | None = None,
 ) -> Verdict:
     """Whether the order of `parts` can be delivered, with `ahead` waiting before it (see the rules)."""
-    usable = [c for c in couriers if c.assignable]
-    free = [next_free(c, now, travel, service) for c in usable]
-    soon = [u for u in upcoming if u.start <= now + UPCOMING_MINUTES]
-    n = len(usable) + len(soon)
-    points = np.zeros((n, 2), dtype=np.float64)
-    known = np.ones(
-        n, dtype=np.bool_
-    )  # where the courier is free is known (else: at the shop, optimistically)
-    when = np.empty(n, dtype=np.float64)
-    deadline = np.empty(n, dtype=np.float64)
-    spare = np.empty(n, dtype=np.int64)
-    for k, (c, (point, at)) in enumerate(zip(usable, free, strict=True)):
-        points[k], when[k] = point, at
-        deadline[k] = math.inf if c.shift_end is None else c.shift_end
-        spare[k] = c.capacity - load_when_free(c)
-    for k, u in enumerate(soon, start=len(usable)):
-        if u.position is None:
-            known[k] = False
-        else:
-            points[k] = u.position
-        when[k], deadline[k], spare[k] = max(now, u.start), u.end, u.capacity
-    half_pickup, half_dropoff = service.pickup_minutes / 2, service.dropoff_minutes / 2
+    capacity = Capacity.build(ahead, couriers, upcoming, now, travel, service, travel_many)
+    return capacity.admit(parts, now)
 
-    def legs(to: Point) -> NDArray[np.float64]:
-        if travel_many is not None:
-            return np.asarray(travel_many(points, to), dtype=np.float64)
-        return np.fromiter((travel((float(x), float(y)), to) for x, y in points), np.float64, n)
 
-    def place(part: Part) -> float | None:
+class Capacity:
+    """The fleet after the work ahead: where and when each courier (on shift, or starting soon) is next free,
+    until when and with how much room. Built once, it answers many orders (`admit`), each admitted order
+    taking its couriers as if it were work ahead of the next: a node checks orders against a snapshot
+    instead of reading the whole fleet and backlog for each one. Cost: `build` O(ahead x couriers), `admit`
+    O(parts x couriers)."""
+
+    def __init__(
+        self,
+        courier_ids: list[str],
+        arrays: tuple[
+            NDArray[np.float64],
+            NDArray[np.bool_],
+            NDArray[np.float64],
+            NDArray[np.float64],
+            NDArray[np.int64],
+        ],
+        upcoming: Sequence[Upcoming],
+        travel: Travel,
+        service: ServiceTimes,
+        travel_many: TravelMany | None,
+    ) -> None:
+        self.courier_ids = courier_ids
+        self.points, self.known, self.when, self.deadline, self.spare = arrays
+        self.upcoming = tuple(upcoming)
+        self.travel, self.service, self.travel_many = travel, service, travel_many
+
+    @classmethod
+    def build(
+        cls,
+        ahead: Sequence[Part],
+        couriers: Sequence[CourierState],
+        upcoming: Sequence[Upcoming],
+        now: float,
+        travel: Travel,
+        service: ServiceTimes,
+        travel_many: TravelMany | None = None,
+    ) -> Capacity:
+        usable = [c for c in couriers if c.assignable]
+        free = [next_free(c, now, travel, service) for c in usable]
+        soon = [u for u in upcoming if u.start <= now + UPCOMING_MINUTES]
+        n = len(usable) + len(soon)
+        points = np.zeros((n, 2), dtype=np.float64)
+        known = np.ones(n, dtype=np.bool_)  # where the courier is free is known (else: at the shop)
+        when = np.empty(n, dtype=np.float64)
+        deadline = np.empty(n, dtype=np.float64)
+        spare = np.empty(n, dtype=np.int64)
+        for k, (c, (point, at)) in enumerate(zip(usable, free, strict=True)):
+            points[k], when[k] = point, at
+            deadline[k] = math.inf if c.shift_end is None else c.shift_end
+            spare[k] = c.capacity - load_when_free(c)
+        for k, u in enumerate(soon, start=len(usable)):
+            if u.position is None:
+                known[k] = False
+            else:
+                points[k] = u.position
+            when[k], deadline[k], spare[k] = max(now, u.start), u.end, u.capacity
+        ids = [c.courier_id for c in usable] + [u.courier_id for u in soon]
+        capacity = cls(ids, (points, known, when, deadline, spare), upcoming, travel, service, travel_many)
+        for part in sorted(ahead, key=lambda p: p.ready_at):
+            capacity._place(part, now)
+        return capacity
+
+    def admit(self, parts: Sequence[Part], now: float) -> Verdict:
+        """Whether `parts` can all be collected in time (`now` may be later than the build). A deliverable
+        order keeps its couriers (the next order sees them taken); an undeliverable one changes nothing."""
+        saved = (self.points.copy(), self.known.copy(), self.when.copy())
+        collected = [self._place(part, now) for part in parts]
+        if all(at is not None for at in collected):
+            return Verdict(True, pickup_at=max(at for at in collected if at is not None))
+        self.points, self.known, self.when = saved
+        return Verdict(False, later_slot=_later_slot(parts, self.upcoming, now, self.travel, self.service))
+
+    def _legs(self, to: Point) -> NDArray[np.float64]:
+        if self.travel_many is not None:
+            return np.asarray(self.travel_many(self.points, to), dtype=np.float64)
+        n = len(self.points)
+        return np.fromiter((self.travel((float(x), float(y)), to) for x, y in self.points), np.float64, n)
+
+    def _place(self, part: Part, now: float) -> float | None:
         """Give the part to the courier collecting it soonest; when, or None if none can in time."""
-        if n == 0:
+        if len(self.points) == 0:
             return None
-        arrival = when + np.where(known, legs(part.pickup), 0.0)
+        half_pickup, half_dropoff = self.service.pickup_minutes / 2, self.service.dropoff_minutes / 2
+        arrival = np.maximum(self.when, now) + np.where(self.known, self._legs(part.pickup), 0.0)
         pickup = np.maximum(part.ready_at, arrival + half_pickup)
-        pickup[(spare < part.items) | (pickup > deadline)] = np.inf
+        pickup[(self.spare < part.items) | (pickup > self.deadline)] = np.inf
         k = int(np.argmin(pickup))
         if not np.isfinite(pickup[k]):
             return None
-        points[k], known[k] = part.dropoff, True
-        when[k] = pickup[k] + half_pickup + travel(part.pickup, part.dropoff) + 2 * half_dropoff
+        self.points[k], self.known[k] = part.dropoff, True
+        self.when[k] = pickup[k] + half_pickup + self.travel(part.pickup, part.dropoff) + 2 * half_dropoff
         return float(pickup[k])
-
-    for part in sorted(ahead, key=lambda p: p.ready_at):
-        place(part)
-    collected = [place(part) for part in parts]
-    if all(at is not None for at in collected):
-        return Verdict(True, pickup_at=max(at for at in collected if at is not None))
-    return Verdict(False, later_slot=_later_slot(parts, upcoming, now, travel, service))
 
 
 def _later_slot(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import asyncpg
 from redis.asyncio import Redis
@@ -15,9 +15,13 @@ from dispatch.metrics import Metrics
 from dispatch.outbox import Event
 from dispatch.services.locations import LiveLocations
 from dispatch.services.ops_feed import OpsFeed
+from dispatch.services.refreshed import Refreshed
 from dispatch.services.zone_directory import ZoneDirectory
 from dispatch.workers import ProcessWorkers
 from geo import TravelModel
+
+if TYPE_CHECKING:
+    from dispatch.services.admission import Snapshot
 
 
 class Publisher(Protocol):
@@ -38,6 +42,7 @@ class Services:
     metrics: Metrics
     zone_workers: ProcessWorkers
     ops: OpsFeed = field(default_factory=OpsFeed)
+    admission: Refreshed[Snapshot] = field(default_factory=Refreshed)  # the check at placement's picture
     travel: TravelModel = field(init=False)
 
     def __post_init__(self) -> None:

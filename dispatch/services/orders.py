@@ -12,7 +12,7 @@ import asyncpg
 import orjson
 
 from dispatch.core import jobs as job_rules
-from dispatch.core.admission import UPCOMING_MINUTES, Part, Upcoming, assess
+from dispatch.core.admission import Part
 from dispatch.core.matching import (
     CandidateShop,
     OrderTiming,
@@ -23,13 +23,12 @@ from dispatch.core.matching import (
 )
 from dispatch.core.stops import LIVE_ROUTES
 from dispatch.db import Conn, retried, transaction
-from dispatch.errors import Conflict, DispatchError, NotFound, ServiceUnavailable, ValidationFailed
+from dispatch.errors import Conflict, DispatchError, NotFound, ValidationFailed
 from dispatch.ids import new_id
 from dispatch.outbox import Event, NewEvent, append_events
-from dispatch.services import pages
+from dispatch.services import admission, pages
 from dispatch.services.candidates import ShopInfo, load_candidates, nearby_shop_ids
 from dispatch.services.context import Services
-from dispatch.services.dispatching import fleet_now, travel_many_of, waiting_work
 from dispatch.services.offers import StockKey, StockRace, adjust_stock, create_jobs, pinned_pairs, stock_of
 from dispatch.services.records import (
     core_job,
@@ -44,9 +43,7 @@ from dispatch.services.routes import (
     instant,
     lock_courier,
     minutes,
-    service_times,
     settle_stops,
-    travel_of,
 )
 from geo import haversine_m
 
@@ -97,6 +94,8 @@ async def _place_once(
     svc: Services, req: OrderRequest, idempotency: tuple[str, str] | None
 ) -> tuple[int, dict[str, Any], list[Event]]:
     now = svc.clock.now()
+    # Read before the transaction: a refresh takes a pool connection of its own.
+    fleet = await admission.snapshot(svc, now) if req.fulfilment == "delivery" else None
     async with transaction(svc.pool) as conn:
         if idempotency is not None:
             previous = await _claim_key(conn, req.resident_id, idempotency, now)
@@ -105,7 +104,7 @@ async def _place_once(
         plan, shops, _ = await _plan(conn, svc, req, now)
         warning = None
         if req.fulfilment == "delivery":
-            warning = await _deliverable(conn, svc, req, plan, shops, now)
+            warning = await _deliverable(conn, svc, req, plan, shops, now, fleet)
         # The order's state and total follow from the plan, so the order row is written once.
         state, total = job_rules.order_summary(
             [
@@ -154,14 +153,23 @@ async def _place_once(
 
 
 async def _deliverable(
-    conn: Conn, svc: Services, req: OrderRequest, plan: SplitPlan, shops: dict[str, ShopInfo], now: datetime
+    conn: Conn,
+    svc: Services,
+    req: OrderRequest,
+    plan: SplitPlan,
+    shops: dict[str, ShopInfo],
+    now: datetime,
+    fleet: admission.Snapshot | None,
 ) -> dict[str, Any] | None:
     """Refuse a job heavier than any courier can carry; then, for an order wanted now, whether a courier can
-    collect every part before its shift ends (`core.admission`): None if so (or if where couriers are cannot
-    be read), else refuse it or return the warning to place it with (`DISPATCH_UNDELIVERABLE`), offering
-    pick-up and a later slot when possible."""
+    collect every part before its shift ends (`core.admission`, weighed against the node's `fleet`
+    snapshot): None if so (or if where couriers are cannot be read), else refuse it or return the warning to
+    place it with (`DISPATCH_UNDELIVERABLE`), offering pick-up and a later slot when possible."""
     door = (req.lat, req.lng)
-    largest = await conn.fetchval("SELECT max(capacity) FROM couriers WHERE active")
+    if fleet is not None:
+        largest = fleet.largest
+    else:
+        largest = await conn.fetchval("SELECT max(capacity) FROM couriers WHERE active")
     walkable = all(
         haversine_m(shops[j.shop_id].lat, shops[j.shop_id].lng, *door) <= svc.settings.pickup_walk_m
         for j in plan.jobs
@@ -180,33 +188,14 @@ async def _deliverable(
                     "alternatives": pickup,
                 },
             )
-    if req.slot_start is not None:
-        return None  # a slot: the couriers then are not known yet
+    if req.slot_start is not None or fleet is None:
+        return None  # a slot: the couriers then are not known yet; no fleet: Redis away, orders go on
     minute = minutes(now)
     parts = [
         Part((shops[j.shop_id].lat, shops[j.shop_id].lng), door, sum(line.qty for line in j.lines), minute)
         for j in plan.jobs
     ]
-    try:
-        couriers = await fleet_now(conn, svc, svc.live, now)
-    except ServiceUnavailable:  # Redis away: where couriers are is unknown, and orders still go on
-        return None
-    upcoming = [
-        Upcoming(r["courier_id"], minutes(r["start_at"]), minutes(r["end_at"]), r["capacity"])
-        for r in await conn.fetch(
-            """SELECT s.courier_id, s.start_at, s.end_at, c.capacity
-               FROM shifts s JOIN couriers c ON c.id = s.courier_id
-               WHERE s.state = 'planned' AND s.end_at > $1 AND c.active
-               ORDER BY s.start_at, s.id LIMIT 1000""",
-            now,
-        )
-    ]
-    # No courier now or soon: nothing to weigh the waiting work against (a server with no fleet stays quick).
-    soon = couriers or any(u.start <= minute + UPCOMING_MINUTES for u in upcoming)
-    ahead = await waiting_work(conn, svc, now) if soon else []
-    verdict = assess(
-        parts, ahead, couriers, upcoming, minute, travel_of(svc), service_times(svc), travel_many_of(svc)
-    )
+    verdict = fleet.capacity.admit(parts, minute)
     if verdict.deliverable:
         return None
     alternatives: list[dict[str, Any]] = list(pickup)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from dispatch.core.admission import Part, Upcoming, assess
+from dispatch.core.admission import Capacity, Part, Upcoming, assess
 from dispatch.core.courier_state import CourierState
 from dispatch.core.routes import Point, ServiceTimes, Stop
 
@@ -68,3 +68,19 @@ def test_a_shift_starting_soon_counts_a_later_one_offers_a_slot() -> None:
     assert (
         assess([part()], [], [], [Upcoming("u", 45, 50, 4, (0, 0))], 0, minutes, SERVICE).later_slot is None
     )
+
+
+def test_one_snapshot_answers_many_orders_each_taking_its_courier() -> None:
+    # Two couriers until 29, at 0 and at the shop (10). The first order takes the one at the shop (collected
+    # at 2; free at the door 20 at 18, too late to come back: 30).
+    capacity = Capacity.build([], [courier(0, end=29), courier(10, end=29)], [], 0, minutes, SERVICE)
+    assert capacity.admit([part()], 0).pickup_at == 2
+    # An order that cannot be delivered takes no one, not even the courier its first part would have had.
+    assert not capacity.admit([part(), part(shop=500)], 0).deliverable
+    assert capacity.admit([part()], 0).pickup_at == 12  # the courier at 0
+    assert not capacity.admit([part()], 0).deliverable  # no one left in time
+
+
+def test_a_snapshot_used_later_starts_no_courier_before_now() -> None:
+    capacity = Capacity.build([], [courier(10, end=60)], [], 0, minutes, SERVICE)
+    assert capacity.admit([part()], 5).pickup_at == 7  # at the shop since 0, asked at 5: collected at 7

@@ -126,6 +126,11 @@ async def test_refused_when_the_only_courier_ends_its_shift_before_it_could_get_
     assert status == 201, body
 
 
+# 0: the fleet and the waiting work are read for each order; an hour: the first order's snapshot serves both,
+# and the first order's courier must be taken in it.
+@pytest.mark.parametrize(
+    "settings", [{"admission_refresh_s": 0}, {"admission_refresh_s": 3600}], indirect=True
+)
 async def test_work_already_waiting_counts_ahead_of_a_new_order(
     client: Client, auth: AuthFn, clock: ManualClock
 ) -> None:
@@ -138,3 +143,27 @@ async def test_work_already_waiting_counts_ahead_of_a_new_order(
     second = await _place(client, auth, resident, FAR_DOOR)
     assert (first[0], first[1]["warning"]) == (201, None)
     assert second[0] == 201 and second[1]["warning"]["code"] == "no_courier_available"
+
+
+@pytest.mark.parametrize("settings", [{"admission_refresh_s": 3600}], indirect=True)
+async def test_a_node_reads_the_fleet_once_per_refresh_not_per_order(
+    client: Client, auth: AuthFn, clock: ManualClock
+) -> None:
+    """Orders within the refresh interval are weighed against one snapshot: a courier coming on shift after
+    it is not seen until the snapshot is read again."""
+    await _shop(client, auth)
+    resident = await add_resident(client, auth("admin"))
+    registry = client.app[RUNTIME].services.metrics.registry
+
+    def reads() -> float:
+        return registry.get_sample_value("dispatch_admission_reads_total") or 0.0
+
+    before = reads()
+    assert (await _place(client, auth, resident))[1]["warning"]["code"] == "no_courier_available"
+    await ready_courier(client, auth, clock, NEAR_SHOP)
+    for _ in range(3):
+        assert (await _place(client, auth, resident))[1]["warning"]["code"] == "no_courier_available"
+    assert reads() - before == 1
+    client.app[RUNTIME].services.admission.forget()
+    assert (await _place(client, auth, resident))[1]["warning"] is None
+    assert reads() - before == 2

@@ -1,0 +1,40 @@
+"""A value a node reads at most every so many wall seconds, one read at a time, shared by its requests."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class Refreshed(Generic[T]):
+    def __init__(self) -> None:
+        self._value: T | None = None
+        self._read_at = 0.0
+        self._lock = asyncio.Lock()
+
+    def forget(self) -> None:
+        """The next use reads again."""
+        self._value = None
+
+    async def get(self, max_age_s: float, read: Callable[[], Awaitable[T]]) -> T:
+        """The value read less than `max_age_s` ago, else `read()`'s (0: read every time). Requests arriving
+        during a read wait for it rather than reading too; a failed read is not kept."""
+        value = self._fresh(max_age_s)
+        if value is not None:
+            return value
+        async with self._lock:
+            value = self._fresh(max_age_s)
+            if value is not None:
+                return value  # read by the request this one waited behind
+            value = await read()
+            self._value, self._read_at = value, time.monotonic()
+            return value
+
+    def _fresh(self, max_age_s: float) -> T | None:
+        if self._value is None or time.monotonic() - self._read_at >= max_age_s:
+            return None
+        return self._value
