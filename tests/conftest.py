@@ -110,7 +110,7 @@ def settings(tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
     """The test server's settings; a test changes some by `parametrize("settings", [{..}], indirect=True)`."""
     # Timers are fired explicitly by the tests (expire_due) so that they run deterministically. Rounds place
     # work as soon as it is accepted (tests/couriers/test_deferral.py covers holding it until it is due). The
-    # check at placement reads the fleet for every order (tests/couriers/test_admission.py covers the snapshot).
+    # check at placement reads the fleet for every order (test_admission.py covers the snapshot).
     return Settings(
         data_dir=tmp_path,
         db_pool_min=1,

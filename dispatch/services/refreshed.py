@@ -21,11 +21,14 @@ class Refreshed(Generic[T]):
         self._value = None
 
     async def get(self, max_age_s: float, read: Callable[[], Awaitable[T]]) -> T:
-        """The value read less than `max_age_s` ago, else `read()`'s (0: read every time). Requests arriving
-        during a read wait for it rather than reading too; a failed read is not kept."""
+        """The value read less than `max_age_s` ago, else `read()`'s (0: read every time). While one request
+        reads, the others take the previous value (or, if there is none yet, wait for the read rather than
+        reading too); a failed read is not kept."""
         value = self._fresh(max_age_s)
         if value is not None:
             return value
+        if max_age_s > 0 and self._value is not None and self._lock.locked():
+            return self._value  # being read again: the previous value meanwhile, rather than a queue
         async with self._lock:
             value = self._fresh(max_age_s)
             if value is not None:
