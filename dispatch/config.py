@@ -308,8 +308,9 @@ class Settings(BaseSettings):
         1.0,
         "DISPATCH_ADMISSION_REFRESH_S",
         "that check weighs each order against this node's snapshot of the fleet and the waiting work, read "
-        "again when older than this many (wall) seconds; orders admitted meanwhile take their couriers in "
-        "it. 0: read for every order (costly at peak: the whole on-shift fleet and up to 1,000 jobs)",
+        "again when older than this many (wall) seconds, or ten times what reading it took if longer; orders "
+        "admitted meanwhile take their couriers in it. 0: read for every order (costly at peak: the whole "
+        "on-shift fleet and up to 1,000 jobs)",
         ge=0,
     )
     # --- the clock (replays) ---

@@ -74,3 +74,16 @@ async def test_a_failed_read_is_not_kept() -> None:
         return 7
 
     assert await value.get(3600, works) == 7
+
+
+async def test_a_slow_read_is_kept_ten_times_as_long_as_it_took() -> None:
+    value, source = Refreshed[int](), Source()
+
+    async def slow() -> int:
+        await asyncio.sleep(0.2)
+        return await source.read()
+
+    assert await value.get(0.01, slow) == 1
+    await asyncio.sleep(0.05)  # older than the 0.01 asked for, far younger than 10 x 0.2
+    assert await value.get(0.01, slow) == 1
+    assert await value.get(0, slow) == 2  # 0 still means every time
