@@ -107,6 +107,11 @@ class DispatchParams:
     defer_wait_minutes: float | None = None  # hold work whose courier would wait longer at shops
     assign_busy: bool = True  # False: the benchmark's rule, no new work for a courier executing some
     move_margin_minutes: float = 1.0  # queued work moves only to a courier this much better
+    # Left-over work joins a matched courier's route when its shops are this near and that delivers sooner.
+    join_shop_minutes: float | None = None
+    join_limit: int = 3  # orders on a joined route at most
+    join_courier_weight: float = 0.0  # a join gains this x the courier minutes it saves
+    wait_weight: float = 0.0  # cost += this x minutes the courier would wait at shops for goods
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,9 +321,10 @@ def _scores(
         arrival = free_at + leg
         last_pickup = np.maximum(option.release, arrival + option.lead)
         finish = np.where(usable & (last_pickup <= deadline), last_pickup + option.tail, np.inf)
+        wait = last_pickup - (arrival + option.lead)
         finishes.append(finish)
-        costs.append(finish + params.empty_leg_weight * leg)
-        waits.append(last_pickup - (arrival + option.lead))
+        costs.append(finish + params.empty_leg_weight * leg + params.wait_weight * wait)
+        waits.append(wait)
     if len(finishes) == 1:  # the common case: one shop
         return _Scores(finishes[0], costs[0], waits[0], np.zeros(free_at.size, dtype=np.intp))
     choice = np.argmin(np.stack(costs), axis=0)
@@ -360,6 +366,7 @@ def assign_round(
     busy[list(chosen.values())] = True
     placed: list[tuple[Candidate, int]] = []
     unassigned: list[Candidate] = []
+    unmatched = {id(candidate) for row, candidate in enumerate(candidates) if row not in chosen}
     for row, candidate in enumerate(candidates):
         col = chosen.get(row)
         parts = None
@@ -394,7 +401,123 @@ def assign_round(
             unassigned.append(candidate)
             continue
         assignments.append(made)
+    if params.join_shop_minutes is not None:
+        left = [c for c in unassigned if id(c) in unmatched]
+        assignments, joined = _join(left, assignments, fleet, now, travel, travel_many, params)
+        unassigned = [c for c in unassigned if id(c) not in joined]
     return RoundResult(tuple(assignments), tuple(unassigned))
+
+
+def _join(
+    left: Sequence[Candidate],
+    assignments: list[Assignment],
+    fleet: _Fleet,
+    now: float,
+    travel: Travel,
+    travel_many: TravelMany | None,
+    params: DispatchParams,
+) -> tuple[list[Assignment], set[int]]:
+    """Candidates joined onto another courier's route when its shops are near and that is worth it.
+
+    Who may join: a candidate the matching left without a courier (it would wait for the next free courier:
+    at best the earliest finish any courier free after this round's routes gives it), or one matched alone
+    to its courier (its finish with that courier). Onto what: a matched route whose shops are all within
+    `join_shop_minutes` of its own, up to `join_limit` orders. Worth it when the route's delivery minutes
+    with it joined are below the route's before plus the candidate's own, less `join_courier_weight` x the
+    courier minutes it saves (the trip its own courier would make, less what the joined route grows by):
+    when couriers are short their minutes are what every waiting order pays for. The best host wins;
+    earliest-ready candidates first; a route that has hosted does not move, one that moved does not host.
+    """
+    if not assignments:
+        return assignments, set()
+    free_at = fleet.free_at.copy()
+    points = list(fleet.points)
+    for a in assignments:
+        col = fleet.index[a.courier_id]
+        points[col], free_at[col] = a.timings[-1].stop.location, a.timings[-1].departure
+    coords = np.array(points, dtype=np.float64).reshape(len(points), 2)
+    ends = dataclasses.replace(fleet, points=points, coords=coords, free_at=free_at)
+    half_drop = params.service.dropoff_minutes / 2
+    slots: list[Assignment | None] = list(assignments)
+    hosted: set[int] = set()
+    movers: list[tuple[Candidate, int | None]] = [(c, None) for c in left]
+    movers += [(a.candidate, i) for i, a in enumerate(assignments)]
+    movers.sort(key=lambda m: min(p.ready_at or 0.0 for p in m[0].pickups))
+    firsts = np.array([a.candidate.options[0].first_pickup for a in assignments], dtype=np.float64)
+    joined: set[int] = set()
+    for candidate, own_slot in movers:
+        if candidate.parts or (own_slot is not None and own_slot in hosted):
+            continue
+        if own_slot is not None:
+            mine = slots[own_slot]
+            assert mine is not None
+            own = _delivered(_added(mine))
+            saves = mine.timings[-1].departure - _start(mine, fleet)
+        else:
+            scored = _scores(candidate, ends, None, travel, travel_many, params)
+            best_col = int(np.argmin(scored.finish))
+            if not np.isfinite(scored.finish[best_col]):
+                continue
+            own = float(scored.finish[best_col]) * len(candidate.order_ids)
+            saves = float(scored.finish[best_col]) + half_drop - float(ends.free_at[best_col])
+        near = _legs_from(firsts, candidate.pickups[0].location, travel, travel_many)
+        best: tuple[float, int, Assignment] | None = None
+        for slot in np.flatnonzero(near <= params.join_shop_minutes):
+            host_a = slots[int(slot)]
+            if host_a is None or int(slot) == own_slot:
+                continue
+            host = host_a.candidate
+            if len(host.order_ids) + len(candidate.order_ids) > params.join_limit or host.parts:
+                continue
+            if any(
+                min(travel(p.location, q.location) for p in host.pickups) > params.join_shop_minutes
+                for q in candidate.pickups
+            ):
+                continue
+            col = fleet.index[host_a.courier_id]
+            merged = make_candidate([*host.jobs, *candidate.jobs], params, travel)
+            before = _delivered(_added(host_a))
+            for option in range(len(merged.options)):
+                made = _assignment(merged, fleet, col, option, now, travel, params)
+                if made is None:
+                    continue
+                grows = made.timings[-1].departure - host_a.timings[-1].departure
+                gain = before + own - _delivered(_added(made)) + params.join_courier_weight * (saves - grows)
+                if gain > 0 and (best is None or gain > best[0]):
+                    best = (gain, int(slot), made)
+        if best is None:
+            continue
+        _, slot, made = best
+        slots[slot] = made
+        hosted.add(slot)
+        if own_slot is None:
+            joined.add(id(candidate))
+        else:
+            slots[own_slot] = None
+    return [a for a in slots if a is not None], joined
+
+
+def _added(a: Assignment) -> tuple[StopTiming, ...]:
+    """The timings of the assignment's candidate (after the courier's committed stops)."""
+    return a.timings[len(a.route.stops) - len(a.candidate.options[0].stops) :]
+
+
+def _start(a: Assignment, fleet: _Fleet) -> float:
+    """When the courier is free for the assignment's candidate (the end of its committed stops)."""
+    return float(fleet.free_at[fleet.index[a.courier_id]])
+
+
+def _legs_from(
+    points: NDArray[np.float64], to: Point, travel: Travel, travel_many: TravelMany | None
+) -> NDArray[np.float64]:
+    if travel_many is not None:
+        return np.asarray(travel_many(points, to), dtype=np.float64)
+    return np.fromiter((travel((float(x), float(y)), to) for x, y in points), np.float64, len(points))
+
+
+def _delivered(timings: Sequence[StopTiming]) -> float:
+    """Sum of the minutes at which the drop-offs among `timings` hand over."""
+    return sum(t.service_at for t in timings if t.stop.kind == "dropoff")
 
 
 def _holder(candidate: Candidate) -> str | None:
