@@ -257,8 +257,8 @@ class Settings(BaseSettings):
     join_shop_minutes: float = setting(
         3.0,
         "DISPATCH_JOIN_SHOP_MIN",
-        "work the matching leaves over, or gives a courier alone, joins another courier's new route whose shops "
-        "are within this many minutes of its own, when that delivers sooner (see `DISPATCH_JOIN_COURIER_WEIGHT`)",
+        "work the matching leaves over (or, when couriers are short, gives a courier alone) joins another "
+        "courier's new route whose shops are within this many minutes of its own, when that delivers sooner",
         ge=0,
     )
     join_limit: int = setting(
@@ -267,8 +267,8 @@ class Settings(BaseSettings):
     join_courier_weight: float = setting(
         1.0,
         "DISPATCH_JOIN_COURIER_WEIGHT",
-        "a join counts this × the courier minutes it saves as delivery minutes gained (couriers' time is what "
-        "waiting orders pay for when couriers are short)",
+        "when couriers are short, a join counts this × the courier minutes it saves as delivery minutes "
+        "gained (their time is what waiting orders pay for)",
         ge=0,
     )
     defer_wait_minutes: float = setting(

@@ -76,6 +76,9 @@ from dispatch.core.routes import (
     route_options,
 )
 
+JOIN_HOSTS = 8
+"""Routes tried for each candidate that may join one, nearest first shop first: bounds the round's work."""
+
 TravelMany = Callable[[NDArray[np.float64], Point], NDArray[np.float64]]
 """Travel minutes from each row (lat, lng) of an (n, 2) array to one point: `Travel`, vectorised."""
 
@@ -403,7 +406,10 @@ def assign_round(
         assignments.append(made)
     if params.join_shop_minutes is not None:
         left = [c for c in unassigned if id(c) in unmatched]
-        assignments, joined = _join(left, assignments, fleet, now, travel, travel_many, params)
+        # Couriers are short when more candidates wait than couriers are free now: only then are their
+        # minutes worth delivery minutes, and only then may matched work move onto another route.
+        short = len(candidates) > int(np.count_nonzero(fleet.assignable & (fleet.free_at <= now)))
+        assignments, joined = _join(left, assignments, fleet, now, travel, travel_many, params, short)
         unassigned = [c for c in unassigned if id(c) not in joined]
     return RoundResult(tuple(assignments), tuple(unassigned))
 
@@ -416,6 +422,7 @@ def _join(
     travel: Travel,
     travel_many: TravelMany | None,
     params: DispatchParams,
+    short: bool,
 ) -> tuple[list[Assignment], set[int]]:
     """Candidates joined onto another courier's route when its shops are near and that is worth it.
 
@@ -441,7 +448,9 @@ def _join(
     slots: list[Assignment | None] = list(assignments)
     hosted: set[int] = set()
     movers: list[tuple[Candidate, int | None]] = [(c, None) for c in left]
-    movers += [(a.candidate, i) for i, a in enumerate(assignments)]
+    if short:
+        movers += [(a.candidate, i) for i, a in enumerate(assignments)]
+    weight = params.join_courier_weight if short else 0.0
     movers.sort(key=lambda m: min(p.ready_at or 0.0 for p in m[0].pickups))
     firsts = np.array([a.candidate.options[0].first_pickup for a in assignments], dtype=np.float64)
     joined: set[int] = set()
@@ -462,7 +471,8 @@ def _join(
             saves = float(scored.finish[best_col]) + half_drop - float(ends.free_at[best_col])
         near = _legs_from(firsts, candidate.pickups[0].location, travel, travel_many)
         best: tuple[float, int, Assignment] | None = None
-        for slot in np.flatnonzero(near <= params.join_shop_minutes):
+        hosts = np.flatnonzero(near <= params.join_shop_minutes)
+        for slot in hosts[np.argsort(near[hosts], kind="stable")][:JOIN_HOSTS]:
             host_a = slots[int(slot)]
             if host_a is None or int(slot) == own_slot:
                 continue
@@ -482,7 +492,7 @@ def _join(
                 if made is None:
                     continue
                 grows = made.timings[-1].departure - host_a.timings[-1].departure
-                gain = before + own - _delivered(_added(made)) + params.join_courier_weight * (saves - grows)
+                gain = before + own - _delivered(_added(made)) + weight * (saves - grows)
                 if gain > 0 and (best is None or gain > best[0]):
                     best = (gain, int(slot), made)
         if best is None:
