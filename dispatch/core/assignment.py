@@ -23,6 +23,21 @@ longer than that is not placed this round: the courier is better left free until
 off, and the candidate may meet more same-shop orders by then. Work a courier can only reach late
 is placed at once.
 
+Joining (`join_shop_minutes`; off when None). When couriers are short, the matching gives each one candidate
+and same-shop work that the bundle rule kept apart (ready minutes apart, doors in different directions) waits
+for a courier of its own. After the matching, a candidate may join another courier's new route whose shops are
+all within `join_shop_minutes` of its own (up to `join_limit` orders on it, the route's stop order chosen
+afresh): a candidate left without a courier (what it would get otherwise: its finish with the courier that
+would be free for it once this round's routes and the left-over candidates ahead of it are served, for each of
+its orders), and, only when couriers are short, one matched alone (its finish with its courier, whose new work
+is then taken off). It joins where that lowers the sum of delivery minutes most: the route's orders and its
+own, with the route's added stops timed exactly (`courier_state.timeline`), against the route's before plus
+its own; when couriers are short, `join_courier_weight` x the courier minutes saved (its own courier's trip
+less what the route grows by) counts as gained too, since every waiting order pays for couriers' time then.
+Short: more candidates than couriers free now. Candidates go earliest ready first; a route that has taken one
+in does not move, one that moved takes nothing in; split orders do not join. Each candidate tries the
+`JOIN_HOSTS` routes with the nearest first shop, so the step is O(movers x (couriers + JOIN_HOSTS x options)).
+
 Revisable plans (`plan_round`, what the server and `replay offline` run). A courier is committed only to
 what it is already doing (`courier_state.commitments`: the stop it is driving to or at, what it carries and
 what it collects there); the jobs queued behind are put back in play every round with the waiting ones, and
@@ -110,11 +125,9 @@ class DispatchParams:
     defer_wait_minutes: float | None = None  # hold work whose courier would wait longer at shops
     assign_busy: bool = True  # False: the benchmark's rule, no new work for a courier executing some
     move_margin_minutes: float = 1.0  # queued work moves only to a courier this much better
-    # Left-over work joins a matched courier's route when its shops are this near and that delivers sooner.
-    join_shop_minutes: float | None = None
-    join_limit: int = 3  # orders on a joined route at most
-    join_courier_weight: float = 0.0  # a join gains this x the courier minutes it saves
-    wait_weight: float = 0.0  # cost += this x minutes the courier would wait at shops for goods
+    join_shop_minutes: float | None = None  # joining (see the module docstring): shops this near; None: off
+    join_limit: int = 3  # orders on a route made by joining, at most
+    join_courier_weight: float = 0.0  # when couriers are short, a join gains this x the courier minutes saved
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,10 +337,9 @@ def _scores(
         arrival = free_at + leg
         last_pickup = np.maximum(option.release, arrival + option.lead)
         finish = np.where(usable & (last_pickup <= deadline), last_pickup + option.tail, np.inf)
-        wait = last_pickup - (arrival + option.lead)
         finishes.append(finish)
-        costs.append(finish + params.empty_leg_weight * leg + params.wait_weight * wait)
-        waits.append(wait)
+        costs.append(finish + params.empty_leg_weight * leg)
+        waits.append(last_pickup - (arrival + option.lead))
     if len(finishes) == 1:  # the common case: one shop
         return _Scores(finishes[0], costs[0], waits[0], np.zeros(free_at.size, dtype=np.intp))
     choice = np.argmin(np.stack(costs), axis=0)
@@ -404,12 +416,11 @@ def assign_round(
             unassigned.append(candidate)
             continue
         assignments.append(made)
-    if params.join_shop_minutes is not None:
+    if params.join_shop_minutes is not None and params.join_limit > 1:
         left = [c for c in unassigned if id(c) in unmatched]
-        # Couriers are short when more candidates wait than couriers are free now: only then are their
-        # minutes worth delivery minutes, and only then may matched work move onto another route.
         short = len(candidates) > int(np.count_nonzero(fleet.assignable & (fleet.free_at <= now)))
-        assignments, joined = _join(left, assignments, fleet, now, travel, travel_many, params, short)
+        reach = params.join_shop_minutes
+        assignments, joined = _join(left, assignments, fleet, now, travel, travel_many, params, reach, short)
         unassigned = [c for c in unassigned if id(c) not in joined]
     return RoundResult(tuple(assignments), tuple(unassigned))
 
@@ -422,19 +433,11 @@ def _join(
     travel: Travel,
     travel_many: TravelMany | None,
     params: DispatchParams,
+    reach: float,
     short: bool,
 ) -> tuple[list[Assignment], set[int]]:
-    """Candidates joined onto another courier's route when its shops are near and that is worth it.
-
-    Who may join: a candidate the matching left without a courier (it would wait for the next free courier:
-    at best the earliest finish any courier free after this round's routes gives it), or one matched alone
-    to its courier (its finish with that courier). Onto what: a matched route whose shops are all within
-    `join_shop_minutes` of its own, up to `join_limit` orders. Worth it when the route's delivery minutes
-    with it joined are below the route's before plus the candidate's own, less `join_courier_weight` x the
-    courier minutes it saves (the trip its own courier would make, less what the joined route grows by):
-    when couriers are short their minutes are what every waiting order pays for. The best host wins;
-    earliest-ready candidates first; a route that has hosted does not move, one that moved does not host.
-    """
+    """Candidates joined onto another courier's new route (see "Joining" in the module docstring); returns
+    the assignments as they now are and the ids of the left-over candidates that joined one."""
     if not assignments:
         return assignments, set()
     free_at = fleet.free_at.copy()
@@ -454,6 +457,7 @@ def _join(
     movers.sort(key=lambda m: min(p.ready_at or 0.0 for p in m[0].pickups))
     firsts = np.array([a.candidate.options[0].first_pickup for a in assignments], dtype=np.float64)
     joined: set[int] = set()
+    waiting = 0
     for candidate, own_slot in movers:
         if candidate.parts or (own_slot is not None and own_slot in hosted):
             continue
@@ -464,14 +468,18 @@ def _join(
             saves = mine.timings[-1].departure - _start(mine, fleet)
         else:
             scored = _scores(candidate, ends, None, travel, travel_many, params)
-            best_col = int(np.argmin(scored.finish))
+            # Each left-over candidate still waiting ahead of this one takes one of the couriers first.
+            order = np.argsort(scored.finish, kind="stable")
+            best_col = int(order[min(waiting, order.size - 1)])
             if not np.isfinite(scored.finish[best_col]):
-                continue
+                best_col = int(order[0])
+                if not np.isfinite(scored.finish[best_col]):
+                    continue
             own = float(scored.finish[best_col]) * len(candidate.order_ids)
             saves = float(scored.finish[best_col]) + half_drop - float(ends.free_at[best_col])
         near = _legs_from(firsts, candidate.pickups[0].location, travel, travel_many)
         best: tuple[float, int, Assignment] | None = None
-        hosts = np.flatnonzero(near <= params.join_shop_minutes)
+        hosts = np.flatnonzero(near <= reach)
         for slot in hosts[np.argsort(near[hosts], kind="stable")][:JOIN_HOSTS]:
             host_a = slots[int(slot)]
             if host_a is None or int(slot) == own_slot:
@@ -480,8 +488,7 @@ def _join(
             if len(host.order_ids) + len(candidate.order_ids) > params.join_limit or host.parts:
                 continue
             if any(
-                min(travel(p.location, q.location) for p in host.pickups) > params.join_shop_minutes
-                for q in candidate.pickups
+                min(travel(p.location, q.location) for p in host.pickups) > reach for q in candidate.pickups
             ):
                 continue
             col = fleet.index[host_a.courier_id]
@@ -496,14 +503,24 @@ def _join(
                 if gain > 0 and (best is None or gain > best[0]):
                     best = (gain, int(slot), made)
         if best is None:
+            if own_slot is None:
+                waiting += 1
             continue
         _, slot, made = best
         slots[slot] = made
         hosted.add(slot)
+        col = fleet.index[made.courier_id]
+        points[col], free_at[col] = made.timings[-1].stop.location, made.timings[-1].departure
+        coords[col] = points[col]
         if own_slot is None:
             joined.add(id(candidate))
         else:
-            slots[own_slot] = None
+            mine = slots[own_slot]
+            assert mine is not None
+            slots[own_slot] = None  # its courier keeps only its committed stops: free at their end
+            col = fleet.index[mine.courier_id]
+            points[col], free_at[col] = fleet.points[col], fleet.free_at[col]
+            coords[col] = points[col]
     return [a for a in slots if a is not None], joined
 
 
