@@ -255,7 +255,7 @@ class Settings(BaseSettings):
         ge=0,
     )
     join_shop_minutes: float = setting(
-        3.0,
+        4.0,
         "DISPATCH_JOIN_SHOP_MIN",
         "work the matching leaves over (or, when couriers are short, gives a courier alone) joins another "
         "courier's new route whose shops are within this many minutes of its own, when that delivers sooner",
