@@ -249,9 +249,26 @@ class Settings(BaseSettings):
         ge=0,
     )
     empty_leg_weight: float = setting(
-        0.5,
+        0.0,
         "DISPATCH_EMPTY_LEG_WEIGHT",
         "the round minimises delivery minute + this × minutes a courier drives empty to the first shop",
+        ge=0,
+    )
+    join_shop_minutes: float = setting(
+        4.0,
+        "DISPATCH_JOIN_SHOP_MIN",
+        "work the matching leaves over (or, when couriers are short, gives a courier alone) joins another "
+        "courier's new route whose shops are within this many minutes of its own, when that delivers sooner",
+        ge=0,
+    )
+    join_limit: int = setting(
+        4, "DISPATCH_JOIN_LIMIT", "orders on a route made by joining work at most (1: no joining)", ge=1
+    )
+    join_courier_weight: float = setting(
+        1.0,
+        "DISPATCH_JOIN_COURIER_WEIGHT",
+        "when couriers are short, a join counts this × the courier minutes it saves as delivery minutes "
+        "gained (their time is what waiting orders pay for)",
         ge=0,
     )
     defer_wait_minutes: float = setting(

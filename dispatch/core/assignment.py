@@ -23,6 +23,21 @@ longer than that is not placed this round: the courier is better left free until
 off, and the candidate may meet more same-shop orders by then. Work a courier can only reach late
 is placed at once.
 
+Joining (`join_shop_minutes`; off when None). When couriers are short, the matching gives each one candidate
+and same-shop work that the bundle rule kept apart (ready minutes apart, doors in different directions) waits
+for a courier of its own. After the matching, a candidate may join another courier's new route whose shops are
+all within `join_shop_minutes` of its own (up to `join_limit` orders on it, the route's stop order chosen
+afresh): a candidate left without a courier (what it would get otherwise: its finish with the courier that
+would be free for it once this round's routes and the left-over candidates ahead of it are served, for each of
+its orders), and, only when couriers are short, one matched alone (its finish with its courier, whose new work
+is then taken off). It joins where that lowers the sum of delivery minutes most: the route's orders and its
+own, with the route's added stops timed exactly (`courier_state.timeline`), against the route's before plus
+its own; when couriers are short, `join_courier_weight` x the courier minutes saved (its own courier's trip
+less what the route grows by) counts as gained too, since every waiting order pays for couriers' time then.
+Short: more candidates than couriers free now. Candidates go earliest ready first; a route that has taken one
+in does not move, one that moved takes nothing in; split orders do not join. Each candidate tries the
+`JOIN_HOSTS` routes with the nearest first shop, so the step is O(movers x (couriers + JOIN_HOSTS x options)).
+
 Revisable plans (`plan_round`, what the server and `replay offline` run). A courier is committed only to
 what it is already doing (`courier_state.commitments`: the stop it is driving to or at, what it carries and
 what it collects there); the jobs queued behind are put back in play every round with the waiting ones, and
@@ -76,6 +91,9 @@ from dispatch.core.routes import (
     route_options,
 )
 
+JOIN_HOSTS = 8
+"""Routes tried for each candidate that may join one, nearest first shop first: bounds the round's work."""
+
 TravelMany = Callable[[NDArray[np.float64], Point], NDArray[np.float64]]
 """Travel minutes from each row (lat, lng) of an (n, 2) array to one point: `Travel`, vectorised."""
 
@@ -107,6 +125,9 @@ class DispatchParams:
     defer_wait_minutes: float | None = None  # hold work whose courier would wait longer at shops
     assign_busy: bool = True  # False: the benchmark's rule, no new work for a courier executing some
     move_margin_minutes: float = 1.0  # queued work moves only to a courier this much better
+    join_shop_minutes: float | None = None  # joining (see the module docstring): shops this near; None: off
+    join_limit: int = 3  # orders on a route made by joining, at most
+    join_courier_weight: float = 0.0  # when couriers are short, a join gains this x the courier minutes saved
 
 
 @dataclass(frozen=True, slots=True)
@@ -360,6 +381,7 @@ def assign_round(
     busy[list(chosen.values())] = True
     placed: list[tuple[Candidate, int]] = []
     unassigned: list[Candidate] = []
+    unmatched = {id(candidate) for row, candidate in enumerate(candidates) if row not in chosen}
     for row, candidate in enumerate(candidates):
         col = chosen.get(row)
         parts = None
@@ -394,7 +416,135 @@ def assign_round(
             unassigned.append(candidate)
             continue
         assignments.append(made)
+    if params.join_shop_minutes is not None and params.join_limit > 1:
+        left = [c for c in unassigned if id(c) in unmatched]
+        short = len(candidates) > int(np.count_nonzero(fleet.assignable & (fleet.free_at <= now)))
+        reach = params.join_shop_minutes
+        assignments, joined = _join(left, assignments, fleet, now, travel, travel_many, params, reach, short)
+        unassigned = [c for c in unassigned if id(c) not in joined]
     return RoundResult(tuple(assignments), tuple(unassigned))
+
+
+def _join(
+    left: Sequence[Candidate],
+    assignments: list[Assignment],
+    fleet: _Fleet,
+    now: float,
+    travel: Travel,
+    travel_many: TravelMany | None,
+    params: DispatchParams,
+    reach: float,
+    short: bool,
+) -> tuple[list[Assignment], set[int]]:
+    """Candidates joined onto another courier's new route (see "Joining" in the module docstring); returns
+    the assignments as they now are and the ids of the left-over candidates that joined one."""
+    if not assignments:
+        return assignments, set()
+    free_at = fleet.free_at.copy()
+    points = list(fleet.points)
+    for a in assignments:
+        col = fleet.index[a.courier_id]
+        points[col], free_at[col] = a.timings[-1].stop.location, a.timings[-1].departure
+    coords = np.array(points, dtype=np.float64).reshape(len(points), 2)
+    ends = dataclasses.replace(fleet, points=points, coords=coords, free_at=free_at)
+    half_drop = params.service.dropoff_minutes / 2
+    slots: list[Assignment | None] = list(assignments)
+    hosted: set[int] = set()
+    movers: list[tuple[Candidate, int | None]] = [(c, None) for c in left]
+    if short:
+        movers += [(a.candidate, i) for i, a in enumerate(assignments)]
+    weight = params.join_courier_weight if short else 0.0
+    movers.sort(key=lambda m: min(p.ready_at or 0.0 for p in m[0].pickups))
+    firsts = np.array([a.candidate.options[0].first_pickup for a in assignments], dtype=np.float64)
+    joined: set[int] = set()
+    waiting = 0
+    for candidate, own_slot in movers:
+        if candidate.parts or (own_slot is not None and own_slot in hosted):
+            continue
+        if own_slot is not None:
+            mine = slots[own_slot]
+            assert mine is not None
+            own = _delivered(_added(mine))
+            saves = mine.timings[-1].departure - _start(mine, fleet)
+        else:
+            scored = _scores(candidate, ends, None, travel, travel_many, params)
+            # Each left-over candidate still waiting ahead of this one takes one of the couriers first.
+            order = np.argsort(scored.finish, kind="stable")
+            best_col = int(order[min(waiting, order.size - 1)])
+            if not np.isfinite(scored.finish[best_col]):
+                best_col = int(order[0])
+                if not np.isfinite(scored.finish[best_col]):
+                    continue
+            own = float(scored.finish[best_col]) * len(candidate.order_ids)
+            saves = float(scored.finish[best_col]) + half_drop - float(ends.free_at[best_col])
+        near = _legs_from(firsts, candidate.pickups[0].location, travel, travel_many)
+        best: tuple[float, int, Assignment] | None = None
+        hosts = np.flatnonzero(near <= reach)
+        for slot in hosts[np.argsort(near[hosts], kind="stable")][:JOIN_HOSTS]:
+            host_a = slots[int(slot)]
+            if host_a is None or int(slot) == own_slot:
+                continue
+            host = host_a.candidate
+            if len(host.order_ids) + len(candidate.order_ids) > params.join_limit or host.parts:
+                continue
+            if any(
+                min(travel(p.location, q.location) for p in host.pickups) > reach for q in candidate.pickups
+            ):
+                continue
+            col = fleet.index[host_a.courier_id]
+            merged = make_candidate([*host.jobs, *candidate.jobs], params, travel)
+            before = _delivered(_added(host_a))
+            for option in range(len(merged.options)):
+                made = _assignment(merged, fleet, col, option, now, travel, params)
+                if made is None:
+                    continue
+                grows = made.timings[-1].departure - host_a.timings[-1].departure
+                gain = before + own - _delivered(_added(made)) + weight * (saves - grows)
+                if gain > 0 and (best is None or gain > best[0]):
+                    best = (gain, int(slot), made)
+        if best is None:
+            if own_slot is None:
+                waiting += 1
+            continue
+        _, slot, made = best
+        slots[slot] = made
+        hosted.add(slot)
+        col = fleet.index[made.courier_id]
+        points[col], free_at[col] = made.timings[-1].stop.location, made.timings[-1].departure
+        coords[col] = points[col]
+        if own_slot is None:
+            joined.add(id(candidate))
+        else:
+            mine = slots[own_slot]
+            assert mine is not None
+            slots[own_slot] = None  # its courier keeps only its committed stops: free at their end
+            col = fleet.index[mine.courier_id]
+            points[col], free_at[col] = fleet.points[col], fleet.free_at[col]
+            coords[col] = points[col]
+    return [a for a in slots if a is not None], joined
+
+
+def _added(a: Assignment) -> tuple[StopTiming, ...]:
+    """The timings of the assignment's candidate (after the courier's committed stops)."""
+    return a.timings[len(a.route.stops) - len(a.candidate.options[0].stops) :]
+
+
+def _start(a: Assignment, fleet: _Fleet) -> float:
+    """When the courier is free for the assignment's candidate (the end of its committed stops)."""
+    return float(fleet.free_at[fleet.index[a.courier_id]])
+
+
+def _legs_from(
+    points: NDArray[np.float64], to: Point, travel: Travel, travel_many: TravelMany | None
+) -> NDArray[np.float64]:
+    if travel_many is not None:
+        return np.asarray(travel_many(points, to), dtype=np.float64)
+    return np.fromiter((travel((float(x), float(y)), to) for x, y in points), np.float64, len(points))
+
+
+def _delivered(timings: Sequence[StopTiming]) -> float:
+    """Sum of the minutes at which the drop-offs among `timings` hand over."""
+    return sum(t.service_at for t in timings if t.stop.kind == "dropoff")
 
 
 def _holder(candidate: Candidate) -> str | None:

@@ -124,6 +124,9 @@ def params_from(settings: Settings, service: ServiceTimes) -> DispatchParams:
         empty_leg_weight=settings.empty_leg_weight,
         defer_wait_minutes=settings.defer_wait_minutes,
         assign_busy=settings.assign_busy,
+        join_shop_minutes=settings.join_shop_minutes,
+        join_limit=settings.join_limit,
+        join_courier_weight=settings.join_courier_weight,
     )
 
 

@@ -235,6 +235,67 @@ def test_empty_leg_weight_trades_driving_against_lateness() -> None:
     assert assign_round(candidates, couriers, 0, minutes, lighter).assignments[0].courier_id == "quick"
 
 
+# Joining: left-over work (or, when couriers are short, work matched alone) onto a route at its shop.
+
+JOIN = dataclasses.replace(PARAMS, join_shop_minutes=0, join_courier_weight=0)
+
+
+def alone(*jobs: Job) -> list[Candidate]:
+    """One candidate per job (doors too far apart for the bundler to have put them together)."""
+    return [make_candidate([j], JOIN, minutes) for j in jobs]
+
+
+def test_left_over_work_joins_a_route_at_its_shop_when_that_delivers_sooner() -> None:
+    # One courier, two orders ready at its shop. Alone, the courier delivers one (served at 16: pickup at 2,
+    # 10 minutes to the door) and comes back for the other (free at 18, +10 to the shop, pickup at 30,
+    # served at 44): 16 + 44 = 60. Both on one trip: 16 and 16 + 2 + 15 + 2 = 35, 51 in all.
+    candidates = alone(job("a", door=(0, 10)), job("b", door=(10, 0)))
+    without = assign_round(candidates, [courier("c", (0, 0))], 0, minutes, PARAMS)
+    assert len(without.assignments) == 1 and len(without.unassigned) == 1
+    (joined,) = assign_round(candidates, [courier("c", (0, 0))], 0, minutes, JOIN).assignments
+    assert set(joined.candidate.job_ids) == {"a", "b"}
+    assert [t.service_at for t in joined.timings if t.stop.kind == "dropoff"] == [16, 35]
+
+
+def test_a_left_over_order_does_not_join_a_route_at_another_shop() -> None:
+    candidates = alone(job("a", door=(0, 10)), job("b", shop="s2", pickup=(1, 0), door=(10, 0)))
+    result = assign_round(candidates, [courier("c", (0, 0))], 0, minutes, JOIN)  # shops 1 minute apart
+    assert [a.candidate.job_ids for a in result.assignments] == [("a",)]
+    nearby = dataclasses.replace(JOIN, join_shop_minutes=1)
+    (joined,) = assign_round(candidates, [courier("c", (0, 0))], 0, minutes, nearby).assignments
+    assert set(joined.candidate.job_ids) == {"a", "b"}
+
+
+def test_matched_work_moves_onto_a_route_at_its_shop_only_when_couriers_are_short() -> None:
+    candidates = alone(job("a", door=(0, 10)), job("b", door=(0, 12)))
+    # d is free only at 30, 40 minutes away: it would serve b at 88; on c's trip b is served at 22.
+    short = [courier("c", (0, 0)), courier("d", (0, 40), available_at=30)]
+    (joined,) = assign_round(candidates, short, 0, minutes, JOIN).assignments
+    assert (joined.courier_id, set(joined.candidate.job_ids)) == ("c", {"a", "b"})
+    assert [t.service_at for t in joined.timings if t.stop.kind == "dropoff"] == [16, 22]
+    # d free now (as many couriers free as work waiting): each keeps its own order.
+    plenty = [courier("c", (0, 0)), courier("d", (0, 40))]
+    result = assign_round(candidates, plenty, 0, minutes, JOIN)
+    assert sorted((a.courier_id, len(a.candidate.job_ids)) for a in result.assignments) == [
+        ("c", 1),
+        ("d", 1),
+    ]
+
+
+def test_a_join_counts_the_courier_minutes_it_saves_when_couriers_are_short() -> None:
+    candidates = alone(job("a", door=(0, 10)), job("b", door=(0, -10)))
+    # c is at the shop, d 20 minutes away and free at 1. Apart: 16 (c) + 37 (d: pickup at 23, served at 37).
+    # Joined: 16 + 40 = 56, 3 minutes more, but d's trip (38 minutes) is saved and c's grows by 24.
+    couriers = [courier("c", (0, 0)), courier("d", (0, -20), available_at=1)]
+    apart = assign_round(candidates, couriers, 0, minutes, JOIN)
+    assert sorted(a.courier_id for a in apart.assignments) == ["c", "d"]
+    weighted = dataclasses.replace(JOIN, join_courier_weight=1)  # 56 - 14 < 53
+    (joined,) = assign_round(candidates, couriers, 0, minutes, weighted).assignments
+    assert (joined.courier_id, set(joined.candidate.job_ids)) == ("c", {"a", "b"})
+    barely = dataclasses.replace(JOIN, join_courier_weight=0.2)  # 56 - 2.8 > 53
+    assert len(assign_round(candidates, couriers, 0, minutes, barely).assignments) == 2
+
+
 @st.composite
 def split_orders(draw: st.DrawFn) -> tuple[CourierState, list[Job]]:
     grid = st.tuples(st.integers(0, 40), st.integers(0, 40)).map(lambda p: (float(p[0]), float(p[1])))
