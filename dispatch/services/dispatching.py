@@ -446,12 +446,20 @@ async def _write(
     changes = {
         courier_id: CourierChange(conn, svc, live, courier_id, now) for courier_id in sorted(releasing)
     }
+    # Queued work re-planned onto the same courier (its queue took another order, say) is not news to its
+    # resident beyond the new ETA; unless the courier must accept the new route again.
+    staying = {
+        j
+        for a in kept
+        for j in a.candidate.job_ids
+        if svc.settings.courier_auto_accept and fleet.held.get(j, ("",))[0] == a.courier_id
+    }
     for courier_id, job_ids in sorted(releasing.items()):
         for route_id in sorted({fleet.held[j][1] for j in job_ids}):
             route = await conn.fetchrow("SELECT * FROM routes WHERE id = $1", route_id)
             assert route is not None
             out.released += await give_back(
-                changes[courier_id], route, refuse=False, why="replanned", only=job_ids
+                changes[courier_id], route, refuse=False, why="replanned", only=job_ids, staying=staying
             )
     if kept:
         await _claim(conn, svc, live, fleet, kept, set(releasing), number, now, out)

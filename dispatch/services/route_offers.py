@@ -151,10 +151,13 @@ async def give_back(
     refuse: bool,
     why: str,
     only: Collection[str] | None = None,
+    staying: Collection[str] = (),
 ) -> int:
     """Jobs on `route` not yet picked up (of `only`, if given) go back to the dispatch round; goods already on
     board stay with the courier (their drop-off keeps only them); stops left with nothing to do end
-    (`settle_stops`). The caller holds the courier's row, orders and jobs are locked here."""
+    (`settle_stops`). Residents are told a courier is being found again, unless all their order's jobs given
+    back are `staying` (the caller gives them to the same courier again: its new ETA is the news). The
+    caller holds the courier's row, orders and jobs are locked here."""
     conn, now = change.conn, change.now
     stops = await conn.fetch(
         "SELECT * FROM stops WHERE route_id = $1 AND state = ANY ($2::text[]) ORDER BY seq",
@@ -187,7 +190,7 @@ async def give_back(
     await settle_stops(change, stops)
     change.touched.add(route["id"])
     if route["accepted_at"] is not None:  # the residents were told a courier was coming
-        for order_id in sorted({j["order_id"] for j in jobs if j["id"] in freed}):
+        for order_id in sorted({j["order_id"] for j in jobs if j["id"] in freed and j["id"] not in staying}):
             body = order_json(orders[order_id], await order_jobs(conn, order_id))
             body["courier"] = {"state": "reassigning", "reason": why}
             change.events.append(NewEvent(orders[order_id]["resident_id"], "order.updated", body))

@@ -148,3 +148,36 @@ async def test_the_next_stop_is_timed_from_when_the_courier_leaves_the_last_one(
     await ping(client, auth, t.courier, midway, clock.now())
     (now_route,) = [r for r in await routes_of(client, auth, t.courier) if r["id"] == t.route["id"]]
     assert datetime.fromisoformat(now_route["stops"][1]["eta"]["arrival"]) == eta
+
+
+async def test_queued_work_that_stays_with_its_courier_is_not_announced_as_reassigned(
+    client: Client, auth: AuthFn, clock: ManualClock, db: asyncpg.Connection
+) -> None:
+    """A round that re-plans a courier's queue (another order from the same shop joins it) takes the queued
+    job back and gives it to the same courier on a new route: its resident hears the new ETA, not that a
+    courier is being found again."""
+    admin = auth("admin")
+    await add_shop(client, admin, {"bread": 9}, offset_deg=0.002, auto_accept=True, prep_minutes=5)
+    first, second, third = [await add_resident(client, admin) for _ in range(3)]
+    busy = await ready_courier(client, auth, clock, NEAR_SHOP)
+    await _order(client, auth, first, TWO_KM_OUT)
+    assert (await dispatch(client, clock)).routes == 1
+    queued = await _order(client, auth, second)
+    assert (await dispatch(client, clock)).routes == 1  # the only courier: queued behind the far door
+    route_before = await db.fetchval("SELECT route_id FROM jobs WHERE order_id = $1", queued["id"])
+    joining = await _order(client, auth, third)
+    assert (await dispatch(client, clock)).routes == 1
+    route_after = await db.fetchval("SELECT route_id FROM jobs WHERE order_id = $1", queued["id"])
+    assert route_after != route_before  # re-planned ...
+    couriers = await _couriers_of_orders(db)
+    assert couriers[queued["id"]] == couriers[joining["id"]] == busy  # ... onto the same courier
+    told = await db.fetch(
+        """SELECT payload->'courier' AS courier FROM events
+           WHERE recipient = $1 AND type = 'order.updated' ORDER BY seq""",
+        second,
+    )
+    assert [r["courier"] for r in told] == [None] * len(told)
+    assert (
+        await db.fetchval("SELECT count(*) FROM events WHERE recipient = $1 AND type = 'order.eta'", second)
+        >= 1
+    )
