@@ -8,11 +8,13 @@ from typing import Any
 
 import asyncpg
 import pytest
+from h3.api import basic_int as h3
 
 from dispatch.api.keys import RUNTIME
 from dispatch.clock import ManualClock
+from dispatch.services import dispatching
 from dispatch.services.couriers import fire_due_shifts
-from dispatch.services.dispatching import _until_next_look, run_round
+from dispatch.services.dispatching import _Fleet, _until_next_look, run_round
 from tests.couriers.helpers import (
     DOOR,
     NEAR_SHOP,
@@ -275,6 +277,17 @@ async def test_the_dispatch_loop_wakes_when_the_round_is_due_not_a_poll_later(
     assert await _until_next_look(svc) == 1.5  # a whole poll would start the round 2.5 s late
     clock.advance(2)
     assert await _until_next_look(svc) == 0.0
+
+
+def test_the_rings_around_a_pickup_widen_until_enough_distinct_couriers_are_found(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A courier is filed under where it is and where it will be free; found in both, it counts once."""
+    monkeypatch.setattr(dispatching, "NEARBY_MIN", 2)
+    origin = h3.latlng_to_cell(*DOOR, dispatching.CELL_RESOLUTION)
+    one, two = sorted(h3.grid_ring(origin, 1))[0], sorted(h3.grid_ring(origin, 2))[0]
+    fleet = _Fleet([], {}, {origin: ["cou_a"], one: ["cou_a"], two: ["cou_b"]}, {})
+    assert fleet._around(origin) == ["cou_a", "cou_b"]
 
 
 async def test_cancelled_order_frees_the_couriers_route_at_once(
