@@ -95,6 +95,12 @@ def _offline_parser() -> argparse.ArgumentParser:
     p.add_argument("instances", type=Path, nargs="+", help="instance directories")
     p.add_argument("--round-s", type=float, default=30.0, help="dispatch round, instance seconds (30)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="write metrics.json and the evaluator's three files (per order) to DIR/<instance>-<policy>/, "
+        "as a replay through the server does, to compare the two order by order",
+    )
     return p
 
 
@@ -175,6 +181,7 @@ def _cmd_offline(args: argparse.Namespace) -> int:
     from dispatch.config import Settings
     from dispatch.core.routes import ServiceTimes
     from dispatch.replay.offline import admission, simulate_policy
+    from dispatch.replay.trace import write_solution
     from dispatch.services.dispatching import params_from
 
     if not args.round_s > 0:
@@ -186,13 +193,15 @@ def _cmd_offline(args: argparse.Namespace) -> int:
         p = instance.parameters
         params = params_from(settings, ServiceTimes(p.pickup_service_minutes, p.dropoff_service_minutes))
         admit = admission(instance) if settings.undeliverable == "refuse" else None
-        results = {
-            policy: compute_metrics(
-                instance,
-                simulate_policy(instance, policy, params, round_minutes=args.round_s / 60, admit=admit),
-            )
-            for policy in ("ours", "nearest-idle")
-        }
+        results = {}
+        for policy in ("ours", "nearest-idle"):
+            trace = simulate_policy(instance, policy, params, round_minutes=args.round_s / 60, admit=admit)
+            results[policy] = compute_metrics(instance, trace)
+            if args.out is not None:
+                out = args.out / f"{instance.name}-{policy}"
+                write_solution(trace, out, max_click_to_door=p.max_click_to_door)
+                metrics = orjson.dumps(results[policy], option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+                (out / "metrics.json").write_bytes(metrics)
         everything[instance.name] = results
         if not args.json:
             print(f"{instance.name}, offline (the dispatch core alone, rounds every {args.round_s:g} s)")

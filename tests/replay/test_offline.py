@@ -3,16 +3,28 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
+
+import orjson
 
 from dispatch.core.assignment import DispatchParams
 from dispatch.core.routes import ServiceTimes
+from dispatch.replay.cli import replay_main
 from dispatch.replay.feasibility import check
 from dispatch.replay.generate import generate_instance
-from dispatch.replay.instance import Courier, Instance, Order, Parameters, Restaurant
+from dispatch.replay.instance import Courier, Instance, Order, Parameters, Restaurant, write_instance
 from dispatch.replay.metrics import compute_metrics
 from dispatch.replay.offline import simulate_policy
 from dispatch.replay.simulate import simulate_nearest_idle
-from dispatch.replay.trace import AssignmentRecord, CourierMove, OrderRecord
+from dispatch.replay.trace import (
+    ASSIGNMENTS_FILE,
+    COURIERS_FILE,
+    ORDERS_FILE,
+    ORDERS_HEADER,
+    AssignmentRecord,
+    CourierMove,
+    OrderRecord,
+)
 
 SERVICE = ServiceTimes(4, 4)
 
@@ -100,3 +112,16 @@ def test_work_queued_on_a_busy_courier_moves_to_a_courier_who_can_do_it_sooner()
     # Under the benchmark's rule c1 is not given o2 while delivering o1: c2 takes it at 10 all the same.
     rule = simulate_policy(day, "ours", replace(params, assign_busy=False), round_minutes=1, phase_minutes=0)
     assert rule.orders[1] == OrderRecord("o2", 1, 5, 10, 13, 22, "c2")
+
+
+def test_the_offline_command_writes_each_orders_times_as_a_replay_does(tmp_path: Path) -> None:
+    day = generate_instance(24, 3)
+    write_instance(day, tmp_path / "day")
+    assert replay_main(["offline", str(tmp_path / "day"), "--json", "--out", str(tmp_path / "out")]) == 0
+    for policy in ("ours", "nearest-idle"):
+        out = tmp_path / "out" / f"day-{policy}"
+        rows = (out / ORDERS_FILE).read_text().splitlines()
+        assert rows[0].split() == list(ORDERS_HEADER)
+        assert sorted(row.split()[0] for row in rows[1:]) == sorted(day.orders)
+        assert (out / ASSIGNMENTS_FILE).exists() and (out / COURIERS_FILE).exists()
+        assert orjson.loads((out / "metrics.json").read_bytes())["orders"]["total"] == 24
