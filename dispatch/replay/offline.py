@@ -139,9 +139,13 @@ def simulate_policy(
         while placed < len(orders) and orders[placed].placement_time <= now:
             o = orders[placed]
             placed += 1
-            if admit is not None and not admit(o, list(states.values()), [*pending.values(), *queued], now):
-                refused.append(o.id)
-                continue
+            # The server checks an order when it is placed, not at the next round: the fleet as it was then.
+            if admit is not None:
+                at = o.placement_time
+                then = [_state(c, at, travel) for c in couriers if c.on_time <= at < c.off_time]
+                if not admit(o, then, [*pending.values(), *queued], at):
+                    refused.append(o.id)
+                    continue
             r = instance.restaurants[o.restaurant]
             pending[o.id] = Job(o.id, o.id, r.id, (r.x, r.y), o.ready_time, (o.x, o.y))
         if (pending or queued) and states:

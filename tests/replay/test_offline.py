@@ -14,7 +14,7 @@ from dispatch.replay.feasibility import check
 from dispatch.replay.generate import generate_instance
 from dispatch.replay.instance import Courier, Instance, Order, Parameters, Restaurant, write_instance
 from dispatch.replay.metrics import compute_metrics
-from dispatch.replay.offline import simulate_policy
+from dispatch.replay.offline import admission, simulate_policy
 from dispatch.replay.simulate import simulate_nearest_idle
 from dispatch.replay.trace import (
     ASSIGNMENTS_FILE,
@@ -125,3 +125,16 @@ def test_the_offline_command_writes_each_orders_times_as_a_replay_does(tmp_path:
         assert sorted(row.split()[0] for row in rows[1:]) == sorted(day.orders)
         assert (out / ASSIGNMENTS_FILE).exists() and (out / COURIERS_FILE).exists()
         assert orjson.loads((out / "metrics.json").read_bytes())["orders"]["total"] == 24
+
+
+def test_an_order_is_judged_at_its_placement_not_at_the_next_round() -> None:
+    # The server's check at placement (DISPATCH_UNDELIVERABLE=refuse) runs when the order comes in: at 5 the
+    # courier waiting at the shop until 7 can still collect it, at the round half a minute later it cannot.
+    day = Instance(
+        "late",
+        {"r1": Restaurant("r1", 0, 0)},
+        {"o1": Order("o1", 0, 300, 5, "r1", 6)},
+        {"c1": Courier("c1", 0, 0, 0, 7)},
+        Parameters(100, 4, 4, 25, 28, 10, 15),
+    )
+    assert simulate_policy(day, "ours", round_minutes=1, admit=admission(day)).refused == ()
