@@ -589,9 +589,17 @@ class CourierApp:
         await self.day.sleep_until(at + self.half_pickup)
 
     async def _drop_off(self, stop_id: str, arrived: float) -> None:
-        await self.day.sleep_until(arrived + self.half_dropoff)
         order_id = self._stops[stop_id]["order_id"]
-        code = await self.code_for(order_id)
+        # The resident has the code at hand when the courier rings: ask for it now, not after the first half
+        # of the service, where the request's round trip would delay every hand-over.
+        asking = asyncio.ensure_future(self.code_for(order_id))
+        try:
+            await self.day.sleep_until(arrived + self.half_dropoff)
+            code = await asking
+        finally:
+            if not asking.done():
+                asking.cancel()
+                asking.add_done_callback(_consume)
         if not self._open(stop_id):
             return
         at = self.day.minute()

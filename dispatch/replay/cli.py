@@ -32,7 +32,8 @@ USAGE = """usage: dispatch replay INSTANCE_DIR [options]             a day throu
        dispatch replay compare INSTANCE_DIR [options]     both policies, side by side
        dispatch replay offline INSTANCE_DIR... [options]  the dispatch core alone, seconds a day
        dispatch replay generate OUT_DIR [options]         write a generated day
-       dispatch replay [compare|offline|generate] --help  the options of each"""
+       dispatch replay phases INSTANCE_DIR A_OUT B_OUT    two runs of a day, phase by phase
+       dispatch replay [compare|offline|generate|phases] --help  the options of each"""
 
 
 def replay_main(argv: list[str]) -> int:
@@ -47,6 +48,8 @@ def replay_main(argv: list[str]) -> int:
         return _cmd_compare(_compare_parser().parse_args(argv[1:]))
     if argv[0] == "offline":
         return _cmd_offline(_offline_parser().parse_args(argv[1:]))
+    if argv[0] == "phases":
+        return _cmd_phases(_phases_parser().parse_args(argv[1:]))
     return _cmd_run(_run_parser().parse_args(argv))
 
 
@@ -95,7 +98,40 @@ def _offline_parser() -> argparse.ArgumentParser:
     p.add_argument("instances", type=Path, nargs="+", help="instance directories")
     p.add_argument("--round-s", type=float, default=30.0, help="dispatch round, instance seconds (30)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="write metrics.json and the evaluator's three files (per order) to DIR/<instance>-<policy>/, "
+        "as a replay through the server does, to compare the two order by order",
+    )
     return p
+
+
+def _phases_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="dispatch replay phases",
+        description="Where two runs of one day (e.g. `replay offline --out` and `replay --out`) differ: per "
+        "phase of an order, the mean in each and the distribution of the per-order difference (B - A).",
+    )
+    p.add_argument("instance", type=Path, help="the instance directory")
+    p.add_argument("a", type=Path, help="output directory of the first run")
+    p.add_argument("b", type=Path, help="output directory of the second run")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    return p
+
+
+def _cmd_phases(args: argparse.Namespace) -> int:
+    from dispatch.replay.phases import compare, format_phases, order_phases
+
+    instance = load_instance(args.instance)
+    a, b = order_phases(instance, args.a), order_phases(instance, args.b)
+    table = compare(a, b)
+    orders = len(set(a) & set(b))
+    if args.json:
+        print(orjson.dumps({"orders": orders, "phases": table}).decode())
+    else:
+        print(format_phases(table, str(args.a.name) or "a", str(args.b.name) or "b", orders))
+    return 0
 
 
 def _generate_parser() -> argparse.ArgumentParser:
@@ -175,6 +211,7 @@ def _cmd_offline(args: argparse.Namespace) -> int:
     from dispatch.config import Settings
     from dispatch.core.routes import ServiceTimes
     from dispatch.replay.offline import admission, simulate_policy
+    from dispatch.replay.trace import write_solution
     from dispatch.services.dispatching import params_from
 
     if not args.round_s > 0:
@@ -186,13 +223,15 @@ def _cmd_offline(args: argparse.Namespace) -> int:
         p = instance.parameters
         params = params_from(settings, ServiceTimes(p.pickup_service_minutes, p.dropoff_service_minutes))
         admit = admission(instance) if settings.undeliverable == "refuse" else None
-        results = {
-            policy: compute_metrics(
-                instance,
-                simulate_policy(instance, policy, params, round_minutes=args.round_s / 60, admit=admit),
-            )
-            for policy in ("ours", "nearest-idle")
-        }
+        results = {}
+        for policy in ("ours", "nearest-idle"):
+            trace = simulate_policy(instance, policy, params, round_minutes=args.round_s / 60, admit=admit)
+            results[policy] = compute_metrics(instance, trace)
+            if args.out is not None:
+                out = args.out / f"{instance.name}-{policy}"
+                write_solution(trace, out, max_click_to_door=p.max_click_to_door)
+                metrics = orjson.dumps(results[policy], option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+                (out / "metrics.json").write_bytes(metrics)
         everything[instance.name] = results
         if not args.json:
             print(f"{instance.name}, offline (the dispatch core alone, rounds every {args.round_s:g} s)")

@@ -110,8 +110,16 @@ def simulate_policy(
     *,
     round_minutes: float = 0.5,
     admit: Admit | None = None,
+    phase_minutes: float | None = None,
 ) -> Trace:
-    """Run the day under `policy` with rounds every `round_minutes`; deterministic."""
+    """Run the day under `policy` with rounds every `round_minutes`, the first `phase_minutes` after the first
+    placement (default: half a round); deterministic.
+
+    The instance's times are whole minutes, so rounds on whole minutes would see every placement, ready time
+    and arrival the moment it happens and send a held courier exactly when it has to set off. The live
+    server's rounds fall anywhere between such events (an event waits half a round for the next one on
+    average): halfway is that average, so offline no longer counts on a coincidence the server lacks."""
+    phase = round_minutes / 2 if phase_minutes is None else phase_minutes
     p = instance.parameters
     service = ServiceTimes(p.pickup_service_minutes, p.dropoff_service_minutes)
     params = params or DispatchParams(service=service)
@@ -123,7 +131,7 @@ def simulate_policy(
     refused: list[str] = []
     last_on = max((c.off_time for c in couriers), default=-math.inf)
     placed, rounds = 0, 0
-    first = orders[0].placement_time if orders else 0.0
+    first = (orders[0].placement_time if orders else 0.0) + phase
     now = first
     while (placed < len(orders) or pending or _busy(couriers, now)) and now < last_on:
         states = {c.courier_id: _state(c, now, travel) for c in couriers if c.on_time <= now < c.off_time}
@@ -131,9 +139,13 @@ def simulate_policy(
         while placed < len(orders) and orders[placed].placement_time <= now:
             o = orders[placed]
             placed += 1
-            if admit is not None and not admit(o, list(states.values()), [*pending.values(), *queued], now):
-                refused.append(o.id)
-                continue
+            # The server checks an order when it is placed, not at the next round: the fleet as it was then.
+            if admit is not None:
+                at = o.placement_time
+                then = [_state(c, at, travel) for c in couriers if c.on_time <= at < c.off_time]
+                if not admit(o, then, [*pending.values(), *queued], at):
+                    refused.append(o.id)
+                    continue
             r = instance.restaurants[o.restaurant]
             pending[o.id] = Job(o.id, o.id, r.id, (r.x, r.y), o.ready_time, (o.x, o.y))
         if (pending or queued) and states:

@@ -7,11 +7,14 @@ from datetime import timedelta
 from typing import Any
 
 import asyncpg
+import pytest
+from h3.api import basic_int as h3
 
 from dispatch.api.keys import RUNTIME
 from dispatch.clock import ManualClock
+from dispatch.services import dispatching
 from dispatch.services.couriers import fire_due_shifts
-from dispatch.services.dispatching import run_round
+from dispatch.services.dispatching import _Fleet, _until_next_look, run_round
 from tests.couriers.helpers import (
     DOOR,
     NEAR_SHOP,
@@ -244,6 +247,47 @@ async def test_a_round_runs_once_however_often_it_is_asked(
     second = await run_round(svc, live)
     assert second is not None and second.round == first.round + 1
     assert await db.fetchval("SELECT count(*) FROM dispatch_rounds") == 2
+
+
+async def test_rounds_keep_their_interval_when_one_starts_late(client: Client, clock: ManualClock) -> None:
+    """A round due at T that starts late still leaves the next one due at T + DISPATCH_ROUND_S (5 s here), so
+    a poll's wait and a round's own time do not stretch every interval; one missed altogether is skipped."""
+    svc, live = client.app[RUNTIME].services, client.app[RUNTIME].services.live
+    assert await run_round(svc, live) is not None  # the first: due from now on, every 5 s
+    clock.advance(8)  # 3 s late
+    assert await run_round(svc, live) is not None
+    clock.advance(2)  # the grid's next point, 10 s after the first
+    assert await run_round(svc, live) is not None
+    clock.advance(12)  # 22 s: the round due at 15 s is 7 s late, the one at 20 s is missed
+    assert await run_round(svc, live) is not None
+    clock.advance(2.9)
+    assert await run_round(svc, live) is None  # not back to back: the next is due at 25 s
+    clock.advance(0.1)
+    assert await run_round(svc, live) is not None
+
+
+@pytest.mark.parametrize("settings", [{"timer_poll_s": 4.0}], indirect=True)
+async def test_the_dispatch_loop_wakes_when_the_round_is_due_not_a_poll_later(
+    client: Client, clock: ManualClock
+) -> None:
+    svc, live = client.app[RUNTIME].services, client.app[RUNTIME].services.live
+    assert await run_round(svc, live) is not None  # the next is due in 5 s
+    assert await _until_next_look(svc) == 4.0
+    clock.advance(3.5)
+    assert await _until_next_look(svc) == 1.5  # a whole poll would start the round 2.5 s late
+    clock.advance(2)
+    assert await _until_next_look(svc) == 0.0
+
+
+def test_the_rings_around_a_pickup_widen_until_enough_distinct_couriers_are_found(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A courier is filed under where it is and where it will be free; found in both, it counts once."""
+    monkeypatch.setattr(dispatching, "NEARBY_MIN", 2)
+    origin = h3.latlng_to_cell(*DOOR, dispatching.CELL_RESOLUTION)
+    one, two = sorted(h3.grid_ring(origin, 1))[0], sorted(h3.grid_ring(origin, 2))[0]
+    fleet = _Fleet([], {}, {origin: ["cou_a"], one: ["cou_a"], two: ["cou_b"]}, {})
+    assert fleet._around(origin) == ["cou_a", "cou_b"]
 
 
 async def test_cancelled_order_frees_the_couriers_route_at_once(

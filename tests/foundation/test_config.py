@@ -186,6 +186,6 @@ def test_replay_help() -> None:
         assert "dispatch replay compare" in done.stdout
     bare = _dispatch("replay")
     assert bare.returncode == 2 and bare.stdout.count("usage:") == 1
-    for form in ("compare", "offline", "generate"):
+    for form in ("compare", "offline", "generate", "phases"):
         done = _dispatch("replay", form, "--help")
         assert done.returncode == 0 and f"dispatch replay {form}" in done.stdout, done
