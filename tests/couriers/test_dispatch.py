@@ -15,6 +15,7 @@ from dispatch.clock import ManualClock
 from dispatch.services import dispatching
 from dispatch.services.couriers import fire_due_shifts
 from dispatch.services.dispatching import _Fleet, _until_next_look, run_round
+from dispatch.services.locations import CELL_RESOLUTION
 from tests.couriers.helpers import (
     DOOR,
     NEAR_SHOP,
@@ -284,7 +285,7 @@ def test_the_rings_around_a_pickup_widen_until_enough_distinct_couriers_are_foun
 ) -> None:
     """A courier is filed under where it is and where it will be free; found in both, it counts once."""
     monkeypatch.setattr(dispatching, "NEARBY_MIN", 2)
-    origin = h3.latlng_to_cell(*DOOR, dispatching.CELL_RESOLUTION)
+    origin = h3.latlng_to_cell(*DOOR, CELL_RESOLUTION)
     one, two = sorted(h3.grid_ring(origin, 1))[0], sorted(h3.grid_ring(origin, 2))[0]
     fleet = _Fleet([], {}, {origin: ["cou_a"], one: ["cou_a"], two: ["cou_b"]}, {})
     assert fleet._around(origin) == ["cou_a", "cou_b"]
