@@ -274,8 +274,8 @@ class Settings(BaseSettings):
     defer_wait_minutes: float = setting(
         0.0,
         "DISPATCH_DEFER_WAIT_MIN",
-        "work whose best courier would wait longer than this at the shops is held for a later round (`inf`: "
-        "place work as soon as it is accepted)",
+        "work whose best courier would wait longer than this plus one round (DISPATCH_ROUND_S) at the shops "
+        "is held for a later round (`inf`: place work as soon as it is accepted)",
         ge=0,
         allow_inf_nan=True,
     )

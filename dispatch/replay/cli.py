@@ -216,7 +216,8 @@ def _cmd_offline(args: argparse.Namespace) -> int:
 
     if not args.round_s > 0:
         raise SystemExit("--round-s must be positive")
-    settings = Settings.from_env()  # the server's dispatch settings, as DISPATCH_* would set them
+    # The server's dispatch settings, as DISPATCH_* would set them, with rounds as often as offline's.
+    settings = Settings.from_env().with_(dispatch_round_s=args.round_s)
     everything: dict[str, dict[str, Any]] = {}
     for directory in args.instances:
         instance = load_instance(directory)

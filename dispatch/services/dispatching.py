@@ -126,6 +126,7 @@ def params_from(settings: Settings, service: ServiceTimes) -> DispatchParams:
         split_slack_minutes=settings.split_slack_minutes,
         empty_leg_weight=settings.empty_leg_weight,
         defer_wait_minutes=settings.defer_wait_minutes,
+        round_minutes=settings.dispatch_round_s / 60,
         assign_busy=settings.assign_busy,
         join_shop_minutes=settings.join_shop_minutes,
         join_limit=settings.join_limit,

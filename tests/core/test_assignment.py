@@ -195,6 +195,17 @@ def test_work_is_deferred_while_its_courier_would_only_wait_at_the_shop() -> Non
     assert [a.score for a in later.assignments] == [30 + 2 + 10 + 2]
 
 
+def test_work_is_held_only_for_waits_longer_than_a_round() -> None:
+    """Held work goes at the first round after its courier must set off: a wait within one round is not worth
+    holding it for (it would leave up to a round late)."""
+    candidates = route_candidates([job("a", pickup=(0, 10), ready=30, door=(0, 20))], PARAMS, minutes)
+    # Would wait 18 minutes at the shop: held with rounds of 17.5 minutes or less beyond the threshold of 0.
+    for round_minutes, placed in ((17.5, False), (18, True)):
+        params = DispatchParams(service=PARAMS.service, defer_wait_minutes=0, round_minutes=round_minutes)
+        result = assign_round(candidates, [courier("c", (0, 0))], 0, minutes, params)
+        assert bool(result.assignments) is placed
+
+
 def test_a_courier_only_reaching_the_shop_late_is_not_deferred() -> None:
     candidates = route_candidates([job("a", pickup=(0, 10), ready=5, door=(0, 20))], PARAMS, minutes)
     strict = DispatchParams(service=PARAMS.service, defer_wait_minutes=0)
