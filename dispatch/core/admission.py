@@ -24,16 +24,15 @@ slot when a planned shift could take it (its start plus the trip, to an hour lat
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
 
 from dispatch.core.courier_state import CourierState, load_when_free, next_free
-from dispatch.core.routes import Point, ServiceTimes, Travel
+from dispatch.core.routes import Point, ServiceTimes, Travel, TravelMany, travel_from
 
-TravelMany = Callable[[NDArray[np.float64], Point], NDArray[np.float64]]
 SLOT_MINUTES = 60.0  # the length of an offered later slot
 UPCOMING_MINUTES = 30.0  # a planned shift starting within this counts for an order wanted now
 
@@ -90,7 +89,6 @@ class Capacity:
 
     def __init__(
         self,
-        courier_ids: list[str],
         arrays: tuple[
             NDArray[np.float64],
             NDArray[np.bool_],
@@ -103,7 +101,6 @@ class Capacity:
         service: ServiceTimes,
         travel_many: TravelMany | None,
     ) -> None:
-        self.courier_ids = courier_ids
         self.points, self.known, self.when, self.deadline, self.spare = arrays
         self.upcoming = tuple(upcoming)
         self.travel, self.service, self.travel_many = travel, service, travel_many
@@ -138,8 +135,7 @@ class Capacity:
             else:
                 points[k] = u.position
             when[k], deadline[k], spare[k] = max(now, u.start), u.end, u.capacity
-        ids = [c.courier_id for c in usable] + [u.courier_id for u in soon]
-        capacity = cls(ids, (points, known, when, deadline, spare), upcoming, travel, service, travel_many)
+        capacity = cls((points, known, when, deadline, spare), upcoming, travel, service, travel_many)
         for part in sorted(ahead, key=lambda p: p.ready_at):
             capacity._place(part, now)
         return capacity
@@ -154,18 +150,14 @@ class Capacity:
         self.points, self.known, self.when = saved
         return Verdict(False, later_slot=_later_slot(parts, self.upcoming, now, self.travel, self.service))
 
-    def _legs(self, to: Point) -> NDArray[np.float64]:
-        if self.travel_many is not None:
-            return np.asarray(self.travel_many(self.points, to), dtype=np.float64)
-        n = len(self.points)
-        return np.fromiter((self.travel((float(x), float(y)), to) for x, y in self.points), np.float64, n)
-
     def _place(self, part: Part, now: float) -> float | None:
         """Give the part to the courier collecting it soonest; when, or None if none can in time."""
         if len(self.points) == 0:
             return None
         half_pickup, half_dropoff = self.service.pickup_minutes / 2, self.service.dropoff_minutes / 2
-        arrival = np.maximum(self.when, now) + np.where(self.known, self._legs(part.pickup), 0.0)
+        arrival = np.maximum(self.when, now) + np.where(
+            self.known, travel_from(self.points, part.pickup, self.travel, self.travel_many), 0.0
+        )
         pickup = np.maximum(part.ready_at, arrival + half_pickup)
         pickup[(self.spare < part.items) | (pickup > self.deadline)] = np.inf
         k = int(np.argmin(pickup))

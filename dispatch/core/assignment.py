@@ -90,14 +90,13 @@ from dispatch.core.routes import (
     Stop,
     StopTiming,
     Travel,
+    TravelMany,
     route_options,
+    travel_from,
 )
 
 JOIN_HOSTS = 8
 """Routes tried for each candidate that may join one, nearest first shop first: bounds the round's work."""
-
-TravelMany = Callable[[NDArray[np.float64], Point], NDArray[np.float64]]
-"""Travel minutes from each row (lat, lng) of an (n, 2) array to one point: `Travel`, vectorised."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -482,7 +481,7 @@ def _join(
                     continue
             own = float(scored.finish[best_col]) * len(candidate.order_ids)
             saves = float(scored.finish[best_col]) + half_drop - float(ends.free_at[best_col])
-        near = _legs_from(firsts, candidate.pickups[0].location, travel, travel_many)
+        near = travel_from(firsts, candidate.pickups[0].location, travel, travel_many)
         best: tuple[float, int, Assignment] | None = None
         hosts = np.flatnonzero(near <= reach)
         for slot in hosts[np.argsort(near[hosts], kind="stable")][:JOIN_HOSTS]:
@@ -537,14 +536,6 @@ def _added(a: Assignment) -> tuple[StopTiming, ...]:
 def _start(a: Assignment, fleet: _Fleet) -> float:
     """When the courier is free for the assignment's candidate (the end of its committed stops)."""
     return float(fleet.free_at[fleet.index[a.courier_id]])
-
-
-def _legs_from(
-    points: NDArray[np.float64], to: Point, travel: Travel, travel_many: TravelMany | None
-) -> NDArray[np.float64]:
-    if travel_many is not None:
-        return np.asarray(travel_many(points, to), dtype=np.float64)
-    return np.fromiter((travel((float(x), float(y)), to) for x, y in points), np.float64, len(points))
 
 
 def _delivered(timings: Sequence[StopTiming]) -> float:

@@ -17,10 +17,15 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
+from numpy.typing import NDArray
+
 Point = tuple[float, float]
 """(lat, lng); the core never looks inside, it only hands points to the travel function."""
 Travel = Callable[[Point, Point], float]
 """Travel time in minutes from one point to another."""
+TravelMany = Callable[[NDArray[np.float64], Point], NDArray[np.float64]]
+"""Travel minutes from each of n points (an n x 2 array) to one point, vectorised."""
 StopKind = Literal["pickup", "dropoff"]
 
 EXHAUSTIVE_LIMIT = 4
@@ -269,3 +274,12 @@ def _path_minutes(start: Point, stops: Sequence[Stop], travel: Travel) -> float:
         total += travel(here, stop.location)
         here = stop.location
     return total
+
+
+def travel_from(
+    points: NDArray[np.float64], to: Point, travel: Travel, travel_many: TravelMany | None
+) -> NDArray[np.float64]:
+    """Travel minutes from each of `points` to `to`: vectorised when `travel_many` is given."""
+    if travel_many is not None:
+        return np.asarray(travel_many(points, to), dtype=np.float64)
+    return np.fromiter((travel((float(x), float(y)), to) for x, y in points), np.float64, len(points))
