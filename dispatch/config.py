@@ -85,6 +85,13 @@ class Settings(BaseSettings):
     reuse_port: bool = setting(
         False, "DISPATCH_REUSE_PORT", "bind the port with SO_REUSEPORT (a worker of --workers)", internal=True
     )
+    supervisor_pid: int | None = setting(
+        None,
+        "DISPATCH_SUPERVISOR_PID",
+        "stop when this parent is gone (a worker of --workers outliving a killed parent would keep the port)",
+        internal=True,
+        ge=1,
+    )
     profile_dir: Path | None = setting(
         None,
         "DISPATCH_PROFILE_DIR",

@@ -9,7 +9,8 @@
   error shape, is counted in /metrics under the route "malformed", and is logged in one line at most every
   few seconds, never with a traceback.
 - SIGTERM or SIGINT stops it gracefully, as aiohttp's `run_app` does: stop accepting, close websockets with
-  1001, let in-flight requests finish within `DISPATCH_SHUTDOWN_GRACE`, then close the app's resources.
+  1001, let in-flight requests finish within `DISPATCH_SHUTDOWN_GRACE`, then close the app's resources. A
+  worker of `--workers` does the same when its parent is gone.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
 import re
 import signal
 import socket
@@ -38,6 +40,7 @@ KEEPALIVE_S = 75.0  # an idle keep-alive connection is closed after this long (a
 BACKLOG = 512
 REFUSED_LINGER_S = 1.0  # a connection over the limit gets this long to read its 503 before it is closed
 MALFORMED_LOG_EVERY_S = 10.0
+ORPHAN_CHECK_S = 1.0  # how often a worker of --workers looks for its parent
 
 
 def serve(app: web.Application, settings: Settings) -> None:
@@ -96,6 +99,9 @@ async def _serve(app: web.Application, settings: Settings, sockets: list[socket.
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     runner = _Runner(app, settings)
+    orphaned = None
+    if settings.supervisor_pid is not None:
+        orphaned = asyncio.create_task(_stop_when_orphaned(settings.supervisor_pid, stop))
     try:
         await runner.setup()
         # A restarted worker of `--workers`: its peers serve meanwhile, so it takes no connection (to answer
@@ -106,9 +112,21 @@ async def _serve(app: web.Application, settings: Settings, sockets: list[socket.
             await web.SockSite(runner, sock, backlog=BACKLOG).start()
         await stop.wait()
     finally:
+        if orphaned is not None:
+            orphaned.cancel()
         await runner.cleanup()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+
+
+async def _stop_when_orphaned(parent_pid: int, stop: asyncio.Event) -> None:
+    """A worker whose parent is gone (killed with SIGKILL, or by the OOM killer: it could not pass on a
+    SIGTERM) stops as if told to: left running it would keep serving on the port, out of anyone's control,
+    and a new `dispatch serve` could not take the port back."""
+    while os.getppid() == parent_pid:  # noqa: ASYNC110 (the kernel tells no one: look now and then)
+        await asyncio.sleep(ORPHAN_CHECK_S)
+    log.error("the parent process (pid %d) is gone; stopping", parent_pid)
+    stop.set()
 
 
 async def _first(wanted: Any, other: Any) -> bool:

@@ -131,6 +131,7 @@ def worker_env(settings: Settings, database_url: str, redis_url: str) -> dict[st
         "REDIS_URL": redis_url,
         "DISPATCH_WORKERS": "1",
         "DISPATCH_REUSE_PORT": "true",
+        "DISPATCH_SUPERVISOR_PID": str(os.getpid()),
         "DISPATCH_HOST": settings.host,
         "DISPATCH_PORT": str(settings.port),
         "DISPATCH_DATA_DIR": str(settings.data_dir),

@@ -6,6 +6,11 @@ that a caller gets 503 `unavailable` with Retry-After at once rather than a plac
 
 Workers are forked from a forkserver that has imported the work's modules once (`preload`), so a pool
 starts in milliseconds and no worker is forked from the threaded server process itself.
+
+A worker exits when the server process is gone, however it went: each holds the reading end of a pipe only
+the server writes to, and the end of file a SIGKILL or the OOM killer leaves is its cue. Without it, a
+worker (blocked on its task queue, whose both ends it holds) and so the forkserver lived for ever, holding
+the server's stdout and stderr.
 """
 
 from __future__ import annotations
@@ -14,10 +19,13 @@ import asyncio
 import contextlib
 import logging
 import multiprocessing
+import os
 import signal
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.connection import Connection
 from typing import Any, TypeVar
 
 from dispatch.errors import ServiceUnavailable
@@ -26,9 +34,16 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def _worker_init() -> None:
+def _worker_init(lifeline: Connection) -> None:
     # Ctrl-C reaches the whole process group; the server decides when its workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_exit_with_the_server, args=(lifeline,), daemon=True).start()
+
+
+def _exit_with_the_server(lifeline: Connection) -> None:
+    with contextlib.suppress(EOFError, OSError):
+        lifeline.recv_bytes()  # nothing is ever sent: this returns when the server's end closes
+    os._exit(1)
 
 
 def _ready() -> bool:
@@ -42,6 +57,7 @@ class ProcessWorkers:
         self.what = what
         self._preload = list(preload)
         self._executor: ProcessPoolExecutor | None = None
+        self._lifeline: tuple[Connection, Connection] | None = None  # (workers' end, ours)
         self._pending = 0
 
     @property
@@ -54,7 +70,11 @@ class ProcessWorkers:
             context = multiprocessing.get_context("forkserver")
             if self._preload:
                 context.set_forkserver_preload(self._preload)  # ignored once the forkserver runs
-            self._executor = ProcessPoolExecutor(self.processes, mp_context=context, initializer=_worker_init)
+            if self._lifeline is None:
+                self._lifeline = context.Pipe(duplex=False)
+            self._executor = ProcessPoolExecutor(
+                self.processes, mp_context=context, initializer=_worker_init, initargs=(self._lifeline[0],)
+            )
         return self._executor
 
     async def start(self) -> None:
@@ -111,6 +131,9 @@ class ProcessWorkers:
         executor, self._executor = self._executor, None
         if executor is not None:
             await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
+        lifeline, self._lifeline = self._lifeline, None
+        for end in lifeline or ():
+            end.close()
 
 
 def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:

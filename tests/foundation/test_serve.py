@@ -59,7 +59,10 @@ def _wait_ready(proc: subprocess.Popen[str], port: int, timeout: float = 30 * SE
     except RuntimeError as exc:
         if proc.poll() is None:
             proc.kill()
-        out = proc.stdout.read() if proc.stdout else ""
+        try:  # bounded: whatever it started may outlive it and keep its output open
+            out, _ = proc.communicate(timeout=10 * SECOND)
+        except subprocess.TimeoutExpired as timeout:
+            out = timeout.output or ""
         raise AssertionError(f"{exc}:\n{out}") from None
 
 

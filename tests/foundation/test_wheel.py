@@ -173,5 +173,5 @@ def test_wheel_installed_elsewhere_says_which_extra_is_missing_then_migrates_and
     finally:
         if server.poll() is None:
             server.kill()
-            server.communicate()
+            server.communicate(timeout=30 * SECOND)
     assert server.returncode == 0, out

@@ -5,11 +5,13 @@ again, and SIGTERM stopping them all."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -165,3 +167,86 @@ async def _rounds(data_dir: Path) -> list[asyncpg.Record]:
             await conn.close()
     finally:
         services.stop()
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _family(pid: int) -> list[int]:
+    """`pid`'s descendants: workers, their forkservers and pool processes."""
+    out, todo = [], [pid]
+    while todo:
+        children = _children(todo.pop())
+        out += children
+        todo += children
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return "zombie" not in Path(f"/proc/{pid}/status").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def test_workers_stop_when_their_parent_is_killed(database_url: str, redis_url: str, tmp_path: Path) -> None:
+    """A parent killed with SIGKILL (or by the OOM killer) cannot pass SIGTERM on: its workers used to keep
+    serving on the port, out of anyone's control, holding the parent's output open for ever."""
+    port = free_port()
+    env = os.environ | {
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "DISPATCH_SECRET": "test-secret-" + "x" * 40,
+        "DISPATCH_WORKERS": "2",
+        "DISPATCH_LOG_FORMAT": "json",
+    }
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "dispatch",
+            "serve",
+            "--no-demo",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(tmp_path),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    out = Output(proc)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", proc, 60 * SECOND)
+        out.wait_for(r"worker 1 started")
+        family = _family(proc.pid)
+        assert set(out.worker_pids().values()) <= set(family)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10 * SECOND)
+        # Every worker (and what it started) stops, and so the parent's output ends.
+        out.reader.join(30 * SECOND)
+        assert not out.reader.is_alive(), [pid for pid in family if _alive(pid)]
+        assert not [pid for pid in family if _alive(pid)]
+        assert any("is gone; stopping" in message for message in out.messages())
+        # The port is free for the next `dispatch serve` (which binds it as this does).
+        assert not _listening_inodes(port)
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("127.0.0.1", port))
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # whatever is left, on failure
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10 * SECOND)

@@ -1,0 +1,60 @@
+"""The process pool for CPU-heavy work (`dispatch.workers.ProcessWorkers`): its processes end with the server,
+however the server ends."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from tests.timing import MS, SECOND
+
+# A server in miniature: a pool whose worker says its pid, then a process that waits to be killed.
+SERVER = textwrap.dedent(
+    """
+    import asyncio, os, time
+    from dispatch.workers import ProcessWorkers
+
+    async def main():
+        pool = ProcessWorkers(1, 0)
+        await pool.start()
+        print(await pool.run(os.getpid), flush=True)
+
+    asyncio.run(main())
+    time.sleep(600)
+    """
+)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return "zombie" not in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+
+
+def test_a_worker_exits_when_the_server_is_killed() -> None:
+    """SIGKILL (or the OOM killer) gives the server no chance to stop its pool: the worker, blocked on its
+    task queue, lived on for ever (with the forkserver), holding the server's stdout."""
+    server = subprocess.Popen(
+        [sys.executable, "-c", SERVER], stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        assert server.stdout is not None
+        worker = int(server.stdout.readline())
+        assert worker != server.pid and _alive(worker)
+        server.send_signal(signal.SIGKILL)
+        server.wait(10 * SECOND)
+        deadline = time.monotonic() + 10 * SECOND
+        while _alive(worker):
+            assert time.monotonic() < deadline, f"worker {worker} outlived its server"
+            time.sleep(50 * MS)
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # whatever is left of it, on failure
+            os.killpg(server.pid, signal.SIGKILL)
+        server.wait(10 * SECOND)
