@@ -31,6 +31,11 @@ def test_demo_day_delivers_what_it_places(tmp_path: Path) -> None:
         # Shops answer at once, but on a busy machine "at once" can pass the 45 clock seconds (0.75 wall s) of
         # DISPATCH_OFFER_TIMEOUT, and the job would go to another shop or be given up: a different test.
         DISPATCH_OFFER_TIMEOUT="3600",
+        # Likewise a courier is stale after 30 clock seconds without a ping: half a wall second here, which a
+        # busy machine's lag can pass, and then its work is taken back while it drives (seen: pickups refused
+        # as stop_cancelled and position_stale with every order still delivered). Five pings' worth, as
+        # `dispatch replay` gives its server: the apps ping every clock minute (a wall second).
+        DISPATCH_COURIER_STALE_S="300",
         DISPATCH_LOG_LEVEL="WARNING",
     )
     server = subprocess.Popen(
