@@ -51,7 +51,7 @@ from dispatch.logs import Throttle
 from dispatch.outbox import NewEvent, append_events
 from dispatch.services import couriers as courier_service
 from dispatch.services.context import Services
-from dispatch.services.locations import CELL_RESOLUTION, Grant, LiveLocations
+from dispatch.services.locations import CELL_RESOLUTION, Grant, LiveLocations, Position
 from dispatch.services.route_offers import expire_offers, give_back, release_stranded
 from dispatch.services.routes import (
     CourierChange,
@@ -167,7 +167,10 @@ async def run_round(svc: Services, live: LiveLocations) -> RoundReport | None:
             clock.lap("load")
             result = RoundResult((), ())
             if jobs and fleet.couriers:
-                result = decide(svc, jobs, fleet, now)
+                # Seconds of CPU for a city's round: in a thread, so the node's requests, pings and
+                # websockets go on meanwhile (the loop gets the interpreter back every few milliseconds)
+                # instead of waiting for the whole decision.
+                result = await asyncio.to_thread(decide, svc, jobs, fleet, now)
             clock.lap("assign")
             number = await conn.fetchval(
                 "UPDATE timers SET due_at = $2, runs = runs + 1 WHERE name = $1 RETURNING runs",
@@ -398,6 +401,20 @@ async def _fleet(conn: Conn, svc: Services, live: LiveLocations, now: datetime) 
         list(usable),
     ):
         on_board[r["courier_id"]] = on_board.get(r["courier_id"], 0) + items_of(r["lines"])
+    # Thousands of couriers' states to build: in a thread, as the round's decision is (see run_round).
+    return await asyncio.to_thread(_fleet_of, svc, rows, positions, usable, stops, on_board, now)
+
+
+def _fleet_of(
+    svc: Services,
+    rows: list[asyncpg.Record],
+    positions: dict[str, Position],
+    usable: dict[str, Point],
+    stops: dict[str, list[asyncpg.Record]],
+    on_board: dict[str, int],
+    now: datetime,
+) -> _Fleet:
+    """The round's couriers from what `_fleet` read: their states, routes, and H3 cells."""
     couriers: list[CourierState] = []
     cells: dict[int, list[str]] = {}
     held: dict[str, tuple[str, str]] = {}

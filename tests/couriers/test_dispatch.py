@@ -3,6 +3,7 @@ reassignment, and one run per round."""
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 from typing import Any
 
@@ -106,6 +107,30 @@ async def test_same_shop_orders_are_bundled_and_the_courier_is_told(
     assert kinds(offered["data"])[0] == ("pickup", a)
     assert sorted(k for k in kinds(offered["data"])[1:]) == sorted(("dropoff", o["id"]) for o in orders)
     assert sorted(offered["data"]["stops"][0]["job_ids"]) == sorted(o["jobs"][0]["id"] for o in orders)
+
+
+async def test_the_rounds_cpu_work_runs_off_the_event_loop(
+    client: Client, auth: AuthFn, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A city's round is seconds of CPU: on the loop it would hold every request, ping and websocket of the
+    node meanwhile (1,000 jobs x 2,000 couriers held it for up to half a second)."""
+    threads: dict[str, int] = {}
+
+    def on(name: str, real: Any) -> Any:
+        def run(*args: Any) -> Any:
+            threads[name] = threading.get_ident()
+            return real(*args)
+
+        return run
+
+    monkeypatch.setattr(dispatching, "decide", on("decide", dispatching.decide))
+    monkeypatch.setattr(dispatching, "_fleet_of", on("fleet", dispatching._fleet_of))
+    await two_shops(client, auth)
+    await ready_courier(client, auth, clock, NEAR_A)
+    await order(client, auth, await add_resident(client, auth("admin")), bread=1)
+    assert (await dispatch(client, clock)).routes == 1
+    assert threads.keys() == {"decide", "fleet"}
+    assert threading.get_ident() not in threads.values()
 
 
 async def test_capacity_is_respected(client: Client, auth: AuthFn, clock: ManualClock) -> None:
