@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -25,6 +26,7 @@ import pytest
 
 from dispatch.bench.stack import free_port, wait_ready
 from dispatch.embedded import start_embedded
+from tests.multinode.conftest import Node
 from tests.timing import SECOND
 
 pytestmark = pytest.mark.slow
@@ -199,54 +201,41 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def test_workers_stop_when_their_parent_is_killed(database_url: str, redis_url: str, tmp_path: Path) -> None:
+def test_workers_stop_when_their_parent_is_killed(start_nodes: Callable[..., list[Node]]) -> None:
     """A parent killed with SIGKILL (or by the OOM killer) cannot pass SIGTERM on: its workers used to keep
     serving on the port, out of anyone's control, holding the parent's output open for ever."""
-    port = free_port()
-    env = os.environ | {
-        "DATABASE_URL": database_url,
-        "REDIS_URL": redis_url,
-        "DISPATCH_SECRET": "test-secret-" + "x" * 40,
-        "DISPATCH_WORKERS": "2",
-        "DISPATCH_LOG_FORMAT": "json",
-    }
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "dispatch",
-            "serve",
-            "--no-demo",
-            "--port",
-            str(port),
-            "--data-dir",
-            str(tmp_path),
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    out = Output(proc)
+    (node,) = start_nodes(1, DISPATCH_WORKERS="2", DISPATCH_LOG_FORMAT="json", DISPATCH_LOG_LEVEL="INFO")
+    deadline = time.monotonic() + 30 * SECOND
+    while len(workers := _started_workers(node.log)) < 2:
+        assert time.monotonic() < deadline, node.log.read_text()[-3000:]
+        time.sleep(0.1)
+    family = _family(node.proc.pid)
     try:
-        wait_ready(f"http://127.0.0.1:{port}", proc, 60 * SECOND)
-        out.wait_for(r"worker 1 started")
-        family = _family(proc.pid)
-        assert set(out.worker_pids().values()) <= set(family)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10 * SECOND)
-        # Every worker (and what it started) stops, and so the parent's output ends.
-        out.reader.join(30 * SECOND)
-        assert not out.reader.is_alive(), [pid for pid in family if _alive(pid)]
-        assert not [pid for pid in family if _alive(pid)]
-        assert any("is gone; stopping" in message for message in out.messages())
+        assert set(workers) <= set(family)
+        node.kill()
+        # Every worker, and what it started (its zone pool), stops.
+        deadline = time.monotonic() + 30 * SECOND
+        while alive := [pid for pid in family if _alive(pid)]:
+            assert time.monotonic() < deadline, (alive, node.log.read_text()[-3000:])
+            time.sleep(0.1)
+        assert "is gone; stopping" in node.log.read_text()
         # The port is free for the next `dispatch serve` (which binds it as this does).
-        assert not _listening_inodes(port)
+        assert not _listening_inodes(node.port)
         with socket.socket() as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(("127.0.0.1", port))
+            sock.bind(("127.0.0.1", node.port))
     finally:
-        with contextlib.suppress(ProcessLookupError):  # whatever is left, on failure
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10 * SECOND)
+        for pid in family:  # whatever is left, on failure
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _started_workers(log: Path) -> list[int]:
+    """The pids of the workers the parent says it started, from its JSON log."""
+    pids = []
+    for line in log.read_text().splitlines():
+        if line.startswith("{"):
+            found = re.fullmatch(r"worker \d+ started \(pid (\d+)\)", str(json.loads(line).get("message")))
+            if found:
+                pids.append(int(found[1]))
+    return pids
