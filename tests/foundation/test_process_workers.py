@@ -14,19 +14,20 @@ from pathlib import Path
 
 from tests.timing import MS, SECOND
 
-# A server in miniature: a pool whose worker says its pid, then a process that waits to be killed.
+# A server in miniature: a pool whose worker says its pid, kept (as a server keeps it) until the process is
+# killed. (Dropped, the pool would shut its worker down by itself, racing the test.)
 SERVER = textwrap.dedent(
     """
-    import asyncio, os, time
+    import asyncio, os
     from dispatch.workers import ProcessWorkers
 
     async def main():
         pool = ProcessWorkers(1, 0)
         await pool.start()
         print(await pool.run(os.getpid), flush=True)
+        await asyncio.sleep(600)
 
     asyncio.run(main())
-    time.sleep(600)
     """
 )
 
