@@ -32,10 +32,11 @@ SERVER = textwrap.dedent(
 )
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie, exited and not yet reaped, does not)."""
     try:
         return "zombie" not in Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):
         return False
 
 
@@ -48,11 +49,11 @@ def test_a_worker_exits_when_the_server_is_killed() -> None:
     try:
         assert server.stdout is not None
         worker = int(server.stdout.readline())
-        assert worker != server.pid and _alive(worker)
+        assert worker != server.pid and alive(worker)
         server.send_signal(signal.SIGKILL)
         server.wait(10 * SECOND)
         deadline = time.monotonic() + 10 * SECOND
-        while _alive(worker):
+        while alive(worker):
             assert time.monotonic() < deadline, f"worker {worker} outlived its server"
             time.sleep(50 * MS)
     finally:

@@ -26,6 +26,7 @@ import pytest
 
 from dispatch.bench.stack import free_port, wait_ready
 from dispatch.embedded import start_embedded
+from tests.foundation.test_process_workers import alive
 from tests.multinode.conftest import Node
 from tests.timing import SECOND
 
@@ -89,12 +90,7 @@ class Output:
 
     def worker_pids(self) -> dict[int, int]:
         """Each worker's latest pid, from the parent's lines."""
-        pids = {}
-        for message in self.messages():
-            found = re.fullmatch(r"worker (\d+) started \(pid (\d+)\)", message)
-            if found:
-                pids[int(found[1])] = int(found[2])
-        return pids
+        return worker_pids(self.messages())
 
 
 def test_two_workers_share_the_port_and_data_dir_run_rounds_once_and_come_back(tmp_path: Path) -> None:
@@ -146,7 +142,7 @@ def test_two_workers_share_the_port_and_data_dir_run_rounds_once_and_come_back(t
     assert proc.returncode == 0, (messages[-30:], out.rest)
     assert "all workers stopped" in messages and messages[-1] == "stopped"
     for pid in out.worker_pids().values():
-        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+        assert not alive(pid)
 
     rounds = asyncio.run(_rounds(data_dir))
     assert len(rounds) >= 5, rounds
@@ -194,29 +190,22 @@ def _family(pid: int) -> list[int]:
     return out
 
 
-def _alive(pid: int) -> bool:
-    try:
-        return "zombie" not in Path(f"/proc/{pid}/status").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-
-
 def test_workers_stop_when_their_parent_is_killed(start_nodes: Callable[..., list[Node]]) -> None:
     """A parent killed with SIGKILL (or by the OOM killer) cannot pass SIGTERM on: its workers used to keep
     serving on the port, out of anyone's control, holding the parent's output open for ever."""
     (node,) = start_nodes(1, DISPATCH_WORKERS="2", DISPATCH_LOG_FORMAT="json", DISPATCH_LOG_LEVEL="INFO")
     deadline = time.monotonic() + 30 * SECOND
-    while len(workers := _started_workers(node.log)) < 2:
+    while len(workers := worker_pids(_log_messages(node.log))) < 2:
         assert time.monotonic() < deadline, node.log.read_text()[-3000:]
         time.sleep(0.1)
     family = _family(node.proc.pid)
     try:
-        assert set(workers) <= set(family)
+        assert set(workers.values()) <= set(family)
         node.kill()
         # Every worker, and what it started (its zone pool), stops.
         deadline = time.monotonic() + 30 * SECOND
-        while alive := [pid for pid in family if _alive(pid)]:
-            assert time.monotonic() < deadline, (alive, node.log.read_text()[-3000:])
+        while left := [pid for pid in family if alive(pid)]:
+            assert time.monotonic() < deadline, (left, node.log.read_text()[-3000:])
             time.sleep(0.1)
         assert "is gone; stopping" in node.log.read_text()
         # The port is free for the next `dispatch serve` (which binds it as this does).
@@ -230,12 +219,17 @@ def test_workers_stop_when_their_parent_is_killed(start_nodes: Callable[..., lis
                 os.kill(pid, signal.SIGKILL)
 
 
-def _started_workers(log: Path) -> list[int]:
-    """The pids of the workers the parent says it started, from its JSON log."""
-    pids = []
-    for line in log.read_text().splitlines():
-        if line.startswith("{"):
-            found = re.fullmatch(r"worker \d+ started \(pid (\d+)\)", str(json.loads(line).get("message")))
-            if found:
-                pids.append(int(found[1]))
+def worker_pids(messages: list[str]) -> dict[int, int]:
+    """Each worker's latest pid, from the parent's "worker N started (pid P)" lines."""
+    pids = {}
+    for message in messages:
+        found = re.fullmatch(r"worker (\d+) started \(pid (\d+)\)", message)
+        if found:
+            pids[int(found[1])] = int(found[2])
     return pids
+
+
+def _log_messages(log: Path) -> list[str]:
+    """The messages of a JSON log file."""
+    lines = log.read_text().splitlines()
+    return [str(json.loads(line).get("message")) for line in lines if line.startswith("{")]
