@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
 import logging
 import os
 import re
@@ -41,6 +42,10 @@ BACKLOG = 512
 REFUSED_LINGER_S = 1.0  # a connection over the limit gets this long to read its 503 before it is closed
 MALFORMED_LOG_EVERY_S = 10.0
 ORPHAN_CHECK_S = 1.0  # how often a worker of --workers looks for its parent
+# Objects allocated (net) between two young collections. CPython's 700 suits scripts; a server allocates
+# thousands of short-lived objects a request, so at 700 the collector runs hundreds of times a second and
+# promotes live request state into older generations, whose passes then walk the whole heap.
+GC_YOUNG_THRESHOLD = 20_000
 
 
 def serve(app: web.Application, settings: Settings) -> None:
@@ -102,6 +107,7 @@ async def _serve(app: web.Application, settings: Settings, sockets: list[socket.
     orphaned = None
     if settings.supervisor_pid is not None:
         orphaned = asyncio.create_task(_stop_when_orphaned(settings.supervisor_pid, stop))
+    tuning = asyncio.create_task(_tune_collector_when_ready(app))
     try:
         await runner.setup()
         # A restarted worker of `--workers`: its peers serve meanwhile, so it takes no connection (to answer
@@ -112,11 +118,24 @@ async def _serve(app: web.Application, settings: Settings, sockets: list[socket.
             await web.SockSite(runner, sock, backlog=BACKLOG).start()
         await stop.wait()
     finally:
+        tuning.cancel()
         if orphaned is not None:
             orphaned.cancel()
         await runner.cleanup()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+
+
+async def _tune_collector_when_ready(app: web.Application) -> None:
+    """Once started, set aside what start-up built (imported modules, the zone and shop indexes: objects
+    that live as long as the process) so the collector's full passes no longer walk them, and collect the
+    young generation less often. Measured with `bench orders`
+    at 150 orders/s: p99 order-to-offer 72 ms -> 26-30 ms (full passes held the loop), CPU 3-4% lower."""
+    await app[STARTUP].ready.wait()
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
 async def _stop_when_orphaned(parent_pid: int, stop: asyncio.Event) -> None:
