@@ -36,6 +36,11 @@ class Fanout:
         """Messages on channels starting with `prefix` go to `listener` (subscribe each channel)."""
         self._prefixes.append((prefix, listener))
 
+    def route_channel(self, channel: str, listener: Listener) -> None:
+        """Messages on `channel` go to `listener`, subscribed from `start` on."""
+        self._channels[channel] = listener
+        self._subscriptions.add(channel)
+
     async def subscribe(self, channel: str, listener: Listener | None = None) -> None:
         if listener is not None:
             self._channels[channel] = listener

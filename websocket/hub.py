@@ -25,7 +25,7 @@ from redis.exceptions import RedisError
 
 from websocket.connection import Connection
 from websocket.fanout import Fanout
-from websocket.protocol import CHANNEL_PREFIX, LIVE_PREFIX, channel_of, live_channel_of
+from websocket.protocol import CHANNEL_PREFIX, LIVE_CHANNEL, channel_of, live_batch, live_lines
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class Hub:
         self.backfilled = 0
         self._local: dict[str, set[Connection]] = defaultdict(set)
         fanout.route_prefix(CHANNEL_PREFIX, self._on_message)
-        fanout.route_prefix(LIVE_PREFIX, self._on_live)
+        fanout.route_channel(LIVE_CHANNEL, self._on_live)
         fanout.on_reconnect.append(self.catch_up_all)
 
     def counts(self) -> dict[str, int]:
@@ -90,7 +90,6 @@ class Hub:
             try:
                 if first:
                     await self._fanout.subscribe(channel_of(conn.recipient))
-                    await self._fanout.subscribe(live_channel_of(conn.recipient))
                 latest = await self._latest_seq(conn.recipient)
             except BaseException:
                 await self.unregister(conn)
@@ -112,7 +111,6 @@ class Hub:
         if not conns:
             del self._local[conn.recipient]
             await self._fanout.unsubscribe(channel_of(conn.recipient))
-            await self._fanout.unsubscribe(live_channel_of(conn.recipient))
 
     async def resume(self, conn: Connection, after_seq: int) -> int:
         """Replay everything after `after_seq` from PostgreSQL; live delivery continues after it."""
@@ -135,7 +133,15 @@ class Hub:
 
     async def publish_live(self, messages: Sequence[tuple[str, dict[str, Any]]]) -> bool:
         """Volatile messages (no seq, not stored): lost ones are simply superseded by the next."""
-        return await self._publish(LIVE_PREFIX, messages, "live message(s)")
+        if not messages:
+            return True
+        batch = live_batch([(recipient, orjson.dumps(message)) for recipient, message in messages])
+        try:
+            await self._redis.publish(LIVE_CHANNEL, batch)
+        except (RedisError, OSError) as exc:
+            log.warning("could not publish %d live message(s): %s", len(messages), exc)
+            return False
+        return True
 
     async def _publish(self, prefix: str, messages: Sequence[tuple[str, dict[str, Any]]], what: str) -> bool:
         if not messages:
@@ -151,8 +157,13 @@ class Hub:
         return True
 
     async def _on_live(self, channel: str, data: bytes) -> None:
-        for conn in list(self._local.get(channel[len(LIVE_PREFIX) :], ())):
-            conn.send(data)
+        """Every node hears every live message; each delivers the lines of its own clients."""
+        local = self._local
+        for recipient, message in live_lines(data):
+            conns = local.get(recipient)
+            if conns:
+                for conn in list(conns):
+                    conn.send(message)
 
     async def catch_up_all(self) -> None:
         """After Redis comes back, bring every local connection up to date from PostgreSQL."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,18 +23,31 @@ from websocket.errors import ProtocolError, RateLimited
 
 MAX_MESSAGE_BYTES = 16 * 1024
 
-# Redis channels, one per recipient: events (with seq, stored in the outbox first) and volatile messages
-# (live courier positions: no seq, not stored, delivered only to connected clients).
+# Redis channels. Events (with seq, stored in the outbox first): one channel per recipient, so a node hears
+# only its own clients' events. Volatile messages (live courier positions: no seq, not stored, delivered
+# only to connected clients): one channel for the city, each message a batch of lines
+# "recipient<TAB>message JSON" (see `live_batch`), so a batch of pings costs one PUBLISH and, on every
+# node, one message to read however many residents it reaches.
 CHANNEL_PREFIX = "dispatch:events:"
-LIVE_PREFIX = "dispatch:live:"
+LIVE_CHANNEL = "dispatch:live"
 
 
 def channel_of(recipient: str) -> str:
     return CHANNEL_PREFIX + recipient
 
 
-def live_channel_of(recipient: str) -> str:
-    return LIVE_PREFIX + recipient
+def live_batch(messages: Sequence[tuple[str, bytes]]) -> bytes:
+    """One message for LIVE_CHANNEL. Neither part may hold a tab or newline (ids are ours; JSON as orjson
+    writes it has none outside strings, where they are escaped)."""
+    return b"\n".join(recipient.encode() + b"\t" + message for recipient, message in messages)
+
+
+def live_lines(batch: bytes) -> Iterator[tuple[str, bytes]]:
+    """The (recipient, message) lines of a LIVE_CHANNEL message; a malformed line is skipped."""
+    for line in batch.split(b"\n"):
+        recipient, tab, message = line.partition(b"\t")
+        if tab:
+            yield recipient.decode(errors="replace"), message
 
 
 _TYPE = re.compile(r"^[a-z][a-z_]*(\.[a-z_]+)*$")

@@ -37,7 +37,7 @@ from redis.exceptions import NoScriptError, RedisError
 
 from dispatch.clock import Clock
 from dispatch.errors import ServiceUnavailable
-from websocket.protocol import live_channel_of
+from websocket.protocol import LIVE_CHANNEL
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ end
 """
 
 # Every ping of a batch in one call (a busy node pays one command, not one per ping). ARGV: max speed (m/s),
-# location ttl (s), share gap (ms), live channel prefix, then the pings, one a line, tab-separated:
+# location ttl (s), share gap (ms), the live channel, then the pings, one a line, tab-separated:
 # courier id, lat, lng, accuracy, at (ms), cell, want plan (1/0), the position's JSON fields. Returns one
 # line per ping: status, how many it was shared with, the cached plan (or nothing). Key names are built
 # here from the courier id: the project runs one Redis, not a cluster.
@@ -76,7 +76,8 @@ local function split(text, sep)
   end
 end
 
-local max_speed, ttl, gap, prefix = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local max_speed, ttl, gap, channel = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local live = {}  -- "recipient<TAB>message" lines, published together at the end
 
 local function ping(id, slat, slng, sacc, sat, cell, want_plan, fields)
   local loc = 'courier:loc:' .. id
@@ -96,8 +97,9 @@ local function ping(id, slat, slng, sacc, sat, cell, want_plan, fields)
     if at - tonumber(prev[6] or '-1e300') >= gap then
       for _, entry in ipairs(redis.call('HVALS', 'courier:aud:' .. id)) do
         local bar = string.find(entry, '|', 1, true)
-        redis.call('PUBLISH', prefix .. string.sub(entry, 1, bar - 1),
-          '{"type":"courier.position","data":{' .. string.sub(entry, bar + 1) .. fields .. '}}')
+        live[#live + 1] = string.sub(entry, 1, bar - 1) .. '\t'
+          .. '{"type":"courier.position","data":{' .. string.sub(entry, bar + 1) .. fields .. '}}'
+
         shared = shared + 1
       end
       redis.call('HSET', loc, 'pub', sat)
@@ -113,6 +115,7 @@ local out = {}
 for n, line in ipairs(split(ARGV[5], '\n')) do
   out[n] = ping(unpack(split(line, '\t')))
 end
+if #live > 0 then redis.call('PUBLISH', channel, table.concat(live, '\n')) end
 return table.concat(out, '\n')
 """
 )
@@ -368,7 +371,7 @@ class LiveLocations:
             repr(self.max_speed_m_s),
             str(LOCATION_TTL_S),
             str(SHARE_GAP_MS),
-            live_channel_of(""),
+            LIVE_CHANNEL,
         ]
         try:
             (reply,) = _raised(

@@ -67,11 +67,15 @@ class Channels:
     def __init__(self) -> None:
         self.on_reconnect: list[Any] = []
         self.prefixes: list[tuple[str, Any]] = []
+        self.channels: dict[str, Any] = {}
         self.down = False
         self.published: list[tuple[str, bytes]] = []
 
     def route_prefix(self, prefix: str, listener: Any) -> None:
         self.prefixes.append((prefix, listener))
+
+    def route_channel(self, channel: str, listener: Any) -> None:
+        self.channels[channel] = listener
 
     async def subscribe(self, channel: str, listener: Any = None) -> None:
         pass
