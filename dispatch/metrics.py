@@ -8,6 +8,7 @@ their own (they know nothing of Prometheus), read when /metrics is scraped.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from prometheus_client import (
     GC_COLLECTOR,
@@ -116,6 +117,18 @@ class Metrics:
             "zone changes being covered in worker processes or waiting for one (503 beyond the limit)",
             registry=registry,
         )
+        for metric in (
+            self.requests,
+            self.latency,
+            self.orders,
+            self.events,
+            self.offer_answers,
+            self.round_jobs,
+            self.couriers,
+            self.ws_commands,
+            self.pings,
+        ):
+            _remember_children(metric)
         self.fleet_counted_at = -1e9  # loop time the couriers gauge was last refreshed
         self._counters = _Counters()
         registry.register(self._counters)
@@ -129,6 +142,21 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _remember_children(metric: Counter | Gauge | Histogram) -> None:
+    """Make `metric.labels(...)` a dictionary lookup after the first call for those values. The library's
+    own validates the values and takes a lock every time; it runs for every request, command and ping."""
+    children: dict[tuple[Any, ...], Any] = {}
+    find = metric.labels
+
+    def labels(*values: Any) -> Any:
+        child = children.get(values)
+        if child is None:
+            child = children[values] = find(*values)
+        return child
+
+    metric.labels = labels  # type: ignore[method-assign,assignment]
 
 
 class _Counters(Collector):

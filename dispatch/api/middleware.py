@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import secrets
 import time
 
 from aiohttp import web
@@ -26,7 +25,7 @@ from dispatch.errors import (
     PayloadTooLarge,
     ServiceUnavailable,
 )
-from dispatch.logs import Throttle, request_id
+from dispatch.logs import Throttle, new_request_id, request_id
 from dispatch.translate import translate
 
 log = logging.getLogger("dispatch.http")
@@ -71,7 +70,7 @@ def _translate_http(request: web.Request, exc: web.HTTPException) -> DispatchErr
 @web.middleware
 async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     incoming = request.headers.get("X-Request-ID", "")
-    rid = incoming if _REQUEST_ID.match(incoming) else secrets.token_hex(8)
+    rid = incoming if _REQUEST_ID.match(incoming) else new_request_id()
     token = request_id.set(rid)
     started = time.perf_counter()
     status = 500

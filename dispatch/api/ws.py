@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import secrets
 import time
 
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -20,7 +19,7 @@ from dispatch.api.keys import METRICS, REGISTRY, RUNTIME, WEBSOCKETS
 from dispatch.api.routing import RouteTable
 from dispatch.auth import Principal, bearer_token
 from dispatch.errors import DispatchError, ServiceUnavailable, UpgradeRequired, ValidationFailed, field_error
-from dispatch.logs import Throttle, request_id
+from dispatch.logs import Throttle, new_request_id, request_id
 from dispatch.services.ops_feed import RECIPIENT as OPS_RECIPIENT
 from dispatch.translate import translate
 from websocket.connection import TRY_AGAIN_LATER, Connection
@@ -220,7 +219,7 @@ async def _handle(app: web.Application, conn: Connection, who: Principal, msg: C
     """Run one command and reply; log its outcome (with a request id, as HTTP requests are) and count it."""
     started = time.perf_counter()
     registry = app[REGISTRY]
-    rid = secrets.token_hex(8)
+    rid = new_request_id()
     token = request_id.set(rid)
     result = "ok"
     try:

@@ -9,6 +9,8 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from dispatch.clock import ManualClock
+from dispatch.logs import new_request_id
+from dispatch.metrics import Metrics
 from tests.couriers.helpers import (
     DOOR,
     AuthFn,
@@ -82,3 +84,25 @@ async def test_metrics_follow_the_day(client: Client, auth: AuthFn, clock: Manua
     assert courier  # on its route
     text = await (await client.get("/metrics")).text()
     assert re.search(r"^# HELP dispatch_transaction_retries_total ", text, re.M)
+
+
+def test_a_labelled_child_is_looked_up_once_and_still_counts() -> None:
+    metrics = Metrics()
+    child = metrics.pings.labels("stored")
+    assert metrics.pings.labels("stored") is child
+    child.inc()
+    metrics.pings.labels("stored").inc(2)
+    metrics.ws_commands.labels("ping", "ok").inc()
+    families = {f.name: f for f in text_string_to_metric_families(metrics.render().decode())}
+    pings = {s.labels["outcome"]: s.value for s in families["dispatch_location_pings"].samples}
+    assert pings["stored"] == 3
+    commands = families["dispatch_ws_commands"].samples
+    assert [(s.labels, s.value) for s in commands if s.name.endswith("_total")] == [
+        ({"type": "ping", "result": "ok"}, 1)
+    ]
+
+
+def test_request_ids_are_unique_and_look_like_a_clients_own() -> None:
+    ids = [new_request_id() for _ in range(10_000)]
+    assert len(set(ids)) == len(ids)
+    assert all(re.fullmatch(r"[0-9a-f]{16}", rid) for rid in ids)
