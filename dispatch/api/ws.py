@@ -122,7 +122,9 @@ async def _authenticate(
 async def websocket_handler(request: web.Request) -> web.StreamResponse:
     # Spread heartbeats: connections opened together would otherwise ping together, every 20 s.
     heartbeat = HEARTBEAT_S * random.uniform(0.8, 1.2)
-    ws = web.WebSocketResponse(heartbeat=heartbeat, max_msg_size=MAX_FRAME_BYTES)
+    # Not compressed: the messages are small JSON, and at a city's rate deflating each costs more CPU than
+    # the bytes it saves (the connection writes its frames itself, websocket.connection).
+    ws = web.WebSocketResponse(heartbeat=heartbeat, max_msg_size=MAX_FRAME_BYTES, compress=False)
     if not ws.can_prepare(request).ok:
         raise UpgradeRequired(
             "this is the websocket endpoint: open it with a websocket client (protocol: /asyncapi.json)",
@@ -142,8 +144,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         return ws
     hub = app[RUNTIME].hub
     # Operators share one stream, the consoles' hints (ops.changed); no event is addressed to an admin.
-    conn = Connection(ws, OPS_RECIPIENT if who.is_admin else who.subject)
-    conn.start()
+    conn = Connection(ws, OPS_RECIPIENT if who.is_admin else who.subject, request.transport)
     app[WEBSOCKETS].add(ws)
     commands: asyncio.Queue[ClientMessage] = asyncio.Queue(COMMAND_QUEUE)
     worker = asyncio.create_task(_run_commands(app, conn, who, commands), name=f"ws-commands-{who.subject}")
@@ -176,7 +177,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
             await worker
         app[WEBSOCKETS].discard(ws)
         await hub.unregister(conn)
-        await conn.stop_writer()
+        conn.closed.set()
     return ws
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -220,24 +221,29 @@ async def test_slow_client_is_cut_off_with_1013(
         await _recv(ws)
         hub = client.app[RUNTIME].hub
         (conn,) = hub.connections(RES)
-        # The peer stops reading: every send stalls, as on a dead mobile link.
-        stalled = asyncio.Event()
-
-        async def stall(data: bytes, opcode: WSMsgType, compress: int | None = None) -> None:
-            await stalled.wait()
-
-        conn.ws.send_frame = stall
-        events = await _write(db, clock, RES, 300)
+        # Small buffers on the server's side, as on a dead mobile link whose window has closed.
+        conn.buffer_limit = 16 * 1024
+        sock = conn.ws.get_extra_info("socket")
+        assert sock is not None
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        # The client reads nothing meanwhile: its library stops reading the socket once its own
+        # buffer is full, then its kernel's window closes, then the server's unsent bytes grow.
+        events = await _write(db, clock, RES, 3000)
         await _publish(client, events)
         for _ in range(50):
             if conn.cut_off:
                 break
             await asyncio.sleep(50 * MS)
         assert conn.cut_off
+        assert not conn.send({"type": "late"})
+        received = 0
         msg = await ws.receive(timeout=5 * SECOND)
         while msg.type == WSMsgType.TEXT:
+            received += 1
             msg = await ws.receive(timeout=5 * SECOND)
-        assert ws.close_code == 1013
+        # What it was sent before the cut, then the close frame that says: resume later.
+        assert 0 < received < len(events)
+        assert ws.close_code == 1013, (ws.exception(), received)
 
 
 async def test_resume_as_it_connects_gets_everything_after_in_order_once(
