@@ -26,15 +26,10 @@ class Fanout:
         self._redis = redis
         self._channels: dict[str, Listener] = {}
         self._subscriptions: set[str] = {CONTROL_CHANNEL}
-        self._prefixes: list[tuple[str, Listener]] = []
         self._pubsub = redis.pubsub(ignore_subscribe_messages=True)
         self._task: asyncio.Task[None] | None = None
         self.on_reconnect: list[Callable[[], Awaitable[None]]] = []
         self.connected = asyncio.Event()
-
-    def route_prefix(self, prefix: str, listener: Listener) -> None:
-        """Messages on channels starting with `prefix` go to `listener` (subscribe each channel)."""
-        self._prefixes.append((prefix, listener))
 
     def route_channel(self, channel: str, listener: Listener) -> None:
         """Messages on `channel` go to `listener`, subscribed from `start` on."""
@@ -67,15 +62,6 @@ class Fanout:
         with contextlib.suppress(Exception):
             await self._pubsub.aclose()  # type: ignore[no-untyped-call]
 
-    def _listener_for(self, channel: str) -> Listener | None:
-        listener = self._channels.get(channel)
-        if listener is not None:
-            return listener
-        for prefix, candidate in self._prefixes:
-            if channel.startswith(prefix):
-                return candidate
-        return None
-
     async def _run(self) -> None:
         backoff = 0.1
         while True:
@@ -96,7 +82,7 @@ class Fanout:
             if message is None or message.get("type") != "message":
                 continue
             channel = message["channel"].decode()
-            listener = self._listener_for(channel)
+            listener = self._channels.get(channel)
             if listener is not None:
                 try:
                     await listener(channel, message["data"])

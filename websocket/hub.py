@@ -25,7 +25,7 @@ from redis.exceptions import RedisError
 
 from websocket.connection import Connection
 from websocket.fanout import Fanout
-from websocket.protocol import CHANNEL_PREFIX, LIVE_CHANNEL, channel_of, live_batch, live_lines
+from websocket.protocol import EVENTS_CHANNEL, LIVE_CHANNEL, event_batch, event_lines, live_batch, live_lines
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class Hub:
         self.publish_failures = 0
         self.backfilled = 0
         self._local: dict[str, set[Connection]] = defaultdict(set)
-        fanout.route_prefix(CHANNEL_PREFIX, self._on_message)
+        fanout.route_channel(EVENTS_CHANNEL, self._on_events)
         fanout.route_channel(LIVE_CHANNEL, self._on_live)
         fanout.on_reconnect.append(self.catch_up_all)
 
@@ -85,11 +85,8 @@ class Hub:
         first live event's gap bring the backfill). The delivery lock is held until the starting seq is
         set, so neither a live event nor a sweep can send anything before it."""
         async with conn.delivery:
-            first = not self._local.get(conn.recipient)
             self._local[conn.recipient].add(conn)
             try:
-                if first:
-                    await self._fanout.subscribe(channel_of(conn.recipient))
                 latest = await self._latest_seq(conn.recipient)
             except BaseException:
                 await self.unregister(conn)
@@ -110,7 +107,6 @@ class Hub:
         conns.discard(conn)
         if not conns:
             del self._local[conn.recipient]
-            await self._fanout.unsubscribe(channel_of(conn.recipient))
 
     async def resume(self, conn: Connection, after_seq: int) -> int:
         """Replay everything after `after_seq` from PostgreSQL; live delivery continues after it."""
@@ -122,14 +118,22 @@ class Hub:
     async def publish(self, events: Sequence[tuple[str, dict[str, Any]]]) -> bool:
         """Fast path after commit. Failure is logged, not raised: the outbox already holds the events, this
         node delivers them to its own connections now, and other nodes' sweeps find them."""
-        if await self._publish(CHANNEL_PREFIX, events, "event(s); delivering locally, others sweep"):
-            self.published += len(events)
+        if not events:
             return True
-        self.publish_failures += 1
-        for recipient, message in events:
-            for conn in list(self._local.get(recipient, ())):
-                await self._deliver_or_leave(conn, message["seq"], orjson.dumps(message))
-        return False
+        encoded = [(recipient, message["seq"], orjson.dumps(message)) for recipient, message in events]
+        try:
+            await self._redis.publish(EVENTS_CHANNEL, event_batch(encoded))
+        except (RedisError, OSError) as exc:
+            log.warning(
+                "could not publish %d event(s); delivering locally, others sweep: %s", len(events), exc
+            )
+            self.publish_failures += 1
+            for recipient, seq, data in encoded:
+                for conn in list(self._local.get(recipient, ())):
+                    await self._deliver_or_leave(conn, seq, data)
+            return False
+        self.published += len(events)
+        return True
 
     async def publish_live(self, messages: Sequence[tuple[str, dict[str, Any]]]) -> bool:
         """Volatile messages (no seq, not stored): lost ones are simply superseded by the next."""
@@ -140,19 +144,6 @@ class Hub:
             await self._redis.publish(LIVE_CHANNEL, batch)
         except (RedisError, OSError) as exc:
             log.warning("could not publish %d live message(s): %s", len(messages), exc)
-            return False
-        return True
-
-    async def _publish(self, prefix: str, messages: Sequence[tuple[str, dict[str, Any]]], what: str) -> bool:
-        if not messages:
-            return True
-        try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for recipient, message in messages:
-                    pipe.publish(prefix + recipient, orjson.dumps(message))
-                await pipe.execute()
-        except (RedisError, OSError) as exc:
-            log.warning("could not publish %d %s: %s", len(messages), what, exc)
             return False
         return True
 
@@ -191,15 +182,14 @@ class Hub:
                 await self._backfill(conn, upto=None)
         return len(behind)
 
-    async def _on_message(self, channel: str, data: bytes) -> None:
-        recipient = channel[len(CHANNEL_PREFIX) :]
-        conns = self._local.get(recipient)
-        if not conns:
-            return
-        message = orjson.loads(data)
-        seq = message["seq"]
-        for conn in list(conns):
-            await self._deliver_or_leave(conn, seq, data)
+    async def _on_events(self, channel: str, data: bytes) -> None:
+        """Every node hears every commit's events; each delivers the lines of its own clients."""
+        local = self._local
+        for recipient, seq, message in event_lines(data):
+            conns = local.get(recipient)
+            if conns:
+                for conn in list(conns):
+                    await self._deliver_or_leave(conn, seq, message)
 
     async def _deliver_or_leave(self, conn: Connection, seq: int, data: bytes) -> None:
         """Deliver; if the backfill it needs cannot reach PostgreSQL, leave it to the next event or sweep."""

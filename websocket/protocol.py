@@ -23,17 +23,15 @@ from websocket.errors import ProtocolError, RateLimited
 
 MAX_MESSAGE_BYTES = 16 * 1024
 
-# Redis channels. Events (with seq, stored in the outbox first): one channel per recipient, so a node hears
-# only its own clients' events. Volatile messages (live courier positions: no seq, not stored, delivered
-# only to connected clients): one channel for the city, each message a batch of lines
-# "recipient<TAB>message JSON" (see `live_batch`), so a batch of pings costs one PUBLISH and, on every
-# node, one message to read however many residents it reaches.
-CHANNEL_PREFIX = "dispatch:events:"
+# Redis channels, one for events and one for live messages, each message a batch of lines. Every node hears
+# every batch and delivers the lines of the clients it holds: a commit costs one PUBLISH and each node one
+# message to read, however many recipients its events have, and a client connecting or leaving costs Redis
+# nothing (no SUBSCRIBE per recipient: a node restarting under ten thousand clients would send as many).
+# Events (with seq, stored in the outbox first): lines "recipient<TAB>seq<TAB>message JSON" (`event_batch`).
+# Live messages (courier positions, the consoles' hints: no seq, not stored, delivered only to connected
+# clients): lines "recipient<TAB>message JSON" (`live_batch`).
+EVENTS_CHANNEL = "dispatch:events"
 LIVE_CHANNEL = "dispatch:live"
-
-
-def channel_of(recipient: str) -> str:
-    return CHANNEL_PREFIX + recipient
 
 
 def live_batch(messages: Sequence[tuple[str, bytes]]) -> bytes:
@@ -48,6 +46,21 @@ def live_lines(batch: bytes) -> Iterator[tuple[str, bytes]]:
         recipient, tab, message = line.partition(b"\t")
         if tab:
             yield recipient.decode(errors="replace"), message
+
+
+def event_batch(events: Sequence[tuple[str, int, bytes]]) -> bytes:
+    """One message for EVENTS_CHANNEL: (recipient, seq, message JSON) lines, under live_batch's rules."""
+    return b"\n".join(
+        b"%s\t%d\t%s" % (recipient.encode(), seq, message) for recipient, seq, message in events
+    )
+
+
+def event_lines(batch: bytes) -> Iterator[tuple[str, int, bytes]]:
+    """The (recipient, seq, message) lines of an EVENTS_CHANNEL message; a malformed line is skipped."""
+    for line in batch.split(b"\n"):
+        parts = line.split(b"\t", 2)
+        if len(parts) == 3 and parts[1].isdigit():
+            yield parts[0].decode(errors="replace"), int(parts[1]), parts[2]
 
 
 _TYPE = re.compile(r"^[a-z][a-z_]*(\.[a-z_]+)*$")

@@ -14,7 +14,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from websocket.connection import Connection
 from websocket.fanout import Fanout
 from websocket.hub import Hub
-from websocket.protocol import CHANNEL_PREFIX
+from websocket.protocol import EVENTS_CHANNEL, event_batch
 
 
 class Outbox:
@@ -66,13 +66,9 @@ class Channels:
 
     def __init__(self) -> None:
         self.on_reconnect: list[Any] = []
-        self.prefixes: list[tuple[str, Any]] = []
         self.channels: dict[str, Any] = {}
         self.down = False
         self.published: list[tuple[str, bytes]] = []
-
-    def route_prefix(self, prefix: str, listener: Any) -> None:
-        self.prefixes.append((prefix, listener))
 
     def route_channel(self, channel: str, listener: Any) -> None:
         self.channels[channel] = listener
@@ -83,22 +79,10 @@ class Channels:
     async def unsubscribe(self, channel: str) -> None:
         pass
 
-    def pipeline(self, transaction: bool = False) -> Channels:
-        return self
-
-    async def __aenter__(self) -> Channels:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        pass
-
-    def publish(self, channel: str, data: bytes) -> None:
-        self.published.append((channel, data))
-
-    async def execute(self) -> None:
+    async def publish(self, channel: str, data: bytes) -> None:
         if self.down:
-            self.published.clear()
             raise RedisConnectionError("Connection closed by server.")
+        self.published.append((channel, data))
 
 
 def _hub(outbox: Outbox, channels: Channels) -> Hub:
@@ -112,7 +96,7 @@ def _hub(outbox: Outbox, channels: Channels) -> Hub:
 
 
 async def _live(hub: Hub, recipient: str, message: dict[str, Any]) -> None:
-    await hub._on_message(CHANNEL_PREFIX + recipient, orjson.dumps(message))
+    await hub._on_events(EVENTS_CHANNEL, event_batch([(recipient, message["seq"], orjson.dumps(message))]))
 
 
 async def test_live_events_in_order_and_a_repeat_is_dropped() -> None:

@@ -1,5 +1,5 @@
-"""Live messages (courier positions, the consoles' hints) on the one city-wide channel, on real Redis: every
-node hears each batch once and delivers only the lines of the clients it holds."""
+"""Events and live messages (courier positions, the consoles' hints) on their city-wide channels, on real
+Redis: every node hears each batch once and delivers only the lines of the clients it holds."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from tests.timing import MS
 from websocket.connection import Connection
 from websocket.fanout import Fanout
 from websocket.hub import Hub
-from websocket.protocol import LIVE_CHANNEL, live_batch, live_lines
+from websocket.protocol import LIVE_CHANNEL, event_batch, event_lines, live_batch, live_lines
 
 
 def test_a_batch_is_its_lines_and_a_malformed_line_is_skipped() -> None:
@@ -24,6 +24,15 @@ def test_a_batch_is_its_lines_and_a_malformed_line_is_skipped() -> None:
     assert list(live_lines(b'res_1\t{"a":1}\nno tab here\nres_2\t{}')) == [
         ("res_1", b'{"a":1}'),
         ("res_2", b"{}"),
+    ]
+
+
+def test_an_event_batch_is_its_lines_with_their_seq() -> None:
+    lines = [("shop_1", 7, b'{"seq":7,"type":"job.offered"}'), ("res_2", 12, b'{"seq":12}')]
+    assert list(event_lines(event_batch(lines))) == lines
+    assert list(event_lines(b'res_1\t3\t{}\nres_1\tx\t{}\nno tabs\nres_2\t4\t{"a":"b\\tc"}')) == [
+        ("res_1", 3, b"{}"),
+        ("res_2", 4, b'{"a":"b\\tc"}'),
     ]
 
 
@@ -87,3 +96,19 @@ async def test_a_live_message_is_not_stored_for_a_client_that_connects_later(
     await _until(lambda: late.sent)
     await asyncio.sleep(100 * MS)
     assert late.sent == [{"n": 2}]
+
+
+async def test_events_published_on_one_node_reach_the_clients_of_another_in_order(nodes: list[Hub]) -> None:
+    a, b = nodes
+    shop_tablets = [Client("shop_1"), Client("shop_1")]
+    for tablet in shop_tablets:
+        await b.register(cast(Connection, tablet))
+    bystander = Client("res_9")
+    await a.register(cast(Connection, bystander))
+    for seq in (1, 2, 3):
+        assert await a.publish([("shop_1", {"seq": seq, "type": "job.offered", "at": "", "data": {}})])
+    assert await a.publish([])
+    await _until(lambda: all(len(t.sent) == 3 for t in shop_tablets))
+    await asyncio.sleep(100 * MS)
+    assert [t.seqs for t in shop_tablets] == [[1, 2, 3], [1, 2, 3]]
+    assert bystander.sent == []
