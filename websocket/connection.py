@@ -81,6 +81,13 @@ class Connection:
         transport.write(text_frame(message if isinstance(message, bytes) else orjson.dumps(message)))
         return True
 
+    def backlogged(self) -> bool:
+        """Half its bound waits unread: a catch-up should leave the rest for later, so a resume of thousands
+        of events on a slow link comes in bursts instead of cutting the client off (and again on each
+        reconnect)."""
+        transport = self._transport
+        return transport is not None and transport.get_write_buffer_size() > self.buffer_limit // 2
+
     def _cut_off(self) -> None:
         if not self.cut_off:
             self.cut_off = True

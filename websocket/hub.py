@@ -210,13 +210,14 @@ class Hub:
                 conn.last_seq = seq
 
     async def _backfill(self, conn: Connection, upto: int | None) -> None:
-        """Send events after conn.last_seq (up to `upto` when given) from PostgreSQL, in pages."""
+        """Send events after conn.last_seq (up to `upto` when given) from PostgreSQL, in pages. A client with
+        half its bound unread gets the rest later, from the next event's gap or the sweep."""
         while not conn.closed.is_set():
             page = await self._fetch_after(conn.recipient, conn.last_seq, BACKFILL_PAGE)
             for message in page:
                 if upto is not None and message["seq"] > upto:
                     return
-                if not conn.send(message):
+                if conn.backlogged() or not conn.send(message):
                     return
                 conn.last_seq = message["seq"]
                 self.backfilled += 1

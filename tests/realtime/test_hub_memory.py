@@ -49,8 +49,14 @@ class Client:
         self.closed = asyncio.Event()
         self.sent: list[dict[str, Any]] = []
         self.full = False
+        self.room: int | None = None  # messages it takes before it is backlogged (None: no limit)
+
+    def backlogged(self) -> bool:
+        return self.room is not None and self.room <= 0
 
     def send(self, message: dict[str, Any] | bytes) -> bool:
+        if self.room is not None:
+            self.room -= 1
         if self.full:
             return False
         self.sent.append(orjson.loads(message) if isinstance(message, bytes) else message)
@@ -153,6 +159,23 @@ async def test_the_sweep_finds_what_no_message_announced() -> None:
     assert await hub.sweep() == 2
     assert (a.seqs, b.seqs, idle.seqs) == ([1, 2, 3], [1], [])
     assert await hub.sweep() == 0
+
+
+async def test_a_backlogged_client_catches_up_in_bursts_without_gaps() -> None:
+    outbox, channels = Outbox(), Channels()
+    hub, client = _hub(outbox, channels), Client("r")
+    await hub.register(cast(Connection, client))
+    outbox.write("r", 1200)  # it was away a long time
+    client.room = 300
+    await hub.resume(cast(Connection, client), 0)
+    assert client.seqs == list(range(1, 301))  # a burst, then the rest is left for later
+    (live,) = outbox.write("r")
+    client.room = 300  # it read what it was sent
+    await _live(hub, "r", live)  # the next event's gap brings the next burst, not the event itself yet
+    assert client.seqs == list(range(1, 601))
+    client.room = None
+    assert await hub.sweep() == 1
+    assert client.seqs == list(range(1, 1202))
 
 
 async def test_a_client_that_cannot_take_more_is_not_sent_past_its_gap() -> None:

@@ -246,6 +246,34 @@ async def test_slow_client_is_cut_off_with_1013(
         assert ws.close_code == 1013, (ws.exception(), received)
 
 
+async def test_a_long_resume_on_a_slow_link_comes_in_bursts_not_a_cut_off(
+    client: Client, db: asyncpg.Connection, clock: ManualClock, auth: Callable[..., dict[str, str]]
+) -> None:
+    async with client.ws_connect("/v1/ws", headers=auth("resident", RES)) as ws:
+        await _recv(ws)
+        hub = client.app[RUNTIME].hub
+        (conn,) = hub.connections(RES)
+        conn.buffer_limit = 32 * 1024  # a page of the catch-up is far more than this
+        sock = conn.ws.get_extra_info("socket")
+        assert sock is not None
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        events = await _write(db, clock, RES, 3000)  # committed while it was away, never published
+        await ws.send_json({"type": "resume", "id": "r", "after_seq": 0})
+        seqs: list[int] = []
+        while len(seqs) < len(events):
+            try:
+                msg = await ws.receive(timeout=0.5 * SECOND)
+            except TimeoutError:
+                await hub.sweep()  # what the node does every DISPATCH_CATCHUP_S
+                continue
+            assert msg.type == WSMsgType.TEXT, (msg, len(seqs))
+            data = msg.json()
+            if "seq" in data:
+                seqs.append(data["seq"])
+        assert seqs == [e.seq for e in events]
+        assert not conn.cut_off
+
+
 async def test_resume_as_it_connects_gets_everything_after_in_order_once(
     client: Client, db: asyncpg.Connection, clock: ManualClock, auth: Callable[..., dict[str, str]]
 ) -> None:
