@@ -27,7 +27,7 @@ async def problems(svc: Services) -> dict[str, str]:
     return found
 
 
-FLEET_EVERY_S = 5.0  # a scrape refreshes the fleet's counts at most this often (they cost two queries)
+FLEET_EVERY_S = 5.0  # a scrape refreshes the fleet's counts at most this often (a query and a Redis count)
 
 
 async def gauges(svc: Services, metrics: Metrics) -> None:
@@ -40,17 +40,18 @@ async def gauges(svc: Services, metrics: Metrics) -> None:
     metrics.fleet_counted_at = loop.time()
     try:
         async with asyncio.timeout(READY_TIMEOUT_S):
-            rows = await svc.pool.fetch(
-                """SELECT c.id, EXISTS (SELECT 1 FROM routes r WHERE r.courier_id = c.id
-                                        AND r.state IN ('offered', 'active')) AS busy
+            fleet = await svc.pool.fetchrow(
+                """SELECT count(*) FILTER (WHERE EXISTS (SELECT 1 FROM routes r WHERE r.courier_id = c.id
+                                                         AND r.state IN ('offered', 'active'))) AS busy,
+                          coalesce(array_agg(c.id), '{}') AS ids
                    FROM couriers c WHERE c.on_shift AND c.active"""
             )
-            positions = await svc.live.positions(r["id"] for r in rows)
+            assert fleet is not None
+            stale = await svc.live.count_silent(fleet["ids"], svc.clock.now(), svc.settings.courier_stale_s)
     except Exception as exc:
         if translate(exc) is None:
             raise
         return  # a dependency is down: the gauges keep their last values
-    now, stale_s = svc.clock.now(), svc.settings.courier_stale_s
-    metrics.couriers.labels("on_shift").set(len(rows))
-    metrics.couriers.labels("busy").set(sum(1 for r in rows if r["busy"]))
-    metrics.couriers.labels("stale").set(sum(1 for r in rows if positions.silent(r["id"], now, stale_s)))
+    metrics.couriers.labels("on_shift").set(len(fleet["ids"]))
+    metrics.couriers.labels("busy").set(fleet["busy"])
+    metrics.couriers.labels("stale").set(stale)

@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -150,6 +150,21 @@ for i, key in ipairs(KEYS) do
   out[i + 1] = table.concat(v, ',')
 end
 return table.concat(out, ';')
+"""
+
+# KEYS: location keys. ARGV: now (ms), stale (ms). How many of the couriers have been silent longer than
+# `stale`, counting from their last ping or from `since` (when this Redis's live state became trustworthy),
+# the later: `Positions.silent` for a whole fleet, without shipping every position to the server.
+SILENT_SCRIPT = """
+local now = tonumber(ARGV[1])
+local since = tonumber(redis.call('GET', 'dispatch:live:since') or ARGV[1])
+local cutoff = now - tonumber(ARGV[2])
+local silent = 0
+for _, key in ipairs(KEYS) do
+  local at = tonumber(redis.call('HGET', key, 'at') or '-1e300')
+  if math.max(at, since) < cutoff then silent = silent + 1 end
+end
+return silent
 """
 
 # ARGV: now (ms). Live state is trusted from now on, unless it already was from later.
@@ -299,7 +314,14 @@ class LiveLocations:
         self._queue.clear()
 
     async def _load_scripts(self) -> None:
-        for script in (PINGS_SCRIPT, GRANT_SCRIPT, POSITIONS_SCRIPT, SET_PLANS_SCRIPT, SINCE_SCRIPT):
+        for script in (
+            PINGS_SCRIPT,
+            GRANT_SCRIPT,
+            POSITIONS_SCRIPT,
+            SILENT_SCRIPT,
+            SET_PLANS_SCRIPT,
+            SINCE_SCRIPT,
+        ):
             self._sha[script] = await self.redis.script_load(script)
 
     def _now_ms(self) -> str:
@@ -413,6 +435,22 @@ class LiveLocations:
             if position is not None:
                 found[courier_id] = position
         return found
+
+    async def count_silent(self, courier_ids: Sequence[str], now: datetime, stale_s: float) -> int:
+        """How many of the couriers `Positions.silent` would call silent, counted in Redis (a city's fleet
+        gauge on every scrape must not read and parse every position)."""
+        if not courier_ids:
+            return 0
+        now_ms = str(round(now.timestamp() * 1000))
+        stale_ms = str(round(stale_s * 1000))
+        calls: list[_Call] = [
+            ([loc_key(c) for c in chunk], [now_ms, stale_ms])
+            for chunk in _chunks(list(courier_ids), SCRIPT_CHUNK)
+        ]
+        try:
+            return sum(int(n) for n in _raised(await self._run(SILENT_SCRIPT, calls)))
+        except (RedisError, OSError) as exc:
+            raise ServiceUnavailable(f"live locations are unavailable: {exc}") from exc
 
     # --- who sees a courier ----------------------------------------------------------------------------
 

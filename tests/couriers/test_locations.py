@@ -8,6 +8,7 @@ import asyncpg
 import pytest
 from redis.asyncio import Redis
 
+from dispatch.api.keys import RUNTIME
 from dispatch.clock import ManualClock
 from tests.couriers.helpers import DOOR, AuthFn, Client, add_courier, command, on_shift, ping, recv
 
@@ -142,3 +143,37 @@ async def test_courier_without_a_recent_ping_is_shown_stale(
     assert (await status(client, auth, courier))["stale"] is True
     r = await client.get("/v1/fleet", headers=auth("admin"))
     assert (await r.json())["items"][0]["stale"] is True
+
+
+async def test_the_fleet_gauge_counts_silent_couriers_as_a_read_of_positions_would(
+    client: Client, auth: AuthFn, clock: ManualClock, redis: Redis
+) -> None:
+    live = client.app[RUNTIME].services.live
+    # Live state trusted for the last two minutes (this Redis has held it that long).
+    await redis.set("dispatch:live:since", str(round(clock.now().timestamp() * 1000) - 120_000))
+    fresh, quiet, never = [await add_courier(client, auth("admin")) for _ in range(3)]
+    for courier in (fresh, quiet, never):
+        await on_shift(client, auth, courier)
+    await ping(client, auth, quiet, DOOR, clock.now())
+    clock.advance(31)
+    await ping(client, auth, fresh, DOOR, clock.now())
+    fleet = [fresh, quiet, never]
+    now = clock.now()
+    positions = await live.positions(fleet)
+    expected = {c for c in fleet if positions.silent(c, now, 30)}
+    assert expected == {quiet, never}
+    assert await live.count_silent(fleet, now, 30) == len(expected)
+    assert await live.count_silent([], now, 30) == 0
+    # Live state trusted only from a moment ago (this Redis lost its data): nobody is silent yet.
+    await redis.set("dispatch:live:since", str(round(now.timestamp() * 1000) - 5000))
+    await redis.delete(f"courier:loc:{quiet}")
+    assert await live.count_silent(fleet, now, 30) == 0
+    clock.advance(30)
+    assert await live.count_silent(fleet, clock.now(), 30) == 3 - 1  # `fresh` pinged 30 s ago: not yet
+    r = await client.get("/metrics")
+    gauge = {
+        line.split('"')[1]: float(line.rsplit(" ", 1)[1])
+        for line in (await r.text()).splitlines()
+        if line.startswith("dispatch_couriers{")
+    }
+    assert gauge == {"on_shift": 3, "busy": 0, "stale": 2}
