@@ -20,6 +20,7 @@ from dispatch.outbox import NewEvent, append_events
 from dispatch.views import View
 from tests.orders.helpers import add_resident, add_shop, place
 from tests.timing import MS, SECOND
+from websocket.connection import Connection
 
 Client = TestClient[Any, Any]
 RES = "res_aaaaaaaaaaaaaaaa"
@@ -214,18 +215,24 @@ async def test_two_tablets_of_one_shop_both_receive(
         assert [(await _recv(b))["seq"] for _ in range(2)] == [1, 2]
 
 
+def _on_a_slow_link(client: Client, recipient: str, buffer_limit: int) -> Connection:
+    """The recipient's one connection, given `buffer_limit` and a small kernel send buffer on our side."""
+    conns: list[Connection] = client.app[RUNTIME].hub.connections(recipient)
+    (conn,) = conns
+    conn.buffer_limit = buffer_limit
+    sock = conn.ws.get_extra_info("socket")
+    assert sock is not None
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    return conn
+
+
 async def test_slow_client_is_cut_off_with_1013(
     client: Client, db: asyncpg.Connection, clock: ManualClock, auth: Callable[..., dict[str, str]]
 ) -> None:
     async with client.ws_connect("/v1/ws", headers=auth("resident", RES)) as ws:
         await _recv(ws)
-        hub = client.app[RUNTIME].hub
-        (conn,) = hub.connections(RES)
         # Small buffers on the server's side, as on a dead mobile link whose window has closed.
-        conn.buffer_limit = 16 * 1024
-        sock = conn.ws.get_extra_info("socket")
-        assert sock is not None
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        conn = _on_a_slow_link(client, RES, 16 * 1024)
         # The client reads nothing meanwhile: its library stops reading the socket once its own
         # buffer is full, then its kernel's window closes, then the server's unsent bytes grow.
         events = await _write(db, clock, RES, 3000)
@@ -252,11 +259,7 @@ async def test_a_long_resume_on_a_slow_link_comes_in_bursts_not_a_cut_off(
     async with client.ws_connect("/v1/ws", headers=auth("resident", RES)) as ws:
         await _recv(ws)
         hub = client.app[RUNTIME].hub
-        (conn,) = hub.connections(RES)
-        conn.buffer_limit = 32 * 1024  # a page of the catch-up is far more than this
-        sock = conn.ws.get_extra_info("socket")
-        assert sock is not None
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        conn = _on_a_slow_link(client, RES, 32 * 1024)  # a page of the catch-up is far more than this
         events = await _write(db, clock, RES, 3000)  # committed while it was away, never published
         await ws.send_json({"type": "resume", "id": "r", "after_seq": 0})
         seqs: list[int] = []
