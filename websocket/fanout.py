@@ -43,12 +43,6 @@ class Fanout:
         with contextlib.suppress(RedisError, OSError):
             await self._pubsub.subscribe(channel)
 
-    async def unsubscribe(self, channel: str) -> None:
-        self._channels.pop(channel, None)
-        self._subscriptions.discard(channel)
-        with contextlib.suppress(RedisError, OSError):
-            await self._pubsub.unsubscribe(channel)
-
     async def start(self) -> None:
         await self._pubsub.subscribe(*self._subscriptions)
         self.connected.set()

@@ -49,7 +49,6 @@ class Hub:
         latest_seqs: LatestSeqs,
     ) -> None:
         self._redis = redis
-        self._fanout = fanout
         self._fetch_after = fetch_after
         self._latest_seq = latest_seq
         self._latest_seqs = latest_seqs

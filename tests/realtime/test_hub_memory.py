@@ -79,12 +79,6 @@ class Channels:
     def route_channel(self, channel: str, listener: Any) -> None:
         self.channels[channel] = listener
 
-    async def subscribe(self, channel: str, listener: Any = None) -> None:
-        pass
-
-    async def unsubscribe(self, channel: str) -> None:
-        pass
-
     async def publish(self, channel: str, data: bytes) -> None:
         if self.down:
             raise RedisConnectionError("Connection closed by server.")
