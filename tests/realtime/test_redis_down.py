@@ -11,11 +11,13 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from dispatch.api.keys import METRICS
 from dispatch.app import create_app
 from dispatch.clock import ManualClock
 from dispatch.config import Settings
 from dispatch.embedded import start_redis
 from tests.conftest import SECRET
+from tests.couriers.helpers import add_courier, on_shift
 from tests.orders.helpers import AuthFn, add_resident, add_shop, place, recv
 
 
@@ -61,3 +63,33 @@ async def test_event_committed_while_redis_is_down_reaches_the_client_on_resume(
             assert event["type"] == "order.placed"
             assert event["data"]["id"] == order["id"]
             assert (await recv(ws))["data"] == {"last_seq": 1}
+
+
+async def test_metrics_answer_with_redis_down_and_keep_the_fleets_last_counts(
+    db: asyncpg.Connection, database_url: str, own_redis: tuple[str, Any], tmp_path: Path, auth: AuthFn
+) -> None:
+    redis_url, server = own_redis
+    settings = Settings(data_dir=tmp_path, db_pool_min=1, db_pool_max=3, run_timers=False)
+    app = create_app(
+        settings, secret=SECRET, database_url=database_url, redis_url=redis_url, clock=ManualClock()
+    )
+    async with TestClient(TestServer(app)) as client:
+        courier = await add_courier(client, auth("admin"))
+        await on_shift(client, auth, courier)
+        assert await _fleet_gauge(client) == {"on_shift": 1, "busy": 0, "stale": 0}
+
+        server.shutdown(nosave=True)  # Redis goes away
+        app[METRICS].fleet_counted_at = -1e9  # the next scrape counts again, and needs Redis for it
+        await on_shift(client, auth, await add_courier(client, auth("admin")))
+        # Counted with PostgreSQL alone the gauge would say 2 on shift: it keeps what it last knew whole.
+        assert await _fleet_gauge(client) == {"on_shift": 1, "busy": 0, "stale": 0}
+
+
+async def _fleet_gauge(client: TestClient[Any, Any]) -> dict[str, float]:
+    r = await client.get("/metrics")
+    assert r.status == 200
+    return {
+        line.split('"')[1]: float(line.rsplit(" ", 1)[1])
+        for line in (await r.text()).splitlines()
+        if line.startswith("dispatch_couriers{")
+    }
