@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -16,7 +16,7 @@ from dispatch.db import Conn
 from dispatch.ids import new_id
 from dispatch.outbox import NewEvent
 from dispatch.services.candidates import ShopInfo
-from dispatch.services.records import shop_job_json
+from dispatch.services.records import Row, shop_job_json
 
 
 class StockRace(Exception):
@@ -68,9 +68,56 @@ async def adjust_stock(
         raise StockRace()
 
 
+def job_rows(
+    order_id: str,
+    planned: Sequence[PlannedJob],
+    shops: Mapping[str, ShopInfo],
+    pinned: Collection[tuple[str, str]],
+    now: datetime,
+    offer_timeout_s: float,
+) -> list[dict[str, Any]]:
+    """One job per planned shop, in its initial state: offered with a deadline, or accepted at once by a
+    shop that auto-accepts. In the order a read of the order's jobs gives (created together: by id)."""
+    at = now.astimezone(UTC)
+    rows: list[dict[str, Any]] = []
+    for job in planned:
+        shop = shops[job.shop_id]
+        state = initial_state(shop.auto_accept)
+        accepted = state == JobState.ACCEPTED
+        rows.append(
+            {
+                "id": new_id("job"),
+                "order_id": order_id,
+                "shop_id": job.shop_id,
+                "state": state.value,
+                "lines": [
+                    {
+                        "sku": line.sku,
+                        "qty": line.qty,
+                        "unit_price_cents": line.unit_price_cents,
+                        "pinned": (job.shop_id, line.sku) in pinned,
+                    }
+                    for line in job.lines
+                ],
+                "offered_at": at,
+                "deadline_at": None if accepted else at + timedelta(seconds=offer_timeout_s),
+                "accepted_at": at if accepted else None,
+                "prep_minutes": shop.prep_minutes if accepted else None,
+                "ready_at": at + timedelta(minutes=shop.prep_minutes) if accepted else None,
+                "created_at": at,
+                "updated_at": at,
+                "reason": None,
+                "unfulfilled_lines": None,
+                "closed_at": None,
+                "route_id": None,
+            }
+        )
+    return sorted(rows, key=lambda row: str(row["id"]))
+
+
 async def create_jobs(
     conn: Conn,
-    order: asyncpg.Record,
+    order: Row,
     planned: Sequence[PlannedJob],
     shops: dict[str, ShopInfo],
     pinned: Collection[tuple[str, str]],
@@ -79,50 +126,13 @@ async def create_jobs(
     release: Mapping[StockKey, int] = {},
 ) -> tuple[list[asyncpg.Record], list[NewEvent]]:
     """Reserve stock for `planned` (giving back `release` in the same locked statement) and insert one job
-    per shop, in its initial state (offered, or accepted at once for shops that auto-accept). Raises
-    StockRace when the stock moved (the caller retries the transaction)."""
+    per shop (`job_rows`). Raises StockRace when the stock moved (the caller retries the transaction)."""
     wanted: Counter[StockKey] = Counter()
     for job in planned:
         for line in job.lines:
             wanted[(job.shop_id, line.sku)] += line.qty
     await adjust_stock(conn, reserve=wanted, release=release)
-    ids: list[str] = []
-    shop_ids: list[str] = []
-    states: list[str] = []
-    lines: list[str] = []
-    deadlines: list[datetime | None] = []
-    accepted: list[datetime | None] = []
-    preps: list[int | None] = []
-    ready: list[datetime | None] = []
-    for job in planned:
-        shop = shops[job.shop_id]
-        ids.append(new_id("job"))
-        shop_ids.append(job.shop_id)
-        lines.append(
-            orjson.dumps(
-                [
-                    {
-                        "sku": line.sku,
-                        "qty": line.qty,
-                        "unit_price_cents": line.unit_price_cents,
-                        "pinned": (job.shop_id, line.sku) in pinned,
-                    }
-                    for line in job.lines
-                ]
-            ).decode()
-        )
-        state = initial_state(shop.auto_accept)
-        states.append(state.value)
-        if state == JobState.ACCEPTED:
-            deadlines.append(None)
-            accepted.append(now)
-            preps.append(shop.prep_minutes)
-            ready.append(now + timedelta(minutes=shop.prep_minutes))
-        else:
-            deadlines.append(now + timedelta(seconds=offer_timeout_s))
-            accepted.append(None)
-            preps.append(None)
-            ready.append(None)
+    new = job_rows(order["id"], planned, shops, pinned, now, offer_timeout_s)
     rows = await conn.fetch(
         """INSERT INTO jobs (id, order_id, shop_id, state, lines, offered_at, deadline_at, accepted_at,
                              prep_minutes, ready_at, created_at, updated_at)
@@ -131,26 +141,31 @@ async def create_jobs(
                        $8::timestamptz[], $9::int[], $10::timestamptz[])
                 AS t(id, shop_id, state, lines, deadline_at, accepted_at, prep, ready_at)
            RETURNING *""",
-        ids,
+        [j["id"] for j in new],
         order["id"],
         now,
-        shop_ids,
-        states,
-        lines,
-        deadlines,
-        accepted,
-        preps,
-        ready,
+        [j["shop_id"] for j in new],
+        [j["state"] for j in new],
+        # jsonb in an array travels as text: asyncpg's array codec does not use the jsonb codec.
+        [orjson.dumps(j["lines"]).decode() for j in new],
+        [j["deadline_at"] for j in new],
+        [j["accepted_at"] for j in new],
+        [j["prep_minutes"] for j in new],
+        [j["ready_at"] for j in new],
     )
-    events = [
+    return list(rows), offer_events(rows, order)
+
+
+def offer_events(jobs: Iterable[Row], order: Row) -> list[NewEvent]:
+    """Each new job's event to its shop: offered, or accepted already."""
+    return [
         NewEvent(
-            row["shop_id"],
-            "job.offered" if row["state"] == "offered" else "job.accepted",
-            shop_job_json(row, order),
+            j["shop_id"],
+            "job.offered" if j["state"] == "offered" else "job.accepted",
+            shop_job_json(j, order),
         )
-        for row in rows
+        for j in jobs
     ]
-    return list(rows), events
 
 
 def pinned_pairs(items: Sequence[Any]) -> set[tuple[str, str]]:

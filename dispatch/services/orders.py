@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -26,10 +26,10 @@ from dispatch.db import Conn, retried, transaction
 from dispatch.errors import Conflict, DispatchError, NotFound, ValidationFailed
 from dispatch.ids import new_id
 from dispatch.outbox import Event, NewEvent, append_events
-from dispatch.services import admission, pages
+from dispatch.services import admission, pages, placing
 from dispatch.services.candidates import ShopInfo, load_candidates, nearby_shop_ids
 from dispatch.services.context import Services
-from dispatch.services.offers import StockKey, StockRace, adjust_stock, create_jobs, pinned_pairs, stock_of
+from dispatch.services.offers import StockKey, adjust_stock, job_rows, offer_events, pinned_pairs, stock_of
 from dispatch.services.records import (
     core_job,
     order_jobs,
@@ -65,6 +65,20 @@ class OrderRequest:
     def items_json(self) -> list[dict[str, Any]]:
         return [{"sku": i.sku, "qty": i.qty, "shop_id": i.shop_id} for i in self.items]
 
+    def columns(self, warning: dict[str, Any] | None) -> dict[str, Any]:
+        """The order row's columns that come from the request (and the warning it was placed with)."""
+        return {
+            "fulfilment": self.fulfilment,
+            "drop_lat": self.lat,
+            "drop_lng": self.lng,
+            # As PostgreSQL reads them back, in UTC, so the answer matches a later read of the order.
+            "slot_start": None if self.slot_start is None else self.slot_start.astimezone(UTC),
+            "slot_end": None if self.slot_end is None else self.slot_end.astimezone(UTC),
+            "note": self.note,
+            "items": self.items_json(),
+            "warning": warning,
+        }
+
 
 def request_hash(body: Any) -> str:
     return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
@@ -77,10 +91,10 @@ async def place_order(
     """Returns (status, order). `idempotency` is (key, request hash): a retry returns the first answer."""
     try:
         for _ in range(RETRIES):
-            try:
-                status, body, events = await _place_once(svc, req, idempotency)
-            except StockRace:
+            placed = await _place_once(svc, req, idempotency)
+            if placed is None:
                 continue
+            status, body, events = placed
             svc.metrics.orders.labels("placed" if status == 201 else "repeated").inc()
             await svc.publish(events)
             return status, body
@@ -92,19 +106,25 @@ async def place_order(
 
 async def _place_once(
     svc: Services, req: OrderRequest, idempotency: tuple[str, str] | None
-) -> tuple[int, dict[str, Any], list[Event]]:
+) -> tuple[int, dict[str, Any], list[Event]] | None:
+    """Plan the order and write it in one statement (`placing`); None when the stock moved meanwhile.
+
+    With an Idempotency-Key, the answer already given under it is looked for only when this request
+    cannot be placed (a retry finds its stock taken by its own first attempt) or when the key is taken
+    by the write itself: a first attempt, the common case, costs no extra round trip."""
     now = svc.clock.now()
     # Read before the transaction: a refresh takes a pool connection of its own.
     fleet = await admission.snapshot(svc, now) if req.fulfilment == "delivery" else None
-    async with transaction(svc.pool) as conn:
-        if idempotency is not None:
-            previous = await _claim_key(conn, req.resident_id, idempotency, now)
-            if previous is not None:
+    async with svc.pool.acquire() as conn:
+        try:
+            plan, shops, _ = await _plan(conn, svc, req, now)
+            warning = None
+            if req.fulfilment == "delivery":
+                warning = await _deliverable(conn, svc, req, plan, shops, now, fleet)
+        except DispatchError:
+            if idempotency is not None and (previous := await _answered(conn, req.resident_id, idempotency)):
                 return 200, previous, []
-        plan, shops, _ = await _plan(conn, svc, req, now)
-        warning = None
-        if req.fulfilment == "delivery":
-            warning = await _deliverable(conn, svc, req, plan, shops, now, fleet)
+            raise
         # The order's state and total follow from the plan, so the order row is written once.
         state, total = job_rules.order_summary(
             [
@@ -116,40 +136,32 @@ async def _place_once(
             ],
             job_rules.Fulfilment(req.fulfilment),
         )
-        order = await conn.fetchrow(
-            """INSERT INTO orders (id, resident_id, state, fulfilment, drop_lat, drop_lng, slot_start,
-                                   slot_end, note, items, created_at, updated_at, total_cents, warning)
-               VALUES ($1, $2, $11, $3, $4, $5, $6, $7, $8, $9, $10, $10, $12, $13) RETURNING *""",
-            new_id("ord"),
-            req.resident_id,
-            req.fulfilment,
-            req.lat,
-            req.lng,
-            req.slot_start,
-            req.slot_end,
-            req.note,
-            req.items_json(),
-            now,
-            state.value,
-            total,
-            warning,
+        order = placing.order_row(
+            new_id("ord"), req.resident_id, req.columns(warning), state.value, total, now
         )
-        assert order is not None
-        jobs, job_events = await create_jobs(
-            conn, order, plan.jobs, shops, pinned_pairs(req.items), now, svc.settings.offer_timeout_s
+        jobs = job_rows(
+            order["id"], plan.jobs, shops, pinned_pairs(req.items), now, svc.settings.offer_timeout_s
         )
         body = order_json(order, jobs)
-        events = await append_events(
-            conn, [*job_events, NewEvent(req.resident_id, "order.placed", body)], now
-        )
-        if idempotency is not None:
-            await conn.execute(
-                "UPDATE idempotency_keys SET status = 201, response = $3 WHERE subject = $1 AND key = $2",
-                req.resident_id,
-                idempotency[0],
-                body,
-            )
-    return 201, body, events
+        new_events = [*offer_events(jobs, order), NewEvent(req.resident_id, "order.placed", body)]
+        claim = None if idempotency is None else placing.Claim(idempotency[0], idempotency[1], body)
+        written = await placing.write_placement(conn, order, jobs, reserved_by(plan), new_events, claim)
+        if isinstance(written, placing.Short):
+            return None
+        if isinstance(written, placing.KeyTaken):
+            assert idempotency is not None
+            previous = await _answered(conn, req.resident_id, idempotency)
+            return None if previous is None else (200, previous, [])
+    return 201, body, written.events
+
+
+def reserved_by(plan: SplitPlan) -> Counter[StockKey]:
+    """The stock the plan's jobs take, by (shop, sku)."""
+    wanted: Counter[StockKey] = Counter()
+    for job in plan.jobs:
+        for line in job.lines:
+            wanted[(job.shop_id, line.sku)] += line.qty
+    return wanted
 
 
 async def _deliverable(
@@ -271,28 +283,15 @@ async def quote_order(svc: Services, req: OrderRequest) -> dict[str, Any]:
     return {"jobs": jobs, "total_cents": sum(j["subtotal_cents"] for j in jobs)}
 
 
-async def _claim_key(
-    conn: Conn, subject: str, idempotency: tuple[str, str], now: datetime
-) -> dict[str, Any] | None:
-    """Take the key for this transaction, or return the answer already given for it.
-
-    A concurrent request with the same key waits on the unique index until this one commits (then it
-    sees the stored answer) or rolls back (then it takes the key itself)."""
+async def _answered(conn: Conn, subject: str, idempotency: tuple[str, str]) -> dict[str, Any] | None:
+    """The answer already given under this Idempotency-Key, if any; a 409 if the key was used for
+    another request body."""
     key, digest = idempotency
-    taken = await conn.fetchval(
-        """INSERT INTO idempotency_keys (subject, key, request_hash, status, response, created_at)
-           VALUES ($1, $2, $3, 0, 'null', $4) ON CONFLICT DO NOTHING RETURNING true""",
-        subject,
-        key,
-        digest,
-        now,
-    )
-    if taken:
-        return None
     row = await conn.fetchrow(
         "SELECT request_hash, response FROM idempotency_keys WHERE subject = $1 AND key = $2", subject, key
     )
-    assert row is not None
+    if row is None:
+        return None
     if row["request_hash"] != digest:
         raise Conflict(
             "this Idempotency-Key was already used with a different request body",

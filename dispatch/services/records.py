@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 
 from dispatch.core.jobs import Fulfilment, JobState, order_summary
 from dispatch.core.jobs import Job as CoreJob
 from dispatch.db import Conn
+
+
+class Row(Protocol):
+    """A row read by asyncpg, or one built before it is written (a dict of every column)."""
+
+    def __getitem__(self, column: str, /) -> Any: ...
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -21,7 +28,7 @@ def core_job(row: asyncpg.Record) -> CoreJob:
     return CoreJob(row["id"], row["shop_id"], JobState(row["state"]), deadline)
 
 
-def job_json(row: asyncpg.Record) -> dict[str, Any]:
+def job_json(row: Row) -> dict[str, Any]:
     return {
         "id": row["id"],
         "order_id": row["order_id"],
@@ -38,7 +45,7 @@ def job_json(row: asyncpg.Record) -> dict[str, Any]:
     }
 
 
-def shop_job_json(job: asyncpg.Record, order: asyncpg.Record) -> dict[str, Any]:
+def shop_job_json(job: Row, order: Row) -> dict[str, Any]:
     """What a shop sees of a job: its own lines and the timing, not the resident's address."""
     out = job_json(job)
     out["fulfilment"] = order["fulfilment"]
@@ -47,13 +54,13 @@ def shop_job_json(job: asyncpg.Record, order: asyncpg.Record) -> dict[str, Any]:
     return out
 
 
-def _slot(order: asyncpg.Record) -> dict[str, str | None] | None:
+def _slot(order: Row) -> dict[str, str | None] | None:
     if order["slot_start"] is None:
         return None
     return {"start": _iso(order["slot_start"]), "end": _iso(order["slot_end"])}
 
 
-def order_json(order: asyncpg.Record, jobs: list[asyncpg.Record]) -> dict[str, Any]:
+def order_json(order: Row, jobs: Sequence[Row]) -> dict[str, Any]:
     unfulfilled = [line for j in jobs if j["state"] == "unfulfilled" for line in j["unfulfilled_lines"] or []]
     return {
         "id": order["id"],
