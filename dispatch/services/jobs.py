@@ -18,14 +18,17 @@ from dispatch.core.matching import OrderTiming, RequestedItem, rematch
 from dispatch.db import Conn, retried, transaction
 from dispatch.errors import Conflict, NotFound, ValidationFailed, field_error
 from dispatch.outbox import Event, NewEvent, append_events
+from dispatch.services import changes
 from dispatch.services.candidates import load_candidates, nearby_shop_ids
 from dispatch.services.context import Services
 from dispatch.services.offers import StockRace, adjust_stock, create_jobs, stock_of
 from dispatch.services.records import (
+    Row,
     core_job,
     job_json,
     lock_order_of_job,
     order_json,
+    order_state_of,
     replace_job,
     save_order_state,
     shop_job_json,
@@ -79,13 +82,20 @@ async def accept(svc: Services, job_id: str, shop_id: str, prep_minutes: int) ->
             decision = rules.accept(core_job(job), shop_id, now, prep_minutes)
         except (TransitionError, CoreValidationError) as exc:
             raise _translate(exc) from None
-        job = await _apply(
-            conn, decision, accepted_at=now, prep_minutes=decision.prep_minutes, ready_at=decision.ready_by
+        changed, events = await _job_changed(
+            conn,
+            order,
+            jobs,
+            decision,
+            "job.accepted",
+            now,
+            accepted_at=now,
+            prep_minutes=decision.prep_minutes,
+            ready_at=decision.ready_by,
         )
-        events = await _job_changed(conn, order, job, replace_job(jobs, job), "job.accepted", now)
-    _answered(svc, job, "accepted", now)
+    _answered(svc, changed, "accepted", now)
     await svc.publish(events)
-    return job_json(job)
+    return job_json(changed)
 
 
 @retried
@@ -97,10 +107,9 @@ async def mark_ready(svc: Services, job_id: str, shop_id: str) -> dict[str, Any]
             decision = rules.mark_ready(core_job(job), shop_id, now)
         except TransitionError as exc:
             raise _translate(exc) from None
-        job = await _apply(conn, decision, ready_at=now)
-        events = await _job_changed(conn, order, job, replace_job(jobs, job), "job.ready", now)
+        changed, events = await _job_changed(conn, order, jobs, decision, "job.ready", now, ready_at=now)
     await svc.publish(events)
-    return job_json(job)
+    return job_json(changed)
 
 
 @retried
@@ -154,7 +163,7 @@ async def expire_due(svc: Services, limit: int = 100) -> int:
     return fired
 
 
-def _answered(svc: Services, job: asyncpg.Record, answer: str, now: datetime) -> None:
+def _answered(svc: Services, job: Row, answer: str, now: datetime) -> None:
     """How long the shop took (an expired offer: its whole deadline), for /metrics."""
     if job["offered_at"] is not None:
         svc.metrics.offer_answers.labels(answer).observe((now - job["offered_at"]).total_seconds())
@@ -225,20 +234,31 @@ async def _reoffer(
 async def _job_changed(
     conn: Conn,
     order: asyncpg.Record,
-    job: asyncpg.Record,
     jobs: list[asyncpg.Record],
+    decision: rules.JobTransition,
     shop_event: str,
     now: datetime,
-) -> list[Event]:
-    order = await save_order_state(conn, order, jobs, now)
-    body = order_json(order, jobs)
+    **columns: Any,
+) -> tuple[dict[str, Any], list[Event]]:
+    """Apply a decided transition, the order's new state and their events in one statement (`changes`):
+    the job's new row is known before it is written, since we hold its lock. Returns that row."""
+    job = next(j for j in jobs if j["id"] == decision.job_id)
+    changed = changes.row_after(job, state=decision.to_state.value, updated_at=decision.at, **columns)
+    after: list[Row] = [changed if j["id"] == changed["id"] else j for j in jobs]
+    state, total = order_state_of(after, order["fulfilment"])
+    order_after = changes.row_after(order, state=state, total_cents=total, updated_at=now)
+    body = order_json(order_after, after)
+    resident = order["resident_id"]
     new_events = [
-        NewEvent(job["shop_id"], shop_event, shop_job_json(job, order)),
-        NewEvent(order["resident_id"], "order.updated", body),
+        NewEvent(changed["shop_id"], shop_event, shop_job_json(changed, order_after)),
+        NewEvent(resident, "order.updated", body),
     ]
-    if order["fulfilment"] == "pickup" and order["state"] == "ready":
-        new_events.append(NewEvent(order["resident_id"], "order.ready_for_pickup", body))
-    return await append_events(conn, new_events, now)
+    if order["fulfilment"] == "pickup" and state == "ready":
+        new_events.append(NewEvent(resident, "order.ready_for_pickup", body))
+    events = await changes.apply_transition(conn, decision, columns, order_after, new_events, now)
+    if events is None:
+        raise Conflict("the job changed meanwhile; nothing was done", code="job_changed")
+    return changed, events
 
 
 @retried

@@ -90,7 +90,7 @@ async def refresh_order(conn: Conn, order: asyncpg.Record, now: datetime) -> tup
     return await save_order_state(conn, order, jobs, now), jobs
 
 
-def order_state_of(jobs: list[asyncpg.Record], fulfilment: str) -> tuple[str, int]:
+def order_state_of(jobs: Sequence[Row], fulfilment: str) -> tuple[str, int]:
     """The order's (state, total cents) from its jobs' rows."""
     state, total = order_summary(
         [
