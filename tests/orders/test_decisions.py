@@ -78,6 +78,7 @@ async def test_a_job_no_longer_in_the_decided_state_changes_nothing(
     # Decided on an offer that is no longer one (here: the job is `offered`, the decision wants `ready`).
     stale = JobTransition(job_id, JobAction.ACCEPT, (JobState.READY,), JobState.ACCEPTED, now)
     row = await conn.fetchrow("SELECT * FROM orders WHERE id = $1", order["id"])
+    assert row is not None
     after = changes.row_after(row, state="accepted", total_cents=1, updated_at=now)
     shown = {**order["jobs"][0], "fulfilment": "delivery", "slot": None, "note": None}
     event = NewEvent(shop, "job.accepted", shown)
