@@ -29,6 +29,12 @@ class LocationIndex:
         self.resolution = resolution
         self._points: dict[str, tuple[float, float, int]] = {}  # id -> (lat, lng, cell)
         self._cells: dict[int, dict[str, tuple[float, float]]] = {}
+        # The same points as rows of two arrays, for `nearest_of` to measure many at once without
+        # building an array per call; a removed shop's row is NaN until a new shop takes it.
+        self._row_of: dict[str, int] = {}
+        self._free_rows: list[int] = []
+        self._lats = np.full(64, np.nan)
+        self._lngs = np.full(64, np.nan)
 
     def __len__(self) -> int:
         return len(self._points)
@@ -45,6 +51,12 @@ class LocationIndex:
         cell = h3.latlng_to_cell(lat, lng, self.resolution)
         self._points[shop_id] = (lat, lng, cell)
         self._cells.setdefault(cell, {})[shop_id] = (lat, lng)
+        row = self._free_rows.pop() if self._free_rows else len(self._row_of)
+        if row >= len(self._lats):
+            self._lats = np.concatenate([self._lats, np.full(len(self._lats), np.nan)])
+            self._lngs = np.concatenate([self._lngs, np.full(len(self._lngs), np.nan)])
+        self._row_of[shop_id] = row
+        self._lats[row], self._lngs[row] = lat, lng
 
     def get(self, shop_id: str) -> tuple[float, float] | None:
         point = self._points.get(shop_id)
@@ -58,6 +70,9 @@ class LocationIndex:
         del bucket[shop_id]
         if not bucket:
             del self._cells[old[2]]
+        row = self._row_of.pop(shop_id)
+        self._lats[row] = self._lngs[row] = np.nan
+        self._free_rows.append(row)
         return True
 
     def nearest(self, lat: float, lng: float, k: int, max_distance_m: float) -> list[tuple[str, float]]:
@@ -98,26 +113,27 @@ class LocationIndex:
 
     def nearest_of(self, lat: float, lng: float, shop_ids: Iterable[str], k: int) -> list[str]:
         """The `k` of `shop_ids` nearest to (lat, lng), nearest first, ties by id; ids without a location
-        come last (by id). Vectorised: an order measures the few dozen shops delivering to its door at
-        C speed instead of walking rings of cells."""
+        come last (by id). Vectorised over the location arrays: an order measures the few dozen shops
+        delivering to its door at C speed, and only the chosen ones become Python objects again."""
         if k <= 0:
             return []
-        located: list[str] = []
-        unknown: list[str] = []
-        for shop_id in shop_ids:
-            (located if shop_id in self._points else unknown).append(shop_id)
-        if not located:
-            return sorted(unknown)[:k]
-        points = np.array([self._points[s][:2] for s in located], dtype=np.float64)
-        metres = haversine_m_array(lat, lng, points[:, 0], points[:, 1])
+        ids = shop_ids if isinstance(shop_ids, list) else list(shop_ids)
+        get = self._row_of.get
+        rows = np.fromiter((get(s, -1) for s in ids), dtype=np.intp, count=len(ids))
+        located = np.flatnonzero(rows >= 0)
+        unknown = sorted(ids[i] for i in np.flatnonzero(rows < 0).tolist()) if len(located) < len(ids) else []
+        if not len(located):
+            return unknown[:k]
+        at = rows[located]
+        metres = haversine_m_array(lat, lng, self._lats[at], self._lngs[at])
         if len(located) > k:
             # Everything as near as the k-th nearest, so that ties at the cut are settled by id.
             cut = np.partition(metres, k - 1)[k - 1]
             chosen = np.flatnonzero(metres <= cut)
         else:
             chosen = np.arange(len(located))
-        ranked = sorted((float(metres[i]), located[i]) for i in chosen)
-        return ([s for _, s in ranked] + sorted(unknown))[:k]
+        ranked = sorted(zip(metres[chosen].tolist(), (ids[i] for i in located[chosen].tolist()), strict=True))
+        return ([s for _, s in ranked] + unknown)[:k]
 
     def _scan(self, lat: float, lng: float, max_distance_m: float) -> list[tuple[float, str]]:
         return [pair for bucket in self._cells.values() for pair in _within(bucket, lat, lng, max_distance_m)]
@@ -126,6 +142,7 @@ class LocationIndex:
         size = sys.getsizeof
         total = size(self._points) + size(self._cells)
         total += sum(size(bucket) for bucket in self._cells.values())
+        total += size(self._row_of) + self._lats.nbytes + self._lngs.nbytes
         return total + (64 + 2 * 24 + 32) * len(self._points)
 
 

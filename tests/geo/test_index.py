@@ -259,3 +259,21 @@ def test_nearest_of_given_shops_against_brute_force() -> None:
     # A tie at the cut goes to the smaller id.
     assert index.nearest_of(city[0].lat, city[0].lng, ["twin-b", "twin-a"], 1) == ["twin-a"]
     assert index.nearest_of(city[0].lat, city[0].lng, ["twin-b"], 0) == []
+    # Shops that move, leave and come back are measured where they are now.
+    for shop in rnd.sample(city, 60):
+        index.remove(shop.shop_id)
+        del located[shop.shop_id]
+    for shop in rnd.sample([s for s in city if s.shop_id in located], 60):
+        lat, lng = random_points(1, seed=rnd.randrange(10**6), size_km=12.0)[0]
+        index.set_location(shop.shop_id, lat, lng)
+        located[shop.shop_id] = (lat, lng)
+    for n in range(100):  # more than the rows freed: the location arrays grow
+        lat, lng = random_points(1, seed=1000 + n, size_km=12.0)[0]
+        index.set_location(f"new-{n}", lat, lng)
+        located[f"new-{n}"] = (lat, lng)
+    everyone = sorted(located) + [s.shop_id for s in city if s.shop_id not in located]
+    for lat, lng in random_points(40, seed=34, size_km=12.0):
+        given = rnd.sample(everyone, rnd.choice([1, 40, 300]))
+        expected = sorted((haversine_m(lat, lng, *located[s]), s) for s in given if s in located)
+        want = [s for _, s in expected] + sorted(s for s in given if s not in located)
+        assert index.nearest_of(lat, lng, given, 30) == want[:30]
