@@ -16,7 +16,7 @@ import functools
 import logging
 import random
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import ParamSpec, TypeVar
 
 import asyncpg
@@ -104,16 +104,23 @@ async def transaction(pool: Pool) -> AsyncIterator[PoolConnectionProxy]:
                 with contextlib.suppress(Exception):
                     await tx.rollback()
             raise
-        try:
+        with committing(
+            "PostgreSQL went away while this change was being committed; it may or may not have "
+            "happened: retry with the same Idempotency-Key, or read the state back"
+        ):
             await tx.commit()
-        except Exception as exc:
-            if is_unreachable(exc):
-                raise OutcomeUnknown(
-                    "PostgreSQL went away while this change was being committed; it may or may not have "
-                    "happened: retry with the same Idempotency-Key, or read the state back",
-                    details={"dependency": "postgres"},
-                ) from exc
-            raise
+
+
+@contextlib.contextmanager
+def committing(message: str) -> Iterator[None]:
+    """Around what commits (a COMMIT, or a statement that is its own transaction): a link lost there
+    leaves the outcome unknown, so it becomes OutcomeUnknown (`message`), which is never retried."""
+    try:
+        yield
+    except Exception as exc:
+        if is_unreachable(exc):
+            raise OutcomeUnknown(message, details={"dependency": "postgres"}) from exc
+        raise
 
 
 def retryable(exc: BaseException) -> bool:

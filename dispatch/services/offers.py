@@ -68,6 +68,28 @@ async def adjust_stock(
         raise StockRace()
 
 
+def stock_wanted(planned: Iterable[PlannedJob]) -> Counter[StockKey]:
+    """The stock planned jobs take, by (shop, sku)."""
+    wanted: Counter[StockKey] = Counter()
+    for job in planned:
+        for line in job.lines:
+            wanted[(job.shop_id, line.sku)] += line.qty
+    return wanted
+
+
+def job_lines(job: PlannedJob, pinned: Collection[tuple[str, str]]) -> list[dict[str, Any]]:
+    """A planned job's lines as a job row and the API show them."""
+    return [
+        {
+            "sku": line.sku,
+            "qty": line.qty,
+            "unit_price_cents": line.unit_price_cents,
+            "pinned": (job.shop_id, line.sku) in pinned,
+        }
+        for line in job.lines
+    ]
+
+
 def job_rows(
     order_id: str,
     planned: Sequence[PlannedJob],
@@ -90,15 +112,7 @@ def job_rows(
                 "order_id": order_id,
                 "shop_id": job.shop_id,
                 "state": state.value,
-                "lines": [
-                    {
-                        "sku": line.sku,
-                        "qty": line.qty,
-                        "unit_price_cents": line.unit_price_cents,
-                        "pinned": (job.shop_id, line.sku) in pinned,
-                    }
-                    for line in job.lines
-                ],
+                "lines": job_lines(job, pinned),
                 "offered_at": at,
                 "deadline_at": None if accepted else at + timedelta(seconds=offer_timeout_s),
                 "accepted_at": at if accepted else None,
@@ -127,11 +141,7 @@ async def create_jobs(
 ) -> tuple[list[asyncpg.Record], list[NewEvent]]:
     """Reserve stock for `planned` (giving back `release` in the same locked statement) and insert one job
     per shop (`job_rows`). Raises StockRace when the stock moved (the caller retries the transaction)."""
-    wanted: Counter[StockKey] = Counter()
-    for job in planned:
-        for line in job.lines:
-            wanted[(job.shop_id, line.sku)] += line.qty
-    await adjust_stock(conn, reserve=wanted, release=release)
+    await adjust_stock(conn, reserve=stock_wanted(planned), release=release)
     new = job_rows(order["id"], planned, shops, pinned, now, offer_timeout_s)
     rows = await conn.fetch(
         """INSERT INTO jobs (id, order_id, shop_id, state, lines, offered_at, deadline_at, accepted_at,

@@ -29,7 +29,16 @@ from dispatch.outbox import Event, NewEvent, append_events
 from dispatch.services import admission, pages, placing
 from dispatch.services.candidates import ShopInfo, load_candidates, nearby_shop_ids
 from dispatch.services.context import Services
-from dispatch.services.offers import StockKey, adjust_stock, job_rows, offer_events, pinned_pairs, stock_of
+from dispatch.services.offers import (
+    StockKey,
+    adjust_stock,
+    job_lines,
+    job_rows,
+    offer_events,
+    pinned_pairs,
+    stock_of,
+    stock_wanted,
+)
 from dispatch.services.records import (
     core_job,
     order_jobs,
@@ -145,7 +154,7 @@ async def _place_once(
         body = order_json(order, jobs)
         new_events = [*offer_events(jobs, order), NewEvent(req.resident_id, "order.placed", body)]
         claim = None if idempotency is None else placing.Claim(idempotency[0], idempotency[1], body)
-        written = await placing.write_placement(conn, order, jobs, reserved_by(plan), new_events, claim)
+        written = await placing.write_placement(conn, order, jobs, stock_wanted(plan.jobs), new_events, claim)
         if isinstance(written, placing.Short):
             return None
         if isinstance(written, placing.KeyTaken):
@@ -153,15 +162,6 @@ async def _place_once(
             previous = await _answered(conn, req.resident_id, idempotency)
             return None if previous is None else (200, previous, [])
     return 201, body, written.events
-
-
-def reserved_by(plan: SplitPlan) -> Counter[StockKey]:
-    """The stock the plan's jobs take, by (shop, sku)."""
-    wanted: Counter[StockKey] = Counter()
-    for job in plan.jobs:
-        for line in job.lines:
-            wanted[(job.shop_id, line.sku)] += line.qty
-    return wanted
 
 
 async def _deliverable(
@@ -266,15 +266,7 @@ async def quote_order(svc: Services, req: OrderRequest) -> dict[str, Any]:
         {
             "shop_id": j.shop_id,
             "shop_name": names[j.shop_id],
-            "lines": [
-                {
-                    "sku": line.sku,
-                    "qty": line.qty,
-                    "unit_price_cents": line.unit_price_cents,
-                    "pinned": (j.shop_id, line.sku) in pins,
-                }
-                for line in j.lines
-            ],
+            "lines": job_lines(j, pins),
             "subtotal_cents": sum(line.qty * line.unit_price_cents for line in j.lines),
             "ready_and_travel_minutes": round(ready_minutes[j.shop_id], 1),
         }

@@ -16,10 +16,9 @@ from typing import Any
 
 import orjson
 
-from dispatch.db import Conn, OutcomeUnknown
+from dispatch.db import Conn, committing
 from dispatch.outbox import Event, NewEvent, appending, event_arguments, numbered
 from dispatch.services.offers import StockKey
-from dispatch.translate import is_unreachable
 
 Row = dict[str, Any]  # a row as PostgreSQL will hold it, built before it is written
 
@@ -112,7 +111,10 @@ async def write_placement(
     so a link lost while it runs leaves the outcome unknown (503 `outcome_unknown`, never run again)."""
     at = order["created_at"]
     keys = sorted(reserve)
-    try:
+    with committing(
+        "PostgreSQL went away while the order was being written; it may or may not have been placed: "
+        "retry with the same Idempotency-Key, or list your orders"
+    ):
         row = await conn.fetchrow(
             _WRITE,
             *event_arguments(events, at),
@@ -145,14 +147,6 @@ async def write_placement(
             [j["prep_minutes"] for j in jobs],
             [j["ready_at"] for j in jobs],
         )
-    except Exception as exc:
-        if is_unreachable(exc):
-            raise OutcomeUnknown(
-                "PostgreSQL went away while the order was being written; it may or may not have been "
-                "placed: retry with the same Idempotency-Key, or list your orders",
-                details={"dependency": "postgres"},
-            ) from exc
-        raise
     assert row is not None
     if not row["stocked"]:
         return Short()

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import asyncpg
-import pytest
 
-from dispatch import db as dbmod
 from dispatch.core.jobs import JobAction, JobState, JobTransition
 from dispatch.outbox import NewEvent
 from dispatch.services import changes
@@ -55,13 +52,6 @@ async def test_answers_and_events_are_the_rows_as_read_back(client: Client, auth
         pickup = await recv_event(ws, "order.ready_for_pickup")
         read = await (await client.get(f"/v1/orders/{order['id']}", headers=as_resident)).json()
         assert pickup["data"] == read and read["state"] == "ready"
-
-
-@pytest.fixture
-async def conn(database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await dbmod.connect(database_url)
-    yield conn
-    await conn.close()
 
 
 async def test_a_job_no_longer_in_the_decided_state_changes_nothing(

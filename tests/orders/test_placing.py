@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -95,14 +94,6 @@ async def test_a_retry_after_the_last_unit_gets_the_first_answer(
     )
     assert other.status == 409
     assert (await other.json())["error"]["code"] == "idempotency_key_reused"
-
-
-@pytest.fixture
-async def conn(database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    """A connection as the server's pool makes them (its JSON codecs)."""
-    conn = await dbmod.connect(database_url)
-    yield conn
-    await conn.close()
 
 
 async def _rows(shop: str, resident: str, qty: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
