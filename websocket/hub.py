@@ -1,7 +1,10 @@
 """The connection hub of one node: local connections by recipient, fed from Redis and PostgreSQL.
 
 Delivery per connection is exactly once, in order, without gaps: a live event whose seq is not the next one
-expected triggers a backfill from PostgreSQL (the outbox) first; an event already delivered is dropped.
+expected starts a catch-up from PostgreSQL (the outbox), which sends it in its turn; an event already
+delivered is dropped. The node's one Redis listener never waits on PostgreSQL: catch-ups run beside it, and
+a live event for a connection being caught up is left to that catch-up, so a slow database delays only the
+clients that are behind.
 
 A message lost on Redis never leaves a connected client silent:
 - a publish that fails is delivered at once to this node's own connections of its recipients;
@@ -13,6 +16,7 @@ A message lost on Redis never leaves a connected client silent:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections import defaultdict
@@ -57,6 +61,10 @@ class Hub:
         self.publish_failures = 0
         self.backfilled = 0
         self._local: dict[str, set[Connection]] = defaultdict(set)
+        # Connections that missed a live event while their delivery lock was held (caught up on release),
+        # and the catch-ups that gaps started.
+        self._missed: dict[Connection, bool] = {}
+        self._catching_up: dict[Connection, asyncio.Task[None]] = {}
         fanout.route_channel(EVENTS_CHANNEL, self._on_events)
         fanout.route_channel(LIVE_CHANNEL, self._on_live)
         fanout.on_reconnect.append(self.catch_up_all)
@@ -91,12 +99,14 @@ class Hub:
                 await self.unregister(conn)
                 raise
             conn.last_seq = latest if after_seq is None else min(after_seq, latest)
+            if self._missed.pop(conn, False):
+                self._catch_up_soon(conn)  # runs once this lock is released (after the hello)
         return latest
 
     async def catch_up(self, conn: Connection) -> int:
         """Send the connection everything after what it has been sent; returns its last seq."""
         async with conn.delivery:
-            await self._backfill(conn, upto=None)
+            await self._backfill(conn)
             return conn.last_seq
 
     async def unregister(self, conn: Connection) -> None:
@@ -106,12 +116,13 @@ class Hub:
         conns.discard(conn)
         if not conns:
             del self._local[conn.recipient]
+        self._missed.pop(conn, None)
 
     async def resume(self, conn: Connection, after_seq: int) -> int:
         """Replay everything after `after_seq` from PostgreSQL; live delivery continues after it."""
         async with conn.delivery:
             conn.last_seq = after_seq
-            await self._backfill(conn, upto=None)
+            await self._backfill(conn)
             return conn.last_seq
 
     async def publish(self, events: Sequence[tuple[str, dict[str, Any]]]) -> bool:
@@ -129,7 +140,7 @@ class Hub:
             self.publish_failures += 1
             for recipient, seq, data in encoded:
                 for conn in list(self._local.get(recipient, ())):
-                    await self._deliver_or_leave(conn, seq, data)
+                    self._offer(conn, seq, data)
             return False
         self.published += len(events)
         return True
@@ -159,7 +170,7 @@ class Hub:
         """After Redis comes back, bring every local connection up to date from PostgreSQL."""
         for conn in self.connections():
             async with conn.delivery:
-                await self._backfill(conn, upto=None)
+                await self._backfill(conn)
 
     async def sweep(self) -> int:
         """Backfill every local connection that is behind the outbox; returns how many were behind.
@@ -178,7 +189,7 @@ class Hub:
         ]
         for conn in behind:
             async with conn.delivery:
-                await self._backfill(conn, upto=None)
+                await self._backfill(conn)
         return len(behind)
 
     async def _on_events(self, channel: str, data: bytes) -> None:
@@ -188,42 +199,62 @@ class Hub:
             conns = local.get(recipient)
             if conns:
                 for conn in list(conns):
-                    await self._deliver_or_leave(conn, seq, message)
+                    self._offer(conn, seq, message)
 
-    async def _deliver_or_leave(self, conn: Connection, seq: int, data: bytes) -> None:
-        """Deliver; if the backfill it needs cannot reach PostgreSQL, leave it to the next event or sweep."""
-        try:
-            await self._deliver(conn, seq, data)
-        except Exception as exc:
-            log.warning("could not deliver seq %d to %s yet (%s); the sweep will", seq, conn.recipient, exc)
-            log.debug("delivery failure", exc_info=True)
-
-    async def _deliver(self, conn: Connection, seq: int, data: bytes) -> None:
-        async with conn.delivery:
-            if seq <= conn.last_seq:
-                return  # already delivered (by a backfill)
-            if seq > conn.last_seq + 1:
-                await self._backfill(conn, upto=seq)
-                return
+    def _offer(self, conn: Connection, seq: int, data: bytes) -> None:
+        """Deliver a live event now if it is the next one, never waiting: this runs in the node's one Redis
+        listener, so a wait here (for PostgreSQL) would hold up every client of the node. A connection
+        being caught up (its lock held) notes that it missed one and its catch-up reads on; a gap starts a
+        catch-up of its own."""
+        if conn.delivery.locked():
+            self._missed[conn] = True
+        elif seq == conn.last_seq + 1:
             if conn.send(data):
                 conn.last_seq = seq
+        elif seq > conn.last_seq:
+            self._catch_up_soon(conn)
 
-    async def _backfill(self, conn: Connection, upto: int | None) -> None:
-        """Send events after conn.last_seq (up to `upto` when given) from PostgreSQL, in pages. A client with
-        half its bound unread gets the rest later, from the next event's gap or the sweep."""
+    def _catch_up_soon(self, conn: Connection) -> None:
+        if conn not in self._catching_up:
+            task = asyncio.create_task(self._catch_up_task(conn), name=f"catch-up-{conn.recipient}")
+            self._catching_up[conn] = task
+            task.add_done_callback(lambda _: self._catching_up.pop(conn, None))
+
+    async def catch_ups_done(self) -> None:
+        """Wait for the catch-ups that gaps have started (they run beside the Redis listener)."""
+        while self._catching_up:
+            await asyncio.gather(*self._catching_up.values(), return_exceptions=True)
+
+    async def _catch_up_task(self, conn: Connection) -> None:
+        """A gap's catch-up; if PostgreSQL cannot be read, the next event's gap or the sweep tries again."""
+        try:
+            async with conn.delivery:
+                await self._backfill(conn)
+        except Exception as exc:
+            log.warning("could not catch %s up yet (%s); the sweep will", conn.recipient, exc)
+            log.debug("catch-up failure", exc_info=True)
+
+    async def _backfill(self, conn: Connection) -> None:
+        """Send events after conn.last_seq from PostgreSQL, in pages, until none is left, including the live
+        ones that arrived meanwhile (the caller holds the delivery lock, so `_offer` left them to this). A
+        client with half its bound unread gets the rest later, from the next event's gap or the sweep."""
+        self._missed.pop(conn, None)
         while not conn.closed.is_set():
             page = await self._fetch_after(conn.recipient, conn.last_seq, BACKFILL_PAGE)
             for message in page:
-                if upto is not None and message["seq"] > upto:
-                    return
                 if conn.backlogged() or not conn.send(message):
                     return
                 conn.last_seq = message["seq"]
                 self.backfilled += 1
-            if len(page) < BACKFILL_PAGE:
+            if len(page) == BACKFILL_PAGE:
+                continue
+            # A live event missed during the last read may have been committed after it: read once more.
+            if not self._missed.pop(conn, False):
                 return
 
     async def close_all(self, code: int, message: bytes) -> None:
+        for task in list(self._catching_up.values()):
+            task.cancel()
         for conn in self.connections():
             with contextlib.suppress(Exception):
                 await conn.close(code, message)

@@ -96,7 +96,9 @@ def _hub(outbox: Outbox, channels: Channels) -> Hub:
 
 
 async def _live(hub: Hub, recipient: str, message: dict[str, Any]) -> None:
+    """A live event reaches the node; a gap's catch-up, which runs beside the listener, is waited for."""
     await hub._on_events(EVENTS_CHANNEL, event_batch([(recipient, message["seq"], orjson.dumps(message))]))
+    await hub.catch_ups_done()
 
 
 async def test_live_events_in_order_and_a_repeat_is_dropped() -> None:

@@ -344,3 +344,42 @@ async def test_a_bad_token_in_the_header_is_a_401_before_any_upgrade(client: Cli
     assert r.status == 422 and (await r.json())["error"]["details"][0]["path"] == ["after_seq"]
     r = await client.get("/v1/ws")  # a plain GET: not a websocket client
     assert r.status == 426 and (await r.json())["error"]["code"] == "websocket_upgrade_required"
+
+
+async def test_a_stalled_catch_up_holds_up_no_one_else(
+    client: Client,
+    db: asyncpg.Connection,
+    database_url: str,
+    clock: ManualClock,
+    auth: Callable[..., dict[str, str]],
+) -> None:
+    """A client behind (a gap) is caught up from PostgreSQL; while that read waits (here on a lock, as on
+    a slow or restarting database), the node's other clients still get their events and live messages at
+    once, and the one behind gets everything, in order, once the read goes through."""
+    other = "res_bbbbbbbbbbbbbbbb"
+    await db.execute("INSERT INTO residents (id, name) VALUES ($1, 'Other')", other)
+    async with (
+        client.ws_connect("/v1/ws", headers=auth("resident", RES)) as behind,
+        client.ws_connect("/v1/ws", headers=auth("resident", other)) as ws,
+    ):
+        await _recv(behind)
+        await _recv(ws)
+        missed = await _write(db, clock, RES, 2)  # committed; only the second is published: a gap
+        blocker = await asyncpg.connect(database_url)
+        try:
+            stall = blocker.transaction()
+            await stall.start()
+            await blocker.execute("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
+            await _publish(client, missed[1:])
+            await asyncio.sleep(100 * MS)  # the gap's catch-up is now waiting on the lock
+            hub = client.app[RUNTIME].hub
+            await hub.publish([(other, {"seq": 1, "type": "test.event", "at": "t", "data": {"n": 7}})])
+            await hub.publish_live([(other, {"type": "courier.location", "data": {"n": 8}})])
+            first, second = await _recv(ws), await _recv(ws)
+            assert (first["seq"], first["data"]) == (1, {"n": 7})
+            assert second["data"] == {"n": 8}
+            await stall.rollback()
+        finally:
+            await blocker.close()
+        got = [await _recv(behind) for _ in range(2)]
+        assert [m["seq"] for m in got] == [1, 2]
