@@ -6,8 +6,9 @@ delivered is dropped. The node's one Redis listener never waits on PostgreSQL: c
 a live event for a connection being caught up is left to that catch-up, so a slow database delays only the
 clients that are behind.
 
-A message lost on Redis never leaves a connected client silent:
-- a publish that fails is delivered at once to this node's own connections of its recipients;
+A node delivers its own commits' events to its own connections as it publishes them (its batches come back
+from Redis marked as its own and are passed by); other nodes' come from Redis. A message lost on Redis never
+leaves a connected client silent:
 - when the node's Redis subscriber reconnects, every local connection is caught up from PostgreSQL;
 - `sweep` (every few seconds) compares what each local connection has been sent with the latest seq in
   PostgreSQL and backfills the difference, which covers the rest: another node that could not publish, a
@@ -19,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -29,7 +31,15 @@ from redis.exceptions import RedisError
 
 from websocket.connection import Connection
 from websocket.fanout import Fanout
-from websocket.protocol import EVENTS_CHANNEL, LIVE_CHANNEL, event_batch, event_lines, live_batch, live_lines
+from websocket.protocol import (
+    EVENTS_CHANNEL,
+    LIVE_CHANNEL,
+    event_batch,
+    event_lines,
+    live_batch,
+    live_lines,
+    origin_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +74,7 @@ class Hub:
         # Connections that missed a live event while their delivery lock was held (caught up on release),
         # and the catch-ups that gaps started.
         self._missed: dict[Connection, bool] = {}
+        self.origin = secrets.token_hex(8).encode()  # this hub's id on the events channel
         self._catching_up: dict[Connection, asyncio.Task[None]] = {}
         fanout.route_channel(EVENTS_CHANNEL, self._on_events)
         fanout.route_channel(LIVE_CHANNEL, self._on_live)
@@ -131,16 +142,19 @@ class Hub:
         if not events:
             return True
         encoded = [(recipient, message["seq"], orjson.dumps(message)) for recipient, message in events]
-        try:
-            await self._redis.publish(EVENTS_CHANNEL, event_batch(encoded))
-        except (RedisError, OSError) as exc:
-            log.warning(
-                "could not publish %d event(s); delivering locally, others sweep: %s", len(events), exc
-            )
-            self.publish_failures += 1
-            for recipient, seq, data in encoded:
-                for conn in list(self._local.get(recipient, ())):
+        # This node's own clients have them at once, not after a round trip through Redis (the batch says
+        # it is ours, and `_on_events` passes it by).
+        local = self._local
+        for recipient, seq, data in encoded:
+            conns = local.get(recipient)
+            if conns:
+                for conn in list(conns):
                     self._offer(conn, seq, data)
+        try:
+            await self._redis.publish(EVENTS_CHANNEL, event_batch(encoded, self.origin))
+        except (RedisError, OSError) as exc:
+            log.warning("could not publish %d event(s); other nodes sweep: %s", len(events), exc)
+            self.publish_failures += 1
             return False
         self.published += len(events)
         return True
@@ -193,7 +207,10 @@ class Hub:
         return len(behind)
 
     async def _on_events(self, channel: str, data: bytes) -> None:
-        """Every node hears every commit's events; each delivers the lines of its own clients."""
+        """Every node hears every commit's events; each delivers the lines of its own clients (its own
+        batches it delivered as it published them)."""
+        if origin_of(data) == self.origin:
+            return
         local = self._local
         for recipient, seq, message in event_lines(data):
             conns = local.get(recipient)

@@ -48,11 +48,22 @@ def live_lines(batch: bytes) -> Iterator[tuple[str, bytes]]:
             yield recipient.decode(errors="replace"), message
 
 
-def event_batch(events: Sequence[tuple[str, int, bytes]]) -> bytes:
-    """One message for EVENTS_CHANNEL: (recipient, seq, message JSON) lines, under live_batch's rules."""
-    return b"\n".join(
+def event_batch(events: Sequence[tuple[str, int, bytes]], origin: bytes = b"") -> bytes:
+    """One message for EVENTS_CHANNEL: (recipient, seq, message JSON) lines, under live_batch's rules.
+    With `origin` (the publishing node's id) a first line "from<TAB>origin" says who sent it: `origin_of`
+    reads it, and `event_lines` skips it (as nodes of an older version do, a line of two parts)."""
+    lines = b"\n".join(
         b"%s\t%d\t%s" % (recipient.encode(), seq, message) for recipient, seq, message in events
     )
+    return b"from\t" + origin + b"\n" + lines if origin else lines
+
+
+def origin_of(batch: bytes) -> bytes | None:
+    """The id of the node that published an EVENTS_CHANNEL message, if it said."""
+    if not batch.startswith(b"from\t"):
+        return None
+    end = batch.find(b"\n")
+    return batch[5:] if end < 0 else batch[5:end]
 
 
 def event_lines(batch: bytes) -> Iterator[tuple[str, int, bytes]]:

@@ -15,7 +15,15 @@ from tests.timing import MS
 from websocket.connection import Connection
 from websocket.fanout import Fanout
 from websocket.hub import Hub
-from websocket.protocol import LIVE_CHANNEL, event_batch, event_lines, live_batch, live_lines
+from websocket.protocol import (
+    EVENTS_CHANNEL,
+    LIVE_CHANNEL,
+    event_batch,
+    event_lines,
+    live_batch,
+    live_lines,
+    origin_of,
+)
 
 
 def test_a_batch_is_its_lines_and_a_malformed_line_is_skipped() -> None:
@@ -34,6 +42,15 @@ def test_an_event_batch_is_its_lines_with_their_seq() -> None:
         ("res_1", 3, b"{}"),
         ("res_2", 4, b'{"a":"b\\tc"}'),
     ]
+
+
+def test_an_event_batch_may_say_which_node_sent_it() -> None:
+    lines = [("shop_1", 7, b'{"seq":7}'), ("res_2", 12, b'{"seq":12}')]
+    batch = event_batch(lines, b"node-a")
+    assert origin_of(batch) == b"node-a"
+    assert list(event_lines(batch)) == lines  # the "from" line is no event line, here or on older nodes
+    assert origin_of(event_batch(lines)) is None
+    assert origin_of(b"from\tnode-b") == b"node-b"
 
 
 @pytest.fixture
@@ -112,3 +129,23 @@ async def test_events_published_on_one_node_reach_the_clients_of_another_in_orde
     await asyncio.sleep(100 * MS)
     assert [t.seqs for t in shop_tablets] == [[1, 2, 3], [1, 2, 3]]
     assert bystander.sent == []
+
+
+async def test_a_node_gives_its_own_clients_its_events_as_it_publishes(
+    nodes: list[Hub], redis: Redis
+) -> None:
+    """Its own clients get them without waiting for Redis; its own batches coming back are passed by, while
+    the other node delivers them to its clients."""
+    a, b = nodes
+    here, there = Client("res_1"), Client("res_1")
+    await a.register(cast(Connection, here))
+    await b.register(cast(Connection, there))
+    assert await a.publish([("res_1", {"seq": 1, "type": "order.placed", "at": "", "data": {}})])
+    assert here.seqs == [1]  # before any message from Redis could have arrived
+    await _until(lambda: there.seqs == [1])
+    # A batch marked as node A's, with the next seq: B delivers it, A knows it has already.
+    batch = event_batch([("res_1", 2, b'{"seq":2,"type":"order.updated","at":"","data":{}}')], a.origin)
+    await redis.publish(EVENTS_CHANNEL, batch)
+    await _until(lambda: there.seqs == [1, 2])
+    await asyncio.sleep(100 * MS)
+    assert here.seqs == [1]
