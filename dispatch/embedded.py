@@ -83,11 +83,41 @@ def start_postgres(data_dir: Path) -> tuple[str, Any]:
     pgdata = (data_dir / "postgres").resolve()
     pgdata.mkdir(parents=True, exist_ok=True)
     try:
+        _forget_dead_handles(pgdata)
         server = postgres_server.get_server(pgdata, cleanup_mode="stop")
     except Exception as exc:  # pgserver raises plain exceptions; say what failed and where
         raise StartupError(f"could not start embedded PostgreSQL in {pgdata}: {exc}") from exc
     # pgserver's URI uses the unix socket; asyncpg understands the same form.
     return str(server.get_uri()), server
+
+
+def _forget_dead_handles(pgdata: Path) -> None:
+    """pgserver stops its PostgreSQL when the last process holding it lets go, and counts the holders by pid
+    in a file. A server killed outright (SIGKILL, the OOM killer) never takes its pid out, so PostgreSQL
+    would outlive every later server on this data dir: forget the pids of processes that are gone."""
+    from pgserver import postgres_server
+    from pgserver.utils import DiskList
+
+    with postgres_server.PostgresServer._lock:
+        holders = DiskList(pgdata / ".handle_pids.json")
+        pids = holders.get()
+        alive = [pid for pid in pids if _running(pid)]
+        if alive != pids:
+            log.info(
+                "forgot embedded PostgreSQL holders that are gone",
+                extra={"pids": sorted(set(pids) - set(alive))},
+            )
+            holders.put(alive)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
 
 
 def start_redis(data_dir: Path) -> tuple[str, Any]:

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -182,3 +183,39 @@ def _close_code_on_sigterm(proc: subprocess.Popen[str], port: int, token: str) -
     code = asyncio.run(run())
     proc.wait(30)  # the shutdown finishes by itself: no second signal
     return code
+
+
+def _pid_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_after_a_killed_server_the_next_one_stops_the_embedded_database_when_it_stops(tmp_path: Path) -> None:
+    """SIGKILL leaves the embedded PostgreSQL and Redis running; the next server on the data dir takes them
+    over, and they stop when it stops (before, PostgreSQL outlived it for ever)."""
+    data_dir = tmp_path / "data"
+    port = _free_port()
+    first = _start(data_dir, port)
+    _wait_ready(first, port)
+    postmaster = int((data_dir / "postgres" / "postmaster.pid").read_text().split()[0])
+    settings = json.loads((data_dir / "redis" / "dispatch.rdb.settings").read_text())
+    redis_server = int(Path(settings["pidfile"]).read_text())
+    first.kill()  # no chance to stop anything
+    first.communicate(timeout=30 * SECOND)
+    # Orphaned, both still serving the data dir.
+    assert _pid_running(postmaster) and _pid_running(redis_server)
+    second = _start(data_dir, port)
+    try:
+        _wait_ready(second, port)
+        assert _get(port, "/readyz")[0] == 200
+    finally:
+        _stop(second)
+    for _ in range(100):
+        if not _pid_running(postmaster) and not _pid_running(redis_server):
+            break
+        time.sleep(0.1)
+    assert not _pid_running(postmaster), "the embedded PostgreSQL outlived the server that took it over"
+    assert not _pid_running(redis_server), "the embedded Redis outlived the server that took it over"
