@@ -83,3 +83,12 @@ class TravelModel:
     def minutes(self, lat1: float, lng1: float, lat2: float, lng2: float) -> float:
         """Travel minutes from (lat1, lng1) to (lat2, lng2)."""
         return self.minutes_for_distance(haversine_m(lat1, lng1, lat2, lng2))
+
+    def minutes_array(
+        self, lat: float, lng: float, lats: NDArray[np.float64], lngs: NDArray[np.float64]
+    ) -> NDArray[np.float64]:
+        """`minutes` from one point to many, vectorised."""
+        minutes = haversine_m_array(lat, lng, lats, lngs) * self.detour_factor / self.speed_m_per_min
+        minutes += self.service_minutes
+        result: NDArray[np.float64] = np.ceil(minutes) if self.round_up else minutes
+        return result

@@ -48,8 +48,15 @@ def hours_of(shop_id: str, updated_at: object, raw: dict[str, Any]) -> OpeningHo
 _OPEN: dict[tuple[str, object, int], bool] = {}
 
 
-def is_open_at(shop_id: str, updated_at: object, raw: dict[str, Any], at: datetime) -> bool:
-    key = (shop_id, updated_at, int(at.timestamp() // 60))
+def open_minute(at: datetime) -> int:
+    """The minute `at` falls in, as is_open_at keys it (to work out once for many shops)."""
+    return int(at.timestamp() // 60)
+
+
+def is_open_at(
+    shop_id: str, updated_at: object, raw: dict[str, Any], at: datetime, minute: int | None = None
+) -> bool:
+    key = (shop_id, updated_at, open_minute(at) if minute is None else minute)
     known = _OPEN.get(key)
     if known is None:
         if len(_OPEN) >= _CACHE_MAX:

@@ -133,7 +133,7 @@ async def create_jobs(
     conn: Conn,
     order: Row,
     planned: Sequence[PlannedJob],
-    shops: dict[str, ShopInfo],
+    shops: Mapping[str, ShopInfo],
     pinned: Collection[tuple[str, str]],
     now: datetime,
     offer_timeout_s: float,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -169,7 +170,7 @@ async def _deliverable(
     svc: Services,
     req: OrderRequest,
     plan: SplitPlan,
-    shops: dict[str, ShopInfo],
+    shops: Mapping[str, ShopInfo],
     now: datetime,
     fleet: admission.Snapshot | None,
 ) -> dict[str, Any] | None:
@@ -222,7 +223,7 @@ async def _deliverable(
 
 async def _plan(
     conn: Conn, svc: Services, req: OrderRequest, now: datetime
-) -> tuple[SplitPlan, dict[str, ShopInfo], list[CandidateShop]]:
+) -> tuple[SplitPlan, Mapping[str, ShopInfo], list[CandidateShop]]:
     """The split: the shops near the point that have the items, chosen by the matching rules; or the 422
     that says precisely what is missing."""
     pinned = {i.shop_id for i in req.items if i.shop_id}

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import random
 from typing import Any
 
+import numpy as np
 import pytest
 
 from geo import EARTH_RADIUS_M, TravelModel, destination, haversine_m
@@ -70,3 +72,19 @@ def test_travel_model_parameters() -> None:
 def test_travel_model_rejects_bad_parameters(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match="must be"):
         TravelModel(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "model",
+    [TravelModel(), TravelModel(speed_m_per_min=90.0, detour_factor=1.0, service_minutes=2.5, round_up=True)],
+)
+def test_travel_minutes_to_many_points_are_those_to_each(model: TravelModel) -> None:
+    rnd = random.Random(7)
+    points = [(45.7 + rnd.uniform(-0.1, 0.1), 4.8 + rnd.uniform(-0.1, 0.1)) for _ in range(50)]
+    lats = np.array([p[0] for p in points])
+    lngs = np.array([p[1] for p in points])
+    many = model.minutes_array(45.76, 4.83, lats, lngs).tolist()
+    each = [model.minutes(45.76, 4.83, lat, lng) for lat, lng in points]
+    assert many == pytest.approx(each, rel=1e-12, abs=1e-9)
+    if model.round_up:
+        assert all(m == math.ceil(m) for m in many)
