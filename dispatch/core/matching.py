@@ -252,21 +252,25 @@ def _place(
 ) -> tuple[tuple[PlannedJob, ...], bool]:
     whole_idx = [i for i, ln in enumerate(lines) if max(a[i] for a in avail) >= ln.qty]
     split_idx = [i for i in range(len(lines)) if i not in whole_idx]
+    avail_by_id = {s.shop_id: row for s, row in zip(shops, avail, strict=True)}
+    if not split_idx:
+        # The common order: some shop has everything. No plan has fewer shops than one, and one-shop plans
+        # compare by (ready, load, id), which is the rank: the best such shop is the optimum, no search
+        # (and no option built for each of the dozens of candidates).
+        needs = [(i, lines[i].qty) for i in whole_idx]
+        alone = [
+            shop for shop, row in zip(shops, avail, strict=True) if all(row[i] >= qty for i, qty in needs)
+        ]
+        if alone:
+            best = min(alone, key=lambda s: (s.ready_and_travel_minutes, s.load, s.shop_id))
+            return _allocate(lines, [best], whole_idx, split_idx, avail_by_id), True
     options = []
     for shop, row in zip(shops, avail, strict=True):
         whole = sum(1 << b for b, i in enumerate(whole_idx) if row[i] >= lines[i].qty)
         split = tuple(row[i] for i in split_idx)
         if whole or any(split):
             options.append(_Shop(shop, whole, split))
-    avail_by_id = {s.shop_id: row for s, row in zip(shops, avail, strict=True)}
     full = (1 << len(whole_idx)) - 1
-    if not split_idx:
-        # The common order: some shop has everything. No plan has fewer shops than one, and one-shop plans
-        # compare by (ready, load, id), which is the rank: the best such shop is the optimum, no search.
-        alone = [o for o in options if o.whole == full]
-        if alone:
-            best = min(alone, key=lambda o: o.rank)
-            return _allocate(lines, [best.shop], whole_idx, split_idx, avail_by_id), True
     search = _Search(_reduce(options), full, [lines[i].qty for i in split_idx], max_nodes)
     chosen, optimal = search.run()
     return _allocate(lines, chosen, whole_idx, split_idx, avail_by_id), optimal
