@@ -76,6 +76,7 @@ class Hub:
         self._missed: dict[Connection, bool] = {}
         self.origin = secrets.token_hex(8).encode()  # this hub's id on the events channel
         self._catching_up: dict[Connection, asyncio.Task[None]] = {}
+        self._recovery: asyncio.Task[None] | None = None
         fanout.route_channel(EVENTS_CHANNEL, self._on_events)
         fanout.route_channel(LIVE_CHANNEL, self._on_live)
         fanout.on_reconnect.append(self.catch_up_all)
@@ -181,10 +182,17 @@ class Hub:
                     conn.send(message)
 
     async def catch_up_all(self) -> None:
-        """After Redis comes back, bring every local connection up to date from PostgreSQL."""
-        for conn in self.connections():
-            async with conn.delivery:
-                await self._backfill(conn)
+        """After Redis comes back, bring every local connection that is behind up to date from PostgreSQL: a
+        sweep, in a task of its own, so that the listener goes back to delivering at once (if PostgreSQL
+        cannot be read now, the periodic sweep does it later)."""
+        if self._recovery is None or self._recovery.done():
+            self._recovery = asyncio.create_task(self._recover(), name="catch-up-after-redis")
+
+    async def _recover(self) -> None:
+        try:
+            await self.sweep()
+        except Exception as exc:
+            log.warning("could not catch clients up after Redis came back (%s); the sweep will", exc)
 
     async def sweep(self) -> int:
         """Backfill every local connection that is behind the outbox; returns how many were behind.
@@ -238,9 +246,11 @@ class Hub:
             task.add_done_callback(lambda _: self._catching_up.pop(conn, None))
 
     async def catch_ups_done(self) -> None:
-        """Wait for the catch-ups that gaps have started (they run beside the Redis listener)."""
-        while self._catching_up:
-            await asyncio.gather(*self._catching_up.values(), return_exceptions=True)
+        """Wait for the catch-ups that gaps and a Redis reconnect have started (they run beside the
+        listener)."""
+        while self._catching_up or (self._recovery is not None and not self._recovery.done()):
+            pending = [*self._catching_up.values(), *([self._recovery] if self._recovery else [])]
+            await asyncio.gather(*pending, return_exceptions=True)
 
     async def _catch_up_task(self, conn: Connection) -> None:
         """A gap's catch-up; if PostgreSQL cannot be read, the next event's gap or the sweep tries again."""
@@ -270,7 +280,7 @@ class Hub:
                 return
 
     async def close_all(self, code: int, message: bytes) -> None:
-        for task in list(self._catching_up.values()):
+        for task in [*self._catching_up.values(), *([self._recovery] if self._recovery else [])]:
             task.cancel()
         for conn in self.connections():
             with contextlib.suppress(Exception):

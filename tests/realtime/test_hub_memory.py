@@ -22,6 +22,7 @@ class Outbox:
 
     def __init__(self) -> None:
         self.events: dict[str, list[dict[str, Any]]] = {}
+        self.gate: asyncio.Event | None = None  # when set up, reads wait for it (a slow PostgreSQL)
 
     def write(self, recipient: str, n: int = 1) -> list[dict[str, Any]]:
         stream = self.events.setdefault(recipient, [])
@@ -30,6 +31,8 @@ class Outbox:
         return new
 
     async def fetch_after(self, recipient: str, after: int, limit: int) -> list[dict[str, Any]]:
+        if self.gate is not None:
+            await self.gate.wait()
         return [m for m in self.events.get(recipient, []) if m["seq"] > after][:limit]
 
     async def latest(self, recipient: str) -> int:
@@ -193,3 +196,26 @@ async def test_a_resume_replays_from_the_outbox() -> None:
     await hub.register(cast(Connection, client))
     assert await hub.resume(cast(Connection, client), 1) == 4
     assert client.seqs == [2, 3, 4]
+
+
+async def test_after_redis_comes_back_clients_are_caught_up_beside_the_listener() -> None:
+    """The catch-up after a reconnect does not hold the listener: with PostgreSQL slow to answer, another
+    client's live event goes out at once, and the client behind gets everything, in order, afterwards."""
+    outbox, channels = Outbox(), Channels()
+    hub, behind, other = _hub(outbox, channels), Client("r"), Client("s")
+    await hub.register(cast(Connection, behind))
+    await hub.register(cast(Connection, other))
+    outbox.write("r", 2)  # committed while the subscriber was away
+    outbox.gate = asyncio.Event()
+    (reconnected,) = channels.on_reconnect
+    await asyncio.wait_for(reconnected(), 2.0)  # what the fan-out runs once it has resubscribed
+    for _ in range(5):
+        await asyncio.sleep(0)  # the catch-up is now waiting on the outbox
+    (event,) = outbox.write("s")
+    await hub._on_events(EVENTS_CHANNEL, event_batch([("s", 1, orjson.dumps(event))]))
+    assert other.seqs == [1]
+    (third,) = outbox.write("r")  # arrives while the catch-up waits: left to it
+    await hub._on_events(EVENTS_CHANNEL, event_batch([("r", 3, orjson.dumps(third))]))
+    outbox.gate.set()
+    await hub.catch_ups_done()
+    assert behind.seqs == [1, 2, 3]
