@@ -20,12 +20,12 @@ from dispatch.db import Conn, committing
 from dispatch.outbox import Event, NewEvent, appending, event_arguments, numbered
 from dispatch.services.offers import StockKey
 
-Row = dict[str, Any]  # a row as PostgreSQL will hold it, built before it is written
+NewRow = dict[str, Any]  # a row as PostgreSQL will hold it, built before it is written
 
 
 def order_row(
     order_id: str, resident_id: str, fields: Mapping[str, Any], state: str, total: int, now: datetime
-) -> Row:
+) -> NewRow:
     """The order's row: every column, as `SELECT *` would read it back."""
     at = now.astimezone(UTC)
     return {
@@ -101,8 +101,8 @@ SELECT (SELECT ok FROM stocked) AS stocked,
 
 async def write_placement(
     conn: Conn,
-    order: Row,
-    jobs: Sequence[Row],
+    order: NewRow,
+    jobs: Sequence[NewRow],
     reserve: Mapping[StockKey, int],
     events: Sequence[NewEvent],
     claim: Claim | None,
