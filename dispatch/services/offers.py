@@ -129,6 +129,31 @@ def job_rows(
     return sorted(rows, key=lambda row: str(row["id"]))
 
 
+def new_jobs_from(first: int) -> str:
+    """A FROM item of new job rows, parameters `$first` to `$first+7` being `job_arrays(...)`."""
+    p = [f"${first + n}" for n in range(8)]
+    return (
+        f"unnest({p[0]}::text[], {p[1]}::text[], {p[2]}::text[], {p[3]}::text[], {p[4]}::timestamptz[], "
+        f"{p[5]}::timestamptz[], {p[6]}::int[], {p[7]}::timestamptz[]) "
+        "AS t(id, shop_id, state, lines, deadline_at, accepted_at, prep, ready_at)"
+    )
+
+
+def job_arrays(jobs: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
+    """The columns of new job rows (`job_rows`) as the arrays `new_jobs_from` unnests."""
+    return [
+        [j["id"] for j in jobs],
+        [j["shop_id"] for j in jobs],
+        [j["state"] for j in jobs],
+        # jsonb in an array travels as text: asyncpg's array codec does not use the jsonb codec.
+        [orjson.dumps(j["lines"]).decode() for j in jobs],
+        [j["deadline_at"] for j in jobs],
+        [j["accepted_at"] for j in jobs],
+        [j["prep_minutes"] for j in jobs],
+        [j["ready_at"] for j in jobs],
+    ]
+
+
 async def create_jobs(
     conn: Conn,
     order: Row,
@@ -144,24 +169,15 @@ async def create_jobs(
     await adjust_stock(conn, reserve=stock_wanted(planned), release=release)
     new = job_rows(order["id"], planned, shops, pinned, now, offer_timeout_s)
     rows = await conn.fetch(
-        """INSERT INTO jobs (id, order_id, shop_id, state, lines, offered_at, deadline_at, accepted_at,
-                             prep_minutes, ready_at, created_at, updated_at)
-           SELECT id, $2, shop_id, state, lines::jsonb, $3, deadline_at, accepted_at, prep, ready_at, $3, $3
-           FROM unnest($1::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[],
-                       $8::timestamptz[], $9::int[], $10::timestamptz[])
-                AS t(id, shop_id, state, lines, deadline_at, accepted_at, prep, ready_at)
-           RETURNING *""",
-        [j["id"] for j in new],
+        f"""INSERT INTO jobs (id, order_id, shop_id, state, lines, offered_at, deadline_at, accepted_at,
+                              prep_minutes, ready_at, created_at, updated_at)
+            SELECT t.id, $1, t.shop_id, t.state, t.lines::jsonb, $2, t.deadline_at, t.accepted_at, t.prep,
+                   t.ready_at, $2, $2
+            FROM {new_jobs_from(3)}
+            RETURNING *""",
         order["id"],
         now,
-        [j["shop_id"] for j in new],
-        [j["state"] for j in new],
-        # jsonb in an array travels as text: asyncpg's array codec does not use the jsonb codec.
-        [orjson.dumps(j["lines"]).decode() for j in new],
-        [j["deadline_at"] for j in new],
-        [j["accepted_at"] for j in new],
-        [j["prep_minutes"] for j in new],
-        [j["ready_at"] for j in new],
+        *job_arrays(new),
     )
     return list(rows), offer_events(rows, order)
 

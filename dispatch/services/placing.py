@@ -3,8 +3,8 @@
 A placement is decided in Python (the split, the timing, the warning) and every row it writes is known
 before it is written, so the write is a single statement and its own transaction: the stock lines are
 locked in (shop, sku) order and checked, and only if every line still has the stock (and the key was not
-taken meanwhile) does anything change. All or nothing, as the transaction of old, in one round trip
-instead of seven.
+taken meanwhile) does anything change. All or nothing, as the transaction of old, with the writes in one
+round trip instead of six (BEGIN, order, stock, jobs, events, COMMIT).
 """
 
 from __future__ import annotations
@@ -14,11 +14,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
-
 from dispatch.db import Conn, committing
 from dispatch.outbox import Event, NewEvent, appending, event_arguments, numbered
-from dispatch.services.offers import StockKey
+from dispatch.services.offers import StockKey, job_arrays, new_jobs_from
 
 NewRow = dict[str, Any]  # a row as PostgreSQL will hold it, built before it is written
 
@@ -87,9 +85,7 @@ WITH wanted AS (SELECT * FROM unnest($5::text[], $6::text[], $7::int[]) AS w(sho
                                    accepted_at, prep_minutes, ready_at, created_at, updated_at)
                  SELECT t.id, $8::text, t.shop_id, t.state, t.lines::jsonb, $12, t.deadline_at, t.accepted_at,
                         t.prep, t.ready_at, $12, $12
-                 FROM unnest($24::text[], $25::text[], $26::text[], $27::text[], $28::timestamptz[],
-                             $29::timestamptz[], $30::int[], $31::timestamptz[])
-                      AS t(id, shop_id, state, lines, deadline_at, accepted_at, prep, ready_at), go
+                 FROM {new_jobs_from(24)}, go
                  WHERE go.ok RETURNING 1),
      {appending(_EVENTS, gate="JOIN go ON go.ok")}
 SELECT (SELECT ok FROM stocked) AS stocked,
@@ -137,15 +133,7 @@ async def write_placement(
             None if claim is None else claim.key,
             None if claim is None else claim.request_hash,
             None if claim is None else claim.response,
-            [j["id"] for j in jobs],
-            [j["shop_id"] for j in jobs],
-            [j["state"] for j in jobs],
-            # jsonb in an array travels as text: asyncpg's array codec does not use the jsonb codec.
-            [orjson.dumps(j["lines"]).decode() for j in jobs],
-            [j["deadline_at"] for j in jobs],
-            [j["accepted_at"] for j in jobs],
-            [j["prep_minutes"] for j in jobs],
-            [j["ready_at"] for j in jobs],
+            *job_arrays(jobs),
         )
     assert row is not None
     if not row["stocked"]:
