@@ -31,15 +31,20 @@ async def own_redis(tmp_path: Path) -> AsyncIterator[tuple[str, Any]]:
             server._cleanup()
 
 
-async def test_event_committed_while_redis_is_down_reaches_the_client_on_resume(
-    db: asyncpg.Connection, database_url: str, own_redis: tuple[str, Any], tmp_path: Path, auth: AuthFn
-) -> None:
-    redis_url, server = own_redis
+def _served(database_url: str, redis_url: str, tmp_path: Path) -> TestClient[Any, Any]:
+    """A node on the test's own Redis (which the test shuts down), timers off."""
     settings = Settings(data_dir=tmp_path, db_pool_min=1, db_pool_max=3, run_timers=False)
     app = create_app(
         settings, secret=SECRET, database_url=database_url, redis_url=redis_url, clock=ManualClock()
     )
-    async with TestClient(TestServer(app)) as client:
+    return TestClient(TestServer(app))
+
+
+async def test_event_committed_while_redis_is_down_reaches_the_client_on_resume(
+    db: asyncpg.Connection, database_url: str, own_redis: tuple[str, Any], tmp_path: Path, auth: AuthFn
+) -> None:
+    redis_url, server = own_redis
+    async with _served(database_url, redis_url, tmp_path) as client:
         admin = auth("admin")
         await add_shop(client, admin, {"milk": 5})
         resident = await add_resident(client, admin)
@@ -69,17 +74,13 @@ async def test_metrics_answer_with_redis_down_and_keep_the_fleets_last_counts(
     db: asyncpg.Connection, database_url: str, own_redis: tuple[str, Any], tmp_path: Path, auth: AuthFn
 ) -> None:
     redis_url, server = own_redis
-    settings = Settings(data_dir=tmp_path, db_pool_min=1, db_pool_max=3, run_timers=False)
-    app = create_app(
-        settings, secret=SECRET, database_url=database_url, redis_url=redis_url, clock=ManualClock()
-    )
-    async with TestClient(TestServer(app)) as client:
+    async with _served(database_url, redis_url, tmp_path) as client:
         courier = await add_courier(client, auth("admin"))
         await on_shift(client, auth, courier)
         assert await _fleet_gauge(client) == {"on_shift": 1, "busy": 0, "stale": 0}
 
         server.shutdown(nosave=True)  # Redis goes away
-        app[METRICS].fleet_counted_at = -1e9  # the next scrape counts again, and needs Redis for it
+        client.app[METRICS].fleet_counted_at = -1e9  # the next scrape counts again, and needs Redis for it
         await on_shift(client, auth, await add_courier(client, auth("admin")))
         # Counted with PostgreSQL alone the gauge would say 2 on shift: it keeps what it last knew whole.
         assert await _fleet_gauge(client) == {"on_shift": 1, "busy": 0, "stale": 0}
