@@ -73,7 +73,7 @@ class Hub:
         self._local: dict[str, set[Connection]] = defaultdict(set)
         # Connections that missed a live event while their delivery lock was held (caught up on release),
         # and the catch-ups that gaps started.
-        self._missed: dict[Connection, bool] = {}
+        self._missed: set[Connection] = set()
         self.origin = secrets.token_hex(8).encode()  # this hub's id on the events channel
         self._catching_up: dict[Connection, asyncio.Task[None]] = {}
         self._recovery: asyncio.Task[None] | None = None
@@ -111,7 +111,7 @@ class Hub:
                 await self.unregister(conn)
                 raise
             conn.last_seq = latest if after_seq is None else min(after_seq, latest)
-            if self._missed.pop(conn, False):
+            if self._took_missed(conn):
                 self._catch_up_soon(conn)  # runs once this lock is released (after the hello)
         return latest
 
@@ -128,7 +128,7 @@ class Hub:
         conns.discard(conn)
         if not conns:
             del self._local[conn.recipient]
-        self._missed.pop(conn, None)
+        self._missed.discard(conn)
 
     async def resume(self, conn: Connection, after_seq: int) -> int:
         """Replay everything after `after_seq` from PostgreSQL; live delivery continues after it."""
@@ -232,7 +232,7 @@ class Hub:
         being caught up (its lock held) notes that it missed one and its catch-up reads on; a gap starts a
         catch-up of its own."""
         if conn.delivery.locked():
-            self._missed[conn] = True
+            self._missed.add(conn)
         elif seq == conn.last_seq + 1:
             if conn.send(data):
                 conn.last_seq = seq
@@ -248,9 +248,17 @@ class Hub:
     async def catch_ups_done(self) -> None:
         """Wait for the catch-ups that gaps and a Redis reconnect have started (they run beside the
         listener)."""
-        while self._catching_up or (self._recovery is not None and not self._recovery.done()):
-            pending = [*self._catching_up.values(), *([self._recovery] if self._recovery else [])]
+        while pending := [task for task in self._tasks() if not task.done()]:
             await asyncio.gather(*pending, return_exceptions=True)
+
+    def _tasks(self) -> list[asyncio.Task[None]]:
+        return [*self._catching_up.values(), *([self._recovery] if self._recovery else [])]
+
+    def _took_missed(self, conn: Connection) -> bool:
+        """Whether a live event was left to this connection's catch-up since the last look (and forget it)."""
+        missed = conn in self._missed
+        self._missed.discard(conn)
+        return missed
 
     async def _catch_up_task(self, conn: Connection) -> None:
         """A gap's catch-up; if PostgreSQL cannot be read, the next event's gap or the sweep tries again."""
@@ -265,7 +273,7 @@ class Hub:
         """Send events after conn.last_seq from PostgreSQL, in pages, until none is left, including the live
         ones that arrived meanwhile (the caller holds the delivery lock, so `_offer` left them to this). A
         client with half its bound unread gets the rest later, from the next event's gap or the sweep."""
-        self._missed.pop(conn, None)
+        self._missed.discard(conn)
         while not conn.closed.is_set():
             page = await self._fetch_after(conn.recipient, conn.last_seq, BACKFILL_PAGE)
             for message in page:
@@ -276,11 +284,11 @@ class Hub:
             if len(page) == BACKFILL_PAGE:
                 continue
             # A live event missed during the last read may have been committed after it: read once more.
-            if not self._missed.pop(conn, False):
+            if not self._took_missed(conn):
                 return
 
     async def close_all(self, code: int, message: bytes) -> None:
-        for task in [*self._catching_up.values(), *([self._recovery] if self._recovery else [])]:
+        for task in self._tasks():
             task.cancel()
         for conn in self.connections():
             with contextlib.suppress(Exception):
