@@ -123,7 +123,7 @@ async def _place_once(
     cannot be placed (a retry finds its stock taken by its own first attempt) or when the key is taken
     by the write itself: a first attempt, the common case, costs no extra round trip."""
     now = svc.clock.now()
-    # Read before the transaction: a refresh takes a pool connection of its own.
+    # Read before taking a connection: a refresh takes a pool connection of its own.
     fleet = await admission.snapshot(svc, now) if req.fulfilment == "delivery" else None
     async with svc.pool.acquire() as conn:
         try:
