@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import orjson
+
 from dispatch.core.errors import CoreValidationError
 from dispatch.core.hours import OpeningHours, parse_opening_hours
 from dispatch.errors import ValidationFailed, field_error
@@ -28,24 +30,28 @@ def validated_hours(obj: dict[str, Any] | None) -> dict[str, Any]:
     return obj
 
 
-# Parsed hours per shop, keyed by the row's updated_at: parsing is cheap but runs on every order.
-_CACHE: dict[str, tuple[object, OpeningHours]] = {}
+# Parsed hours per shop, keyed by the stored document's text: parsing is cheap but runs on every order, and
+# the text, unlike the row's updated_at (the node's clock, which a test or a replay may hold still), differs
+# whenever the hours do.
+_CACHE: dict[str, tuple[str, OpeningHours]] = {}
 _CACHE_MAX = 50_000
 
 
-def hours_of(shop_id: str, updated_at: object, raw: dict[str, Any]) -> OpeningHours:
+def hours_of(shop_id: str, text: str) -> OpeningHours:
+    """The shop's parsed hours from their stored text (`opening_hours::text`): the text is cheaper to
+    read than the jsonb document, and decoded only when it changed."""
     hit = _CACHE.get(shop_id)
-    if hit is not None and hit[0] == updated_at:
+    if hit is not None and hit[0] == text:
         return hit[1]
-    parsed = parse_opening_hours(raw)
+    parsed = parse_opening_hours(orjson.loads(text))
     if len(_CACHE) >= _CACHE_MAX:
         _CACHE.clear()
-    _CACHE[shop_id] = (updated_at, parsed)
+    _CACHE[shop_id] = (text, parsed)
     return parsed
 
 
 # Opening hours change on whole minutes, so whether a shop is open is the same all through a minute.
-_OPEN: dict[tuple[str, object, int], bool] = {}
+_OPEN: dict[tuple[str, str, int], bool] = {}
 
 
 def open_minute(at: datetime) -> int:
@@ -53,13 +59,11 @@ def open_minute(at: datetime) -> int:
     return int(at.timestamp() // 60)
 
 
-def is_open_at(
-    shop_id: str, updated_at: object, raw: dict[str, Any], at: datetime, minute: int | None = None
-) -> bool:
-    key = (shop_id, updated_at, open_minute(at) if minute is None else minute)
+def is_open_at(shop_id: str, text: str, at: datetime, minute: int | None = None) -> bool:
+    key = (shop_id, text, open_minute(at) if minute is None else minute)
     known = _OPEN.get(key)
     if known is None:
         if len(_OPEN) >= _CACHE_MAX:
             _OPEN.clear()
-        known = _OPEN[key] = hours_of(shop_id, updated_at, raw).is_open(at)
+        known = _OPEN[key] = hours_of(shop_id, text).is_open(at)
     return known

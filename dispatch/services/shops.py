@@ -155,11 +155,11 @@ async def open_shops_at(pool: asyncpg.Pool, shop_ids: list[str], at: datetime) -
     if not shop_ids:
         return {}
     rows = await pool.fetch(
-        "SELECT id, name, lat, lng, opening_hours, prep_minutes, updated_at FROM shops "
+        "SELECT id, name, lat, lng, opening_hours::text AS hours, prep_minutes FROM shops "
         "WHERE id = ANY($1) AND active",
         shop_ids,
     )
-    return {r["id"]: r for r in rows if hours_of(r["id"], r["updated_at"], r["opening_hours"]).is_open(at)}
+    return {r["id"]: r for r in rows if hours_of(r["id"], r["hours"]).is_open(at)}
 
 
 async def changed(svc: Services, shop_id: str) -> None:
