@@ -425,6 +425,10 @@ function start() {
   function select(orderId) {
     selected = selected === orderId ? null : orderId;
     detail = null;
+    // At once, not after the read: the order shown before must not keep its buttons under the pointer (a
+    // click landing there would cancel the wrong order).
+    renderOrders();
+    renderDetail();
     queue(async () => {
       await readDetail();
       renderOrders();
