@@ -77,6 +77,11 @@ class Hub:
         self.origin = secrets.token_hex(8).encode()  # this hub's id on the events channel
         self._catching_up: dict[Connection, asyncio.Task[None]] = {}
         self._recovery: asyncio.Task[None] | None = None
+        # Events waiting for the node's one publisher, and the outcome their publishers wait for: the
+        # commits of one loop tick share one PUBLISH (and one echo back), in the order they were made.
+        self._outbound: list[tuple[str, int, bytes]] = []
+        self._outbound_done: asyncio.Future[bool] | None = None
+        self._publisher: asyncio.Task[None] | None = None
         fanout.route_channel(EVENTS_CHANNEL, self._on_events)
         fanout.route_channel(LIVE_CHANNEL, self._on_live)
         fanout.on_reconnect.append(self.catch_up_all)
@@ -151,13 +156,41 @@ class Hub:
             if conns:
                 for conn in list(conns):
                     self._offer(conn, seq, data)
+        self._outbound.extend(encoded)
+        if self._outbound_done is None:
+            self._outbound_done = asyncio.get_running_loop().create_future()
+        done = self._outbound_done
+        if self._publisher is None:
+            self._publisher = asyncio.create_task(self._publish_outbound(), name="publish-events")
+        # Shielded: a publisher cancelled while it waits must not cancel the outcome the others wait for.
+        return await asyncio.shield(done)
+
+    async def _publish_outbound(self) -> None:
+        done: asyncio.Future[bool] | None = None
         try:
-            await self._redis.publish(EVENTS_CHANNEL, event_batch(encoded, self.origin))
+            while self._outbound:
+                await asyncio.sleep(0)  # the other commits of this tick join the batch
+                batch, self._outbound = self._outbound, []
+                done, self._outbound_done = self._outbound_done, None
+                ok = await self._publish_batch(batch)
+                if done is not None and not done.done():
+                    done.set_result(ok)
+        finally:
+            self._publisher = None
+            # Cancelled (the node stops): the events stay in the outbox, and their publishers go on.
+            for waiting in (done, self._outbound_done):
+                if waiting is not None and not waiting.done():
+                    waiting.set_result(False)
+            self._outbound_done = None
+
+    async def _publish_batch(self, batch: list[tuple[str, int, bytes]]) -> bool:
+        try:
+            await self._redis.publish(EVENTS_CHANNEL, event_batch(batch, self.origin))
         except (RedisError, OSError) as exc:
-            log.warning("could not publish %d event(s); other nodes sweep: %s", len(events), exc)
+            log.warning("could not publish %d event(s); other nodes sweep: %s", len(batch), exc)
             self.publish_failures += 1
             return False
-        self.published += len(events)
+        self.published += len(batch)
         return True
 
     async def publish_live(self, messages: Sequence[tuple[str, dict[str, Any]]]) -> bool:
@@ -252,7 +285,11 @@ class Hub:
             await asyncio.gather(*pending, return_exceptions=True)
 
     def _tasks(self) -> list[asyncio.Task[None]]:
-        return [*self._catching_up.values(), *([self._recovery] if self._recovery else [])]
+        return [
+            *self._catching_up.values(),
+            *([self._recovery] if self._recovery else []),
+            *([self._publisher] if self._publisher else []),
+        ]
 
     def _took_missed(self, conn: Connection) -> bool:
         """Whether a live event was left to this connection's catch-up since the last look (and forget it)."""

@@ -14,7 +14,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from websocket.connection import Connection
 from websocket.fanout import Fanout
 from websocket.hub import Hub
-from websocket.protocol import EVENTS_CHANNEL, event_batch
+from websocket.protocol import EVENTS_CHANNEL, event_batch, event_lines
 
 
 class Outbox:
@@ -78,6 +78,7 @@ class Channels:
         self.channels: dict[str, Any] = {}
         self.down = False
         self.published: list[tuple[str, bytes]] = []
+        self.gate: asyncio.Event | None = None  # when set up, a PUBLISH waits for it (a slow Redis)
 
     def route_channel(self, channel: str, listener: Any) -> None:
         self.channels[channel] = listener
@@ -85,6 +86,8 @@ class Channels:
     async def publish(self, channel: str, data: bytes) -> None:
         if self.down:
             raise RedisConnectionError("Connection closed by server.")
+        if self.gate is not None:
+            await self.gate.wait()
         self.published.append((channel, data))
 
 
@@ -219,3 +222,41 @@ async def test_after_redis_comes_back_clients_are_caught_up_beside_the_listener(
     outbox.gate.set()
     await hub.catch_ups_done()
     assert behind.seqs == [1, 2, 3]
+
+
+async def test_the_commits_of_one_tick_share_one_publish_in_their_order() -> None:
+    """Publishers of one loop tick share one PUBLISH; those that come while it is in flight share the next;
+    another node hears every event once and in order."""
+    outbox, channels = Outbox(), Channels()
+    here, there, far = _hub(outbox, channels), _hub(outbox, Channels()), Client("r")
+    await there.register(cast(Connection, far))
+    channels.gate = asyncio.Event()
+    first = [here.publish([("r", e) for e in outbox.write("r", n)]) for n in (2, 1, 3)]
+    waiting = [asyncio.create_task(p) for p in first]
+    for _ in range(3):
+        await asyncio.sleep(0)  # the first PUBLISH is now in flight
+    later = [asyncio.create_task(here.publish([("r", e) for e in outbox.write("r", n)])) for n in (1, 2)]
+    await asyncio.sleep(0)
+    channels.gate.set()
+    assert await asyncio.gather(*waiting, *later) == [True] * 5
+    assert [len(list(event_lines(data))) for _, data in channels.published] == [6, 3]
+    for channel, data in channels.published:
+        await there._on_events(channel, data)
+    await there.catch_ups_done()
+    assert far.seqs == list(range(1, 10))
+    assert here.counts()["published"] == 9
+
+
+async def test_a_publisher_cancelled_while_it_waits_leaves_the_others_theirs() -> None:
+    outbox, channels = Outbox(), Channels()
+    hub = _hub(outbox, channels)
+    channels.gate = asyncio.Event()
+    gone = asyncio.create_task(hub.publish([("r", e) for e in outbox.write("r")]))
+    kept = asyncio.create_task(hub.publish([("r", e) for e in outbox.write("r")]))
+    for _ in range(3):
+        await asyncio.sleep(0)
+    gone.cancel()
+    channels.gate.set()
+    assert await kept is True
+    assert gone.cancelled()
+    assert [seq for _, data in channels.published for _, seq, _ in event_lines(data)] == [1, 2]
