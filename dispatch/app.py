@@ -167,10 +167,12 @@ async def _start_steps(
     metrics.count(
         "dispatch_realtime_events",
         "events this node's realtime layer handled: published on Redis, publish_failed (then delivered "
-        "locally and by sweeps), backfilled (sent from PostgreSQL)",
+        "locally and by sweeps), publish_dropped (left unpublished while Redis stalled; sweeps deliver "
+        "them), backfilled (sent from PostgreSQL)",
         lambda: {
             "published": hub.published,
             "publish_failed": hub.publish_failures,
+            "publish_dropped": hub.publish_dropped,
             "backfilled": hub.backfilled,
         },
         "outcome",

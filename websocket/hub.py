@@ -44,6 +44,12 @@ from websocket.protocol import (
 log = logging.getLogger(__name__)
 
 BACKFILL_PAGE = 500
+# A committer waits this long at most for its events' PUBLISH: a Redis that stops answering (rather than
+# refusing) would otherwise hold every write's response for its timeouts and retries. The publisher goes on
+# trying; the outbox and the other nodes' sweeps cover what it never sends.
+PUBLISH_WAIT_S = 1.0
+# Events waiting for a stalled publisher beyond this are dropped, oldest first (the sweeps cover them).
+OUTBOUND_MAX = 20_000
 
 # (recipient, after_seq, limit) -> messages {"seq", "type", "at", "data"} in seq order
 FetchAfter = Callable[[str, int, int], Awaitable[Sequence[dict[str, Any]]]]
@@ -69,6 +75,7 @@ class Hub:
         # Plain counters (the node's metrics read them): events published, failed to publish, backfilled.
         self.published = 0
         self.publish_failures = 0
+        self.publish_dropped = 0  # left unpublished while Redis stalled (other nodes sweep them)
         self.backfilled = 0
         self._local: dict[str, set[Connection]] = defaultdict(set)
         # Connections that missed a live event while their delivery lock was held (caught up on release),
@@ -90,6 +97,7 @@ class Hub:
         return {
             "published": self.published,
             "publish_failed": self.publish_failures,
+            "publish_dropped": self.publish_dropped,
             "backfilled": self.backfilled,
         }
 
@@ -157,13 +165,19 @@ class Hub:
                 for conn in list(conns):
                     self._offer(conn, seq, data)
         self._outbound.extend(encoded)
+        if (excess := len(self._outbound) - OUTBOUND_MAX) > 0:
+            del self._outbound[:excess]
+            self.publish_dropped += excess
         if self._outbound_done is None:
             self._outbound_done = asyncio.get_running_loop().create_future()
         done = self._outbound_done
         if self._publisher is None:
             self._publisher = asyncio.create_task(self._publish_outbound(), name="publish-events")
         # Shielded: a publisher cancelled while it waits must not cancel the outcome the others wait for.
-        return await asyncio.shield(done)
+        try:
+            return await asyncio.wait_for(asyncio.shield(done), PUBLISH_WAIT_S)
+        except TimeoutError:
+            return False
 
     async def _publish_outbound(self) -> None:
         done: asyncio.Future[bool] | None = None

@@ -8,9 +8,11 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 import orjson
+import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from websocket import hub as hub_module
 from websocket.connection import Connection
 from websocket.fanout import Fanout
 from websocket.hub import Hub
@@ -260,3 +262,21 @@ async def test_a_publisher_cancelled_while_it_waits_leaves_the_others_theirs() -
     assert await kept is True
     assert gone.cancelled()
     assert [seq for _, data in channels.published for _, seq, _ in event_lines(data)] == [1, 2]
+
+
+async def test_a_stalled_redis_holds_no_publisher_long_and_its_queue_is_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(hub_module, "PUBLISH_WAIT_S", 0.01)
+    monkeypatch.setattr(hub_module, "OUTBOUND_MAX", 3)
+    outbox, channels = Outbox(), Channels()
+    hub, here = _hub(outbox, channels), Client("r")
+    await hub.register(cast(Connection, here))
+    channels.gate = asyncio.Event()  # Redis takes the PUBLISH and does not answer
+    assert await hub.publish([("r", e) for e in outbox.write("r", 2)]) is False  # its bound, not Redis's
+    assert await hub.publish([("r", e) for e in outbox.write("r", 4)]) is False  # 4 queued, 3 kept
+    assert here.seqs == [1, 2, 3, 4, 5, 6]  # this node's client had them at once
+    assert hub.counts()["publish_dropped"] == 1
+    channels.gate.set()
+    await hub.catch_ups_done()
+    assert [[seq for _, seq, _ in event_lines(data)] for _, data in channels.published] == [[1, 2], [4, 5, 6]]

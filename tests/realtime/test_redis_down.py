@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import os
+import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,7 @@ from dispatch.embedded import start_redis
 from tests.conftest import SECRET
 from tests.couriers.helpers import add_courier, on_shift
 from tests.orders.helpers import AuthFn, add_resident, add_shop, place, recv
+from tests.timing import SECOND
 
 
 @pytest.fixture
@@ -84,6 +88,40 @@ async def test_metrics_answer_with_redis_down_and_keep_the_fleets_last_counts(
         await on_shift(client, auth, await add_courier(client, auth("admin")))
         # Counted with PostgreSQL alone the gauge would say 2 on shift: it keeps what it last knew whole.
         assert await _fleet_gauge(client) == {"on_shift": 1, "busy": 0, "stale": 0}
+
+
+async def test_writes_answer_while_redis_hangs_and_their_events_arrive_after(
+    db: asyncpg.Connection, database_url: str, own_redis: tuple[str, Any], tmp_path: Path, auth: AuthFn
+) -> None:
+    """A Redis that stops answering (not refusing: a partition, a paused VM) must not hold writes: the
+    events are committed, and what was not published reaches the clients from PostgreSQL."""
+    redis_url, server = own_redis
+    async with _served(database_url, redis_url, tmp_path) as client:
+        admin = auth("admin")
+        await add_shop(client, admin, {"milk": 5})
+        resident = await add_resident(client, admin)
+        headers = auth("resident", resident)
+        async with client.ws_connect("/v1/ws", headers=headers) as ws:
+            assert (await recv(ws))["type"] == "hello"
+            os.kill(server.pid, signal.SIGSTOP)
+            try:
+                # Bounds on a hang, not measures: before, each write waited until Redis answered again.
+                status, order = await asyncio.wait_for(
+                    place(client, headers, [{"sku": "milk", "qty": 1}]), 10 * SECOND
+                )
+                assert status == 201, order
+                r = await asyncio.wait_for(
+                    client.post(f"/v1/orders/{order['id']}/cancel", headers=headers), 10 * SECOND
+                )
+                assert r.status == 200, await r.text()
+            finally:
+                os.kill(server.pid, signal.SIGCONT)
+            # This node's own client had them at once, in order, each once.
+            placed, cancelled = await recv(ws), await recv(ws)
+            assert (placed["seq"], placed["type"]) == (1, "order.placed")
+            assert (cancelled["seq"], cancelled["data"]["state"]) == (2, "cancelled")
+        async with client.ws_connect("/v1/ws", headers=headers) as again:
+            assert (await recv(again))["last_seq"] == 2
 
 
 async def _fleet_gauge(client: TestClient[Any, Any]) -> dict[str, float]:
