@@ -46,6 +46,11 @@ LOCATION_TTL_S = 3600  # wall-clock garbage collection only; staleness is judged
 AUDIENCE_TTL_S = 24 * 3600
 SHARE_GAP_MS = 1000  # positions reach the audience at most once a second
 MAX_BATCH = 100
+# A ping waits this long at most for Redis, then is answered 503: a Redis that stops answering (rather than
+# refusing) would otherwise hold it through the client's timeouts and reconnects (over a minute). Pings
+# given up on are not sent; beyond MAX_QUEUED waiting, new ones are refused at once.
+PING_WAIT_S = 2.0
+MAX_QUEUED = 50_000
 
 _HAVERSINE = """
 local function metres(lat1, lng1, lat2, lng2)
@@ -375,10 +380,17 @@ class LiveLocations:
                 orjson.dumps({**fields, "at": at_iso}).decode()[1:-1],
             )
         )
+        if len(self._queue) >= MAX_QUEUED:
+            self._queue = [queued for queued in self._queue if not queued[1].done()]
+            if len(self._queue) >= MAX_QUEUED:
+                raise ServiceUnavailable("live locations are not answering; try again")
         future: asyncio.Future[PingOutcome] = asyncio.get_running_loop().create_future()
         self._queue.append((line, future))
         self._wake.set()
-        return await future
+        try:
+            return await asyncio.wait_for(future, PING_WAIT_S)  # cancels the future: it is not sent
+        except TimeoutError:
+            raise ServiceUnavailable("live locations are not answering; try again") from None
 
     async def _write_forever(self) -> None:
         while True:
@@ -389,6 +401,9 @@ class LiveLocations:
                 await self._flush(batch)
 
     async def _flush(self, batch: list[tuple[str, asyncio.Future[PingOutcome]]]) -> None:
+        batch = [queued for queued in batch if not queued[1].done()]  # not those given up on
+        if not batch:
+            return
         constants: list[str | bytes] = [
             repr(self.max_speed_m_s),
             str(LOCATION_TTL_S),

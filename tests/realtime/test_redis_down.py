@@ -20,7 +20,7 @@ from dispatch.clock import ManualClock
 from dispatch.config import Settings
 from dispatch.embedded import start_redis
 from tests.conftest import SECRET
-from tests.couriers.helpers import add_courier, on_shift
+from tests.couriers.helpers import add_courier, on_shift, ping
 from tests.orders.helpers import AuthFn, add_resident, add_shop, place, recv
 from tests.timing import SECOND
 
@@ -35,11 +35,13 @@ async def own_redis(tmp_path: Path) -> AsyncIterator[tuple[str, Any]]:
             server._cleanup()
 
 
-def _served(database_url: str, redis_url: str, tmp_path: Path) -> TestClient[Any, Any]:
+def _served(
+    database_url: str, redis_url: str, tmp_path: Path, clock: ManualClock | None = None
+) -> TestClient[Any, Any]:
     """A node on the test's own Redis (which the test shuts down), timers off."""
     settings = Settings(data_dir=tmp_path, db_pool_min=1, db_pool_max=3, run_timers=False)
     app = create_app(
-        settings, secret=SECRET, database_url=database_url, redis_url=redis_url, clock=ManualClock()
+        settings, secret=SECRET, database_url=database_url, redis_url=redis_url, clock=clock or ManualClock()
     )
     return TestClient(TestServer(app))
 
@@ -122,6 +124,32 @@ async def test_writes_answer_while_redis_hangs_and_their_events_arrive_after(
             assert (cancelled["seq"], cancelled["data"]["state"]) == (2, "cancelled")
         async with client.ws_connect("/v1/ws", headers=headers) as again:
             assert (await recv(again))["last_seq"] == 2
+
+
+async def test_a_ping_while_redis_hangs_is_answered_503_and_pings_work_again_after(
+    db: asyncpg.Connection, database_url: str, own_redis: tuple[str, Any], tmp_path: Path, auth: AuthFn
+) -> None:
+    redis_url, server = own_redis
+    clock = ManualClock()
+    async with _served(database_url, redis_url, tmp_path, clock) as client:
+        courier = await add_courier(client, auth("admin"))
+        await on_shift(client, auth, courier)
+        await ping(client, auth, courier, (45.764, 4.8357), clock.now())
+        body = {"lat": 45.764, "lng": 4.8357, "accuracy": 5.0, "at": clock.now().isoformat()}
+        os.kill(server.pid, signal.SIGSTOP)
+        try:
+            # A bound on a hang, not a measure: before, the ping waited through the client's timeouts.
+            r = await asyncio.wait_for(
+                client.post(f"/v1/couriers/{courier}/location", json=body, headers=auth("courier", courier)),
+                10 * SECOND,
+            )
+            assert r.status == 503, await r.text()
+            assert r.headers["Retry-After"]
+            assert (await r.json())["error"]["code"] == "unavailable"
+        finally:
+            os.kill(server.pid, signal.SIGCONT)
+        clock.advance(seconds=5)
+        assert (await ping(client, auth, courier, (45.765, 4.8357), clock.now()))["status"] == "stored"
 
 
 async def _fleet_gauge(client: TestClient[Any, Any]) -> dict[str, float]:
