@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
@@ -27,3 +31,18 @@ def open_redis(url: str) -> Redis:
         retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 2),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
     )
+
+
+@contextlib.asynccontextmanager
+async def answered_within(seconds: float) -> AsyncIterator[None]:
+    """Bound a call on Redis, raising redis' TimeoutError past `seconds`.
+
+    A Redis that stops answering without refusing (a partition, a paused machine) holds a command through the
+    client's socket timeout on the command, on the reconnect's handshake and on each retry: measured, about
+    seven COMMAND_TIMEOUT_S. Calls that someone waits for are bounded here instead. The client drops the
+    connection of a cancelled command, so no late reply is read by the next one."""
+    try:
+        async with asyncio.timeout(seconds):
+            yield
+    except TimeoutError as exc:
+        raise RedisTimeoutError(f"no answer from Redis within {seconds:g} s") from exc

@@ -37,6 +37,7 @@ from redis.exceptions import NoScriptError, RedisError
 
 from dispatch.clock import Clock
 from dispatch.errors import ServiceUnavailable
+from dispatch.redis_link import answered_within
 from websocket.protocol import LIVE_CHANNEL
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,9 @@ MAX_BATCH = 100
 # given up on are not sent; beyond MAX_QUEUED waiting, new ones are refused at once.
 PING_WAIT_S = 2.0
 MAX_QUEUED = 50_000
+# Every other call waits this long at most: reads of positions answer 503, and a change that reads or revokes
+# inside its PostgreSQL transaction gives up (rolled back) instead of holding its row locks for a minute.
+CALL_WAIT_S = 3.0
 
 _HAVERSINE = """
 local function metres(lat1, lng1, lat2, lng2)
@@ -345,14 +349,15 @@ class LiveLocations:
     async def _run(self, script: str, calls: list[_Call], *, mark: bool = True) -> list[Any]:
         """One pipeline of script calls (keys, args); reloads the scripts once if Redis lost them."""
         try:
-            for attempt in (1, 2):
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    for keys, args in calls:
-                        pipe.evalsha(self._sha[script], len(keys), *keys, *args)
-                    results: list[Any] = await pipe.execute(raise_on_error=False)
-                if attempt == 2 or not any(isinstance(r, NoScriptError) for r in results):
-                    break
-                await self._load_scripts()  # Redis restarted: its scripts are gone
+            async with answered_within(CALL_WAIT_S):
+                for attempt in (1, 2):
+                    async with self.redis.pipeline(transaction=False) as pipe:
+                        for keys, args in calls:
+                            pipe.evalsha(self._sha[script], len(keys), *keys, *args)
+                        results: list[Any] = await pipe.execute(raise_on_error=False)
+                    if attempt == 2 or not any(isinstance(r, NoScriptError) for r in results):
+                        break
+                    await self._load_scripts()  # Redis restarted: its scripts are gone
         except (RedisError, OSError):
             self._failed = True
             raise
@@ -492,17 +497,13 @@ class LiveLocations:
         if not pairs:
             return
         try:
-            async with self.redis.pipeline(transaction=True) as pipe:
+            async with answered_within(CALL_WAIT_S), self.redis.pipeline(transaction=True) as pipe:
                 for courier_id, stop_id in pairs:
                     pipe.set(tombstone_key(stop_id), b"1", ex=AUDIENCE_TTL_S)
                     pipe.hdel(audience_key(courier_id), stop_id)
                 await pipe.execute()
         except (RedisError, OSError) as exc:
             raise ServiceUnavailable(f"could not end location sharing: {exc}") from exc
-
-    async def audience(self, courier_id: str) -> set[str]:
-        values: list[bytes | str] = await self.redis.hvals(audience_key(courier_id))
-        return {(v.decode() if isinstance(v, bytes) else v).partition("|")[0] for v in values}
 
     # --- plan cache ----------------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from redis.exceptions import RedisError
 from dispatch.config import Settings
 from dispatch.db import Conn
 from dispatch.errors import ValidationFailed, field_error
+from dispatch.redis_link import answered_within
 from dispatch.services.context import Services
 from dispatch.workers import ProcessWorkers
 from geo import GeoError, ZoneError, ZoneLimits, cover_zone, parse_zone
@@ -26,6 +27,7 @@ DEFAULT_RADIUS_M = 2000.0
 # Cross-node invalidation: a node that changes a zone tells every node (itself included) on this channel;
 # each reloads that shop from PostgreSQL. "*" means reload everything (e.g. after `dispatch demo`).
 CHANNEL = "dispatch:zones"
+ANNOUNCE_WAIT_S = 1.0  # after the commit: a Redis that hangs must not hold the answer
 
 
 @dataclass(frozen=True)
@@ -103,7 +105,8 @@ async def write_zone(conn: Conn, shop_id: str, zone: PreparedZone) -> None:
 async def announce(redis: Redis, shop_id: str) -> None:
     """Tell every node to reload this shop. Best effort: nodes also resync periodically from PostgreSQL."""
     try:
-        await redis.publish(CHANNEL, shop_id)
+        async with answered_within(ANNOUNCE_WAIT_S):
+            await redis.publish(CHANNEL, shop_id)
     except (RedisError, OSError) as exc:
         log.warning("could not announce zone change of %s: %s", shop_id, exc)
 

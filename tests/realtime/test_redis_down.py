@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import signal
 from collections.abc import AsyncIterator
@@ -20,7 +21,7 @@ from dispatch.clock import ManualClock
 from dispatch.config import Settings
 from dispatch.embedded import start_redis
 from tests.conftest import SECRET
-from tests.couriers.helpers import add_courier, on_shift, ping
+from tests.couriers.helpers import add_courier, on_shift, ping, post, routes_of, trip
 from tests.orders.helpers import AuthFn, add_resident, add_shop, place, recv
 from tests.timing import SECOND
 
@@ -39,7 +40,15 @@ def _served(
     database_url: str, redis_url: str, tmp_path: Path, clock: ManualClock | None = None
 ) -> TestClient[Any, Any]:
     """A node on the test's own Redis (which the test shuts down), timers off."""
-    settings = Settings(data_dir=tmp_path, db_pool_min=1, db_pool_max=3, run_timers=False)
+    # Rounds place work as soon as it is accepted, as in the other tests (see tests/conftest.py).
+    settings = Settings(
+        data_dir=tmp_path,
+        db_pool_min=1,
+        db_pool_max=3,
+        run_timers=False,
+        defer_wait_minutes=math.inf,
+        admission_refresh_s=0,
+    )
     app = create_app(
         settings, secret=SECRET, database_url=database_url, redis_url=redis_url, clock=clock or ManualClock()
     )
@@ -150,6 +159,48 @@ async def test_a_ping_while_redis_hangs_is_answered_503_and_pings_work_again_aft
             os.kill(server.pid, signal.SIGCONT)
         clock.advance(seconds=5)
         assert (await ping(client, auth, courier, (45.765, 4.8357), clock.now()))["status"] == "stored"
+
+
+async def test_reads_of_positions_and_a_stop_while_redis_hangs_answer_503_and_change_nothing(
+    db: asyncpg.Connection, database_url: str, own_redis: tuple[str, Any], tmp_path: Path, auth: AuthFn
+) -> None:
+    """Completing a pickup reads the courier's position and ends the shop's view of it inside its
+    transaction: with Redis hung it must give up (rolled back, locks released), not wait for a minute."""
+    redis_url, server = own_redis
+    clock = ManualClock()
+    async with _served(database_url, redis_url, tmp_path, clock) as client:
+        t = await trip(client, auth, clock)
+        me = auth("courier", t.courier)
+        os.kill(server.pid, signal.SIGSTOP)
+        try:
+            # Bounds on a hang, not measures: before, each waited through the client's timeouts (~70 s).
+            r = await asyncio.wait_for(client.get("/v1/fleet", headers=auth("admin")), 10 * SECOND)
+            assert r.status == 503, await r.text()
+            assert r.headers["Retry-After"]
+            assert (await r.json())["error"]["code"] == "unavailable"
+            # Two bounded calls (its position, then ending the shop's view): 2 x CALL_WAIT_S.
+            status, body = await asyncio.wait_for(
+                post(client, f"/v1/stops/{t.pickup['id']}/completed", me), 20 * SECOND
+            )
+            assert (status, body["error"]["code"]) == (503, "unavailable")
+            # Its transaction rolled back and let go of the courier's row: another change is not held.
+            assert (
+                await asyncio.wait_for(
+                    db.fetchval("SELECT state FROM stops WHERE id = $1 FOR UPDATE NOWAIT", t.pickup["id"]),
+                    10 * SECOND,
+                )
+                == "pending"
+            )
+        finally:
+            os.kill(server.pid, signal.SIGCONT)
+        (route,) = await routes_of(client, auth, t.courier)
+        assert route["stops"][0]["state"] == "pending"
+        assert (await post(client, f"/v1/stops/{t.pickup['id']}/completed", me))[0] == 200
+        (route,) = await routes_of(client, auth, t.courier)
+        assert route["stops"][0]["state"] == "completed"
+        r = await client.get("/v1/fleet", headers=auth("admin"))
+        assert r.status == 200, await r.text()
+        assert [c["id"] for c in (await r.json())["items"]] == [t.courier]
 
 
 async def _fleet_gauge(client: TestClient[Any, Any]) -> dict[str, float]:
