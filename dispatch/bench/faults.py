@@ -123,6 +123,20 @@ def redis_down(seconds: float) -> Fault:
     return Fault("redis_restart", inject, seconds)
 
 
+def redis_hung(seconds: float) -> Fault:
+    """Redis stops answering without refusing (SIGSTOP: a partition, a paused machine), then carries on with
+    everything it held: the clients' commands wait rather than fail."""
+
+    def inject(stack: FaultStack) -> None:
+        stack.redis.pause()
+        try:
+            time.sleep(seconds)
+        finally:
+            stack.redis.resume()
+
+    return Fault("redis_hang", inject, seconds)
+
+
 def node_killed(seconds: float, index: int = 1) -> Fault:
     def inject(stack: FaultStack) -> None:
         node = stack.nodes[index]
@@ -272,8 +286,17 @@ async def check(stack: FaultStack, load: Load, marks: Marks, name: str) -> dict[
         "deadlocks": stack.pg.deadlocks_logged() - marks.deadlocks_before,
         "node_ready_s": None if marks.node_ready_s is None else round(marks.node_ready_s, 2),
         "probe": marks.probe,
+        "order_p99_during_fault_ms": _p99_ms(
+            [lat for sent, lat in out.ok_times if marks.fault_start <= sent < marks.fault_end]
+        ),
         **_recovery(out.ok_times, marks.fault_end),
     }
+
+
+def _p99_ms(latencies_s: list[float]) -> float | None:
+    """How long the requests that got their 2xx took, of those sent while the fault lasted."""
+    p99 = percentile(latencies_s, 0.99)
+    return None if p99 is None else round(p99 * 1000, 1)
 
 
 async def stock_lines_off(conn: asyncpg.Connection) -> int:
@@ -393,7 +416,7 @@ def register(kinds: Any) -> None:
     p.add_argument(
         "--only",
         nargs="*",
-        help="scenarios to run (postgres_stop postgres_crash redis_restart node_sigkill "
+        help="scenarios to run (postgres_stop postgres_crash redis_restart redis_hang node_sigkill "
         "lock_order); default all",
     )
     p.add_argument("--dir", help="keep the servers' data and logs here (default: a temporary dir, removed)")
@@ -405,6 +428,7 @@ def cmd_bench_faults(args: argparse.Namespace) -> int:
         postgres_down(args.outage, "fast"),
         postgres_down(args.outage, "immediate"),
         redis_down(args.outage),
+        redis_hung(args.outage),
         node_killed(args.outage),
     ]
     chosen = set(args.only or [f.name for f in faults] + ["lock_order"])

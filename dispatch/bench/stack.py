@@ -282,9 +282,19 @@ class ManagedRedis:
     def stop(self, crash: bool = False) -> None:
         """SIGTERM: a clean shutdown; `crash`: SIGKILL. Either way it comes back empty."""
         if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)  # a paused one would not act on SIGTERM
             self.proc.send_signal(signal.SIGKILL if crash else signal.SIGTERM)
             self.proc.wait(10)
         self.proc = None
+
+    def pause(self) -> None:
+        """SIGSTOP: connections stay open and are accepted, nothing is answered until `resume`."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
 
     def destroy(self) -> None:
         self.stop(crash=True)

@@ -15,6 +15,7 @@ from dispatch.bench.faults import (
     node_killed,
     postgres_down,
     redis_down,
+    redis_hung,
     run_fault,
     run_lock_order,
 )
@@ -44,6 +45,15 @@ def test_redis_restarted_empty_with_clients_connected(stack: FaultStack) -> None
     assert_nothing_broken(report)  # jobs_given_back == 0: no courier judged gone because Redis forgot it
     assert report["ping_errors"].get("unavailable", 0) > 0, report  # couriers really could not ping
     assert report["disconnects"] == 0, report  # nobody had to reconnect to get their events
+    assert_no_tracebacks(stack)
+
+
+def test_redis_hung_with_clients_connected(stack: FaultStack) -> None:
+    """Redis stops answering (SIGSTOP) rather than refusing: writes, pings and rounds must not wait on it."""
+    report = asyncio.run(run_fault(stack, redis_hung(5.0)))
+    assert_nothing_broken(report)
+    assert report["ping_errors"].get("unavailable", 0) > 0, report  # pings were refused, not held
+    assert report["disconnects"] == 0, report
     assert_no_tracebacks(stack)
 
 
