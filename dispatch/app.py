@@ -51,6 +51,7 @@ from dispatch.redis_link import open_redis
 from dispatch.services import zones
 from dispatch.services.context import Services
 from dispatch.services.dispatching import run_dispatch  # couriers (issue 5)
+from dispatch.services.live_restore import Restorer
 from dispatch.services.locations import LiveLocations  # couriers (issue 5)
 from dispatch.services.ops_feed import FLUSH_S
 from dispatch.services.ops_feed import RECIPIENT as OPS_RECIPIENT
@@ -202,6 +203,11 @@ async def _start_steps(
     fanout.on_reconnect.append(live.redis_returned)
     svc = Services(pool, clock, settings, directory, hub, live, metrics, workers)
     app[RUNTIME].services = svc
+    # Shares and plans live in Redis only: put back what PostgreSQL says now, and whenever Redis returns.
+    restorer = Restorer(svc)
+    live.on_return.append(restorer.request)
+    stack.push_async_callback(restorer.stop)
+    restorer.request()
     _background(stack, sweep_forever(hub, settings.catchup_s), "outbox-sweep")
     _background(stack, ops_hints_forever(svc, hub), "ops-hints")
     if settings.run_timers:

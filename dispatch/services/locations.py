@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -69,7 +69,8 @@ end
 
 # Every ping of a batch in one call (a busy node pays one command, not one per ping). ARGV: max speed (m/s),
 # location ttl (s), share gap (ms), the live channel, then the pings, one a line, tab-separated:
-# courier id, lat, lng, accuracy, at (ms), cell, want plan (1/0), the position's JSON fields. Returns one
+# courier id, lat, lng, accuracy, at (ms), cell, want plan (1/0), the position's JSON fields; then now (ms).
+# Returns a first line, 1 if `since` was missing (Redis lost its state: this call set it) else 0, then one
 # line per ping: status, how many it was shared with, the cached plan (or nothing). Key names are built
 # here from the courier id: the project runs one Redis, not a cluster.
 PINGS_SCRIPT = (
@@ -120,9 +121,13 @@ local function ping(id, slat, slng, sacc, sat, cell, want_plan, fields)
   return (flagged == 1 and 'flagged' or 'stored') .. '\t' .. shared .. '\t' .. plan
 end
 
-local out = {}
+local out = {'0'}
+if redis.call('EXISTS', 'dispatch:live:since') == 0 then
+  redis.call('SET', 'dispatch:live:since', ARGV[6])
+  out[1] = '1'
+end
 for n, line in ipairs(split(ARGV[5], '\n')) do
-  out[n] = ping(unpack(split(line, '\t')))
+  out[n + 1] = ping(unpack(split(line, '\t')))
 end
 if #live > 0 then redis.call('PUBLISH', channel, table.concat(live, '\n')) end
 return table.concat(out, '\n')
@@ -143,15 +148,18 @@ end
 return granted
 """
 
-# KEYS: location keys. ARGV: now (ms). One packed string back: `since`, then ';' between couriers and ','
-# between fields: thousands of positions cost one reply to parse instead of ten per courier.
+# KEYS: location keys. ARGV: now (ms). One packed string back: `since` (after a '!' if it was missing: Redis
+# lost its state and this call set it), then ';' between couriers and ',' between fields: thousands of
+# positions cost one reply to parse instead of ten per courier.
 POSITIONS_SCRIPT = """
 local since = redis.call('GET', 'dispatch:live:since')
+local mark = ''
 if not since then
   since = ARGV[1]
   redis.call('SET', 'dispatch:live:since', since)
+  mark = '!'
 end
-local out = {since}
+local out = {mark .. since}
 for i, key in ipairs(KEYS) do
   local v = redis.call('HMGET', key, 'lat', 'lng', 'acc', 'at', 'cell', 'flagged',
                        'tlat', 'tlng', 'tacc', 'tat')
@@ -307,6 +315,9 @@ class LiveLocations:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._sha: dict[str, str] = {}
+        # Called when Redis is back after failing (or the subscriber reconnected): it may have lost the shares
+        # and plans written meanwhile, or everything.
+        self.on_return: list[Callable[[], None]] = []
 
     async def start(self) -> None:
         await self._load_scripts()
@@ -345,6 +356,15 @@ class LiveLocations:
             self._failed = True
             return
         log.info("Redis is back: courier staleness is judged afresh from now")
+        for callback in self.on_return:
+            callback()
+
+    def _lost_state(self) -> None:
+        """A script found `since` missing: Redis is new, or restarted empty (perhaps unnoticed: the client
+        reconnects by itself). `since` is set by that script; the rest is for `on_return`."""
+        log.info("Redis holds no live state (new, or restarted empty): restoring it from PostgreSQL")
+        for callback in self.on_return:
+            callback()
 
     async def _run(self, script: str, calls: list[_Call], *, mark: bool = True) -> list[Any]:
         """One pipeline of script calls (keys, args); reloads the scripts once if Redis lost them."""
@@ -417,9 +437,14 @@ class LiveLocations:
         ]
         try:
             (reply,) = _raised(
-                await self._run(PINGS_SCRIPT, [([], [*constants, "\n".join(line for line, _ in batch)])])
+                await self._run(
+                    PINGS_SCRIPT, [([], [*constants, "\n".join(line for line, _ in batch), self._now_ms()])]
+                )
             )
-            results: list[Any] = reply.decode().split("\n")
+            lost, *lines = reply.decode().split("\n")
+            results: list[Any] = lines
+            if lost == "1":
+                self._lost_state()
         except (RedisError, OSError) as exc:
             log.warning("could not store %d courier location(s): %s", len(batch), exc)
             results = [exc] * len(batch)
@@ -448,7 +473,9 @@ class LiveLocations:
             ]
         except (RedisError, OSError) as exc:
             raise ServiceUnavailable(f"live locations are unavailable: {exc}") from exc
-        found = Positions(since=max(int(reply[0]) for reply in replies) / 1000)
+        if any(reply[0].startswith("!") for reply in replies):
+            self._lost_state()
+        found = Positions(since=max(int(reply[0].lstrip("!")) for reply in replies) / 1000)
         packed = [p for reply in replies for p in reply[1:]]
         for courier_id, values in zip(ids, packed, strict=True):
             position = _position(values)

@@ -4,6 +4,7 @@ message after a ping is a durable event published later, not a position."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
@@ -13,6 +14,7 @@ from tests.couriers.helpers import (
     NEAR_SHOP,
     AuthFn,
     Client,
+    Trip,
     add_resident,
     code_of,
     ping,
@@ -21,6 +23,7 @@ from tests.couriers.helpers import (
     recv,
     trip,
 )
+from tests.timing import SECOND
 
 NOISE = {"reply", "order.eta", "route.updated"}  # ETA pushes may come at any time
 
@@ -119,3 +122,64 @@ async def test_no_one_else_sees_the_courier(client: Client, auth: AuthFn, clock:
     r = await client.get(f"/v1/orders/{t.order['id']}/courier-location", headers=auth("shop", t.shop))
     assert r.status == 403
     assert (await location(client, auth, t.order["id"], t.resident))[0] == 200
+
+
+async def _restart_empty(redis: Any) -> None:
+    """What a Redis restarted without persistence looks like to the server: every key gone and every
+    connection dropped (the subscriber's included)."""
+    await redis.flushall()
+    await redis.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+    await redis.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+
+
+async def _restarted_then_restored(
+    client: Client, auth: AuthFn, clock: ManualClock, redis: Any, t: Trip
+) -> None:
+    """Redis restarts empty; the client reconnects by itself; the courier's next ping finds Redis without
+    its state (that position reaches nobody) and the node puts back, from PostgreSQL, who sees the courier."""
+    await _restart_empty(redis)
+    clock.advance(2)
+    await ping(client, auth, t.courier, NEAR_SHOP, clock.now())
+    for _ in range(200):
+        if await redis.exists(f"courier:aud:{t.courier}") and await redis.exists(f"courier:plan:{t.courier}"):
+            return
+        await asyncio.sleep(0.05 * SECOND)
+    raise AssertionError("the courier's shares and plan were not restored")
+
+
+async def test_shares_come_back_after_redis_restarts_empty_and_only_those_still_due(
+    client: Client, auth: AuthFn, clock: ManualClock, redis: Any
+) -> None:
+    """Who sees a courier lives in Redis; PostgreSQL knows who should. A Redis that comes back empty must not
+    leave a shop or a resident without the courier's position, nor show it to anyone no longer due it."""
+    t = await trip(client, auth, clock)
+    me = auth("courier", t.courier)
+    street = (NEAR_SHOP[0] - 0.0002, NEAR_SHOP[1])
+    async with (
+        client.ws_connect("/v1/ws", headers=auth("shop", t.shop)) as shop,
+        client.ws_connect("/v1/ws", headers=auth("resident", t.resident)) as resident,
+    ):
+        await recv(shop)
+        await recv(resident)
+        # On its way to the shop: the shop sees it again.
+        await _restarted_then_restored(client, auth, clock, redis, t)
+        clock.advance(2)
+        await ping(client, auth, t.courier, NEAR_SHOP, clock.now())
+        shared = await next_of(shop)
+        assert (shared["type"], shared["data"]["stop_id"]) == ("courier.position", t.pickup["id"])
+
+        assert (await post(client, f"/v1/stops/{t.pickup['id']}/completed", me))[0] == 200
+        assert (await next_of(shop))["type"] == "job.picked_up"
+        # Nothing was shared with the resident before the pickup: its next message is the pickup.
+        assert (await next_of(resident))["type"] == "order.updated"
+
+        # On its way to the door: the resident sees it again, the shop no more.
+        await _restarted_then_restored(client, auth, clock, redis, t)
+        clock.advance(2)
+        await ping(client, auth, t.courier, street, clock.now())
+        shared = await next_of(resident)
+        assert (shared["type"], shared["data"]["order_id"]) == ("courier.position", t.order["id"])
+        assert shared["data"]["lat"] == street[0]
+        status, _ = await place(client, auth("resident", t.resident), [{"sku": "bread", "qty": 1}])
+        assert status == 201
+        assert (await next_of(shop))["type"] == "job.accepted"  # the shop's next message: not a position
