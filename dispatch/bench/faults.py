@@ -123,6 +123,19 @@ def redis_down(seconds: float) -> Fault:
     return Fault("redis_restart", inject, seconds)
 
 
+def postgres_hung(seconds: float) -> Fault:
+    """PostgreSQL stops answering without refusing (SIGSTOP on the server and its backends)."""
+
+    def inject(stack: FaultStack) -> None:
+        stack.pg.pause()
+        try:
+            time.sleep(seconds)
+        finally:
+            stack.pg.resume()
+
+    return Fault("postgres_hang", inject, seconds)
+
+
 def redis_hung(seconds: float) -> Fault:
     """Redis stops answering without refusing (SIGSTOP: a partition, a paused machine), then carries on with
     everything it held: the clients' commands wait rather than fail."""
@@ -416,8 +429,8 @@ def register(kinds: Any) -> None:
     p.add_argument(
         "--only",
         nargs="*",
-        help="scenarios to run (postgres_stop postgres_crash redis_restart redis_hang node_sigkill "
-        "lock_order); default all",
+        help="scenarios to run (postgres_stop postgres_crash postgres_hang redis_restart redis_hang "
+        "node_sigkill lock_order); default all",
     )
     p.add_argument("--dir", help="keep the servers' data and logs here (default: a temporary dir, removed)")
     p.set_defaults(func=cmd_bench_faults)
@@ -427,6 +440,7 @@ def cmd_bench_faults(args: argparse.Namespace) -> int:
     faults = [
         postgres_down(args.outage, "fast"),
         postgres_down(args.outage, "immediate"),
+        postgres_hung(args.outage),
         redis_down(args.outage),
         redis_hung(args.outage),
         node_killed(args.outage),

@@ -227,6 +227,22 @@ class ManagedPostgres:
     def running(self) -> bool:
         return (self.pgdata / "postmaster.pid").exists()
 
+    def _processes(self) -> list[int]:
+        postmaster = int((self.pgdata / "postmaster.pid").read_text().split()[0])
+        return process_tree(postmaster)
+
+    def pause(self) -> None:
+        """SIGSTOP the server and every backend: connections stay open, nothing is answered (a partition,
+        a paused machine) until `resume`."""
+        for pid in self._processes():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        for pid in self._processes():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
     def deadlocks_logged(self) -> int:
         """Deadlocks PostgreSQL reported in its log (survives crash recovery, unlike pg_stat_database)."""
         try:

@@ -14,6 +14,7 @@ from dispatch.bench.faults import (
     FaultStack,
     node_killed,
     postgres_down,
+    postgres_hung,
     redis_down,
     redis_hung,
     run_fault,
@@ -37,6 +38,13 @@ def test_postgres_crashed_for_five_seconds(stack: FaultStack) -> None:
     report = asyncio.run(run_fault(stack, postgres_down(5.0, "immediate")))
     assert_nothing_broken(report)
     assert report["http_5xx"].get("503 unavailable", 0) > 0, report
+    assert_no_tracebacks(stack)
+
+
+def test_postgres_hung_for_five_seconds(stack: FaultStack) -> None:
+    """PostgreSQL stops answering (SIGSTOP on the server and its backends) rather than refusing."""
+    report = asyncio.run(run_fault(stack, postgres_hung(5.0)))
+    assert_nothing_broken(report)
     assert_no_tracebacks(stack)
 
 
