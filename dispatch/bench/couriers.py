@@ -537,19 +537,21 @@ async def _seed_live(
                           $7::timestamptz, $7::timestamptz
                    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) t(p, r, s, j)
                    UNION ALL
-                   SELECT d, r, 1, 'dropoff', NULL, o, ARRAY[j], lat, lng, 1, 'pending', $7::timestamptz,
-                          $7::timestamptz, NULL
-                   FROM unnest($5::text[], $2::text[], $6::text[], $4::text[], $8::float8[], $9::float8[])
-                        t(d, r, o, j, lat, lng)""",
+                   SELECT d, r, 1, 'dropoff', NULL, o, ARRAY[j], lat, lng, 1, 'pending', arrival, service,
+                          NULL
+                   FROM unnest($5::text[], $2::text[], $6::text[], $4::text[], $8::float8[], $9::float8[],
+                               $10::timestamptz[], $11::timestamptz[])
+                        t(d, r, o, j, lat, lng, arrival, service)""",
                 pickups,
                 route_ids,
                 shop_of,
                 job_ids,
                 dropoffs,
                 order_ids,
-                now + timedelta(minutes=15),
+                now,
                 [d[0] for d in doors],
                 [d[1] for d in doors],
+                *_door_etas(now, spots[:followers], doors),
             )
     finally:
         await pool.close()
@@ -565,6 +567,34 @@ async def _seed_live(
         await live.stop()
         await redis.aclose()
     return courier_ids, resident_ids, spots
+
+
+def _door_etas(
+    now: datetime, starts: Sequence[tuple[float, float]], doors: Sequence[tuple[float, float]]
+) -> tuple[list[datetime], list[datetime]]:
+    """Each drop-off's arrival and hand-over as the server would time them from the courier's first ping:
+    the ETAs a route change would have stored, so that a ping's ETA check finds them right (they move by
+    less than a minute over the run) and the run measures pings, not a wave of ETA corrections."""
+    from dispatch.config import Settings
+    from dispatch.core.routes import ServiceTimes, Stop, simulate
+    from dispatch.services.routes import instant, minutes
+    from geo.distance import TravelModel
+
+    settings = Settings()
+    model = TravelModel(settings.speed_m_per_min, settings.detour_factor, round_up=settings.travel_round_up)
+    service = ServiceTimes(settings.pickup_service_minutes, settings.dropoff_service_minutes)
+    arrivals, services = [], []
+    for start, door in zip(starts, doors, strict=True):
+        (timing,) = simulate(
+            start,
+            minutes(now),
+            [Stop("dropoff", door, ("job",), items=1)],
+            lambda a, b: model.minutes(*a, *b),
+            service,
+        )
+        arrivals.append(instant(timing.arrival))
+        services.append(instant(timing.service_at))
+    return arrivals, services
 
 
 def _start_server(
