@@ -86,15 +86,19 @@ class Restorer:
     def __init__(self, svc: Services) -> None:
         self.svc = svc
         self._again = False
+        self._stopped = False
         self._task: asyncio.Task[None] | None = None
 
     def request(self) -> None:
+        if self._stopped:
+            return
         if self._task is not None and not self._task.done():
             self._again = True
             return
         self._task = asyncio.create_task(self._run(), name="live-restore")
 
     async def stop(self) -> None:
+        self._stopped = True
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
