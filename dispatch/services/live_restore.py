@@ -76,7 +76,7 @@ async def restore(svc: Services) -> tuple[int, int]:
     grants += [g for c, rows in stops.items() if (g := shop_share(c, rows)) is not None]
     plans = {c: plan for c, rows in stops.items() if (plan := cached_plan(rows)) is not None}
     await svc.live.grant(grants)
-    await svc.live.set_plans(plans)
+    await svc.live.set_plans(plans, only_missing=True)  # one cached meanwhile is newer than this read
     return len(grants), len(plans)
 
 

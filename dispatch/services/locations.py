@@ -191,9 +191,15 @@ if since < tonumber(ARGV[1]) then redis.call('SET', 'dispatch:live:since', ARGV[
 return 1
 """
 
-# KEYS: plan keys. ARGV: ttl, then one value per key.
+# KEYS: plan keys. ARGV: ttl, 'NX' (only where none is cached) or '' (always), then one value per key.
 SET_PLANS_SCRIPT = """
-for i, key in ipairs(KEYS) do redis.call('SET', key, ARGV[i + 1], 'EX', ARGV[1]) end
+for i, key in ipairs(KEYS) do
+  if ARGV[2] == 'NX' then
+    redis.call('SET', key, ARGV[i + 2], 'EX', ARGV[1], 'NX')
+  else
+    redis.call('SET', key, ARGV[i + 2], 'EX', ARGV[1])
+  end
+end
 return #KEYS
 """
 SCRIPT_CHUNK = 1000  # keys per script call
@@ -534,9 +540,11 @@ class LiveLocations:
 
     # --- plan cache ----------------------------------------------------------------------------------
 
-    async def set_plans(self, plans: Mapping[str, bytes]) -> None:
+    async def set_plans(self, plans: Mapping[str, bytes], *, only_missing: bool = False) -> None:
+        """`only_missing`: keep a plan already cached (written by a change newer than the caller's read)."""
+        mode = "NX" if only_missing else ""
         calls: list[_Call] = [
-            ([plan_key(c) for c in chunk], [str(AUDIENCE_TTL_S), *(plans[c] for c in chunk)])
+            ([plan_key(c) for c in chunk], [str(AUDIENCE_TTL_S), mode, *(plans[c] for c in chunk)])
             for chunk in _chunks(list(plans), SCRIPT_CHUNK)
         ]
         try:
