@@ -24,6 +24,7 @@ from tests.couriers.helpers import (
     trip,
 )
 from tests.timing import SECOND
+from websocket.protocol import LIVE_CHANNEL
 
 NOISE = {"reply", "order.eta", "route.updated"}  # ETA pushes may come at any time
 
@@ -136,15 +137,18 @@ async def _restarted_then_restored(
     client: Client, auth: AuthFn, clock: ManualClock, redis: Any, t: Trip
 ) -> None:
     """Redis restarts empty; the client reconnects by itself; the courier's next ping finds Redis without
-    its state (that position reaches nobody) and the node puts back, from PostgreSQL, who sees the courier."""
+    its state (that position reaches nobody) and the node puts back, from PostgreSQL, who sees the courier.
+    Returns once that is done and the node's subscriber is back on the live channel: positions are
+    published, not stored, so one sent while nobody listens is gone by design."""
     await _restart_empty(redis)
     clock.advance(2)
     await ping(client, auth, t.courier, NEAR_SHOP, clock.now())
     for _ in range(200):
-        if await redis.exists(f"courier:aud:{t.courier}") and await redis.exists(f"courier:plan:{t.courier}"):
+        restored = await redis.exists(f"courier:aud:{t.courier}", f"courier:plan:{t.courier}") == 2
+        if restored and dict(await redis.pubsub_numsub(LIVE_CHANNEL)).get(LIVE_CHANNEL.encode()):
             return
         await asyncio.sleep(0.05 * SECOND)
-    raise AssertionError("the courier's shares and plan were not restored")
+    raise AssertionError("the courier's shares and plan were not restored, or the node did not resubscribe")
 
 
 async def test_shares_come_back_after_redis_restarts_empty_and_only_those_still_due(
