@@ -123,31 +123,30 @@ def redis_down(seconds: float) -> Fault:
     return Fault("redis_restart", inject, seconds)
 
 
-def postgres_hung(seconds: float) -> Fault:
-    """PostgreSQL stops answering without refusing (SIGSTOP on the server and its backends)."""
+def _hung(
+    name: str, dependency: Callable[[FaultStack], ManagedPostgres | ManagedRedis], seconds: float
+) -> Fault:
+    """The dependency stops answering without refusing (SIGSTOP: a partition, a paused machine), then carries
+    on with everything it held: the clients' commands wait rather than fail."""
 
     def inject(stack: FaultStack) -> None:
-        stack.pg.pause()
+        paused = dependency(stack)
+        paused.pause()
         try:
             time.sleep(seconds)
         finally:
-            stack.pg.resume()
+            paused.resume()
 
-    return Fault("postgres_hang", inject, seconds)
+    return Fault(name, inject, seconds)
+
+
+def postgres_hung(seconds: float) -> Fault:
+    """SIGSTOP on the server and its backends."""
+    return _hung("postgres_hang", lambda stack: stack.pg, seconds)
 
 
 def redis_hung(seconds: float) -> Fault:
-    """Redis stops answering without refusing (SIGSTOP: a partition, a paused machine), then carries on with
-    everything it held: the clients' commands wait rather than fail."""
-
-    def inject(stack: FaultStack) -> None:
-        stack.redis.pause()
-        try:
-            time.sleep(seconds)
-        finally:
-            stack.redis.resume()
-
-    return Fault("redis_hang", inject, seconds)
+    return _hung("redis_hang", lambda stack: stack.redis, seconds)
 
 
 def node_killed(seconds: float, index: int = 1) -> Fault:

@@ -321,8 +321,8 @@ class LiveLocations:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._sha: dict[str, str] = {}
-        # Called when Redis is back after failing (or the subscriber reconnected): it may have lost the shares
-        # and plans written meanwhile, or everything.
+        # Called when Redis is back after failing (or the subscriber reconnected), and when a script finds it
+        # empty: it may have lost the shares and plans written meanwhile, or everything.
         self.on_return: list[Callable[[], None]] = []
 
     async def start(self) -> None:
@@ -362,13 +362,15 @@ class LiveLocations:
             self._failed = True
             return
         log.info("Redis is back: courier staleness is judged afresh from now")
-        for callback in self.on_return:
-            callback()
+        self._call_on_return()
 
     def _lost_state(self) -> None:
         """A script found `since` missing: Redis is new, or restarted empty (perhaps unnoticed: the client
         reconnects by itself). `since` is set by that script; the rest is for `on_return`."""
         log.info("Redis holds no live state (new, or restarted empty): restoring it from PostgreSQL")
+        self._call_on_return()
+
+    def _call_on_return(self) -> None:
         for callback in self.on_return:
             callback()
 
