@@ -1,8 +1,11 @@
 """PostgreSQL access: the pool, one transaction at a time, and the bounded retry of transient failures.
 
-A service decision is one `transaction(pool)`. Its failures fall in three kinds (see `dispatch.translate`):
+A service decision is one `transaction(pool)`. Its failures fall in four kinds (see `dispatch.translate`):
 - rolled back by PostgreSQL (deadlock victim, serialization failure), or the link lost *before* COMMIT was
   sent: nothing happened, so `@retried` runs the decision again, a few times with jitter, then answers 503;
+- no answer in time (no free connection within ACQUIRE_TIMEOUT_S, a statement unanswered for
+  COMMAND_TIMEOUT_S): the connection is dropped, so PostgreSQL rolls the transaction back, and the client
+  gets 503 at once (`NotAnswering`): running it again would only wait again, holding the request longer;
 - the link lost *while committing*: the outcome is unknown, so it is never retried here; the client gets
   503 `outcome_unknown` and retries with the same Idempotency-Key (or reads the state back);
 - anything else propagates unchanged.
@@ -15,16 +18,17 @@ import contextlib
 import functools
 import logging
 import random
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import asyncpg
 import orjson
-from asyncpg.pool import PoolConnectionProxy
+from asyncpg.pool import PoolAcquireContext, PoolConnectionProxy
 
 from dispatch.errors import DispatchError, ServiceUnavailable
-from dispatch.translate import is_rolled_back, is_unreachable, translate, unavailable
+from dispatch.translate import dependency_of, is_rolled_back, is_unreachable, translate, unavailable
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +37,19 @@ Pool = asyncpg.Pool
 Conn = asyncpg.Connection | PoolConnectionProxy
 
 CONNECT_TIMEOUT_S = 5.0  # a partitioned host must not hold a request for asyncpg's default minute
-COMMAND_TIMEOUT_S = 30.0
+# A PostgreSQL that stops answering without refusing (a paused or partitioned host, a failover in progress)
+# must cost a request a 503 within seconds, not hold it for as long as the outage lasts. Our statements take
+# milliseconds; these bounds leave room for a loaded machine. A statement that needs longer says so itself.
+COMMAND_TIMEOUT_S = 5.0  # one statement
+# Waiting for a free connection (connecting a new one included). Under overload requests queue here while
+# PostgreSQL answers well; past this they get 503 rather than wait on: their clients have given up by then.
+ACQUIRE_TIMEOUT_S = 10.0
+# Once a statement has had no answer, PostgreSQL is taken as silent for a while: requests meanwhile wait only
+# briefly for a connection, so a request's few reads (its token's subject, the fleet snapshot, its decision)
+# answer 503 in about a second instead of each waiting out the full bound in turn. Only a silent statement or
+# connection attempt says so: a long wait for a free connection is as likely our own overload.
+SILENT_S = 5.0
+SILENT_ACQUIRE_S = 0.5
 ATTEMPTS = 3  # runs of a decision whose transaction did not happen, before answering 503
 _BACKOFF_S = 0.05  # first pause between attempts; doubled each time, with full jitter
 
@@ -68,21 +84,52 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     rolled back on release (asyncpg does that before calling this)."""
 
 
+class BoundedPool(asyncpg.Pool):  # generic in the stubs only, so not subscripted
+    """asyncpg's pool, whose acquire (that of `fetch`, `execute`, ... included) waits at most
+    `acquire_bound()` unless told otherwise: asyncpg's own default is to wait for ever."""
+
+    _silent_until = 0.0  # monotonic
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, connect=self._connect, **kwargs)
+
+    async def _connect(self, *args: Any, **kwargs: Any) -> asyncpg.Connection:
+        try:
+            return await asyncpg.connect(*args, **kwargs)
+        except TimeoutError:  # a host that does not answer (one that refuses fails at once)
+            self.went_silent()
+            raise
+
+    def acquire(self, *, timeout: float | None = None) -> PoolAcquireContext[asyncpg.Record]:
+        return super().acquire(timeout=self.acquire_bound() if timeout is None else timeout)
+
+    def acquire_bound(self) -> float:
+        return SILENT_ACQUIRE_S if time.monotonic() < self._silent_until else ACQUIRE_TIMEOUT_S
+
+    def went_silent(self) -> None:
+        """A statement or a connection attempt had no answer: wait only briefly for connections for the next
+        SILENT_S seconds."""
+        self._silent_until = time.monotonic() + SILENT_S
+
+
 async def create_pool(url: str, min_size: int, max_size: int) -> Pool:
     try:
-        pool = await asyncpg.create_pool(
+        return await BoundedPool(
             url,
             min_size=min_size,
             max_size=max_size,
+            max_queries=50_000,  # asyncpg.create_pool's defaults
+            max_inactive_connection_lifetime=300.0,
             init=_init_connection,
             reset=_keep_session,
+            loop=None,
+            connection_class=asyncpg.Connection,
+            record_class=asyncpg.Record,
             command_timeout=COMMAND_TIMEOUT_S,
             timeout=CONNECT_TIMEOUT_S,
         )
-    except (OSError, asyncpg.PostgresError) as exc:
+    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
         raise ServiceUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
-    assert pool is not None
-    return pool
 
 
 class OutcomeUnknown(ServiceUnavailable):
@@ -91,17 +138,49 @@ class OutcomeUnknown(ServiceUnavailable):
     code = "outcome_unknown"
 
 
+class NotAnswering(ServiceUnavailable):
+    """PostgreSQL did not answer in time; the transaction was abandoned, so nothing was changed."""
+
+
+@contextlib.asynccontextmanager
+async def connection(pool: Pool) -> AsyncIterator[PoolConnectionProxy]:
+    """A pooled connection (for reads, or a statement that is its own transaction), with the bounds above: no
+    connection within ACQUIRE_TIMEOUT_S or a statement unanswered is `NotAnswering`, and a link that failed
+    or went silent is closed rather than handed back to be waited on again."""
+    bounded = pool if isinstance(pool, BoundedPool) else None
+    bound = bounded.acquire_bound() if bounded else None
+    try:
+        conn = await pool.acquire(timeout=bound)
+    except TimeoutError as exc:
+        raise _not_answering(f"no PostgreSQL connection within {bound or 0:g} s") from exc
+    try:
+        yield conn
+    except BaseException as exc:
+        if isinstance(exc, OutcomeUnknown) or _link_failed(exc):
+            _drop(conn)
+        timed_out = isinstance(exc, TimeoutError) or isinstance(exc.__cause__, TimeoutError)  # a COMMIT's too
+        if bounded and timed_out:
+            bounded.went_silent()
+        if isinstance(exc, TimeoutError):
+            raise _not_answering(f"a statement had no answer within {COMMAND_TIMEOUT_S:g} s") from exc
+        raise
+    finally:
+        await pool.release(conn)
+
+
 @contextlib.asynccontextmanager
 async def transaction(pool: Pool) -> AsyncIterator[PoolConnectionProxy]:
     """One transaction on a pooled connection, committed when the block ends without an error."""
-    async with pool.acquire() as conn:
+    async with connection(pool) as conn:
         tx = conn.transaction()
-        await tx.start()
         try:
+            await tx.start()
             yield conn
-        except BaseException:
-            if not conn.is_closed():
-                with contextlib.suppress(Exception):
+        except BaseException as exc:
+            # After a failed or silent link, `connection` closes it, which rolls back too: waiting for a
+            # ROLLBACK would wait on that same link.
+            if not _link_failed(exc):
+                with contextlib.suppress(Exception):  # a closed link has nothing to roll back
                     await tx.rollback()
             raise
         with committing(
@@ -109,6 +188,25 @@ async def transaction(pool: Pool) -> AsyncIterator[PoolConnectionProxy]:
             "happened: retry with the same Idempotency-Key, or read the state back"
         ):
             await tx.commit()
+
+
+def _link_failed(exc: BaseException) -> bool:
+    """The link to PostgreSQL broke or went silent (a Redis failure inside a transaction is not that)."""
+    return is_unreachable(exc) and dependency_of(exc) != "redis"
+
+
+def _drop(conn: PoolConnectionProxy) -> None:
+    """Close the link at once; the pool connects afresh. Once asyncpg has seen the link close itself, the
+    pool has already taken the connection back and there is nothing to close."""
+    with contextlib.suppress(asyncpg.InterfaceError):
+        conn.terminate()
+
+
+def _not_answering(reason: str) -> NotAnswering:
+    return NotAnswering(
+        "PostgreSQL is not answering right now; nothing was changed, retry shortly",
+        details={"dependency": "postgres", "reason": reason},
+    )
 
 
 @contextlib.contextmanager
@@ -127,6 +225,8 @@ def retryable(exc: BaseException) -> bool:
     """The decision did not happen and may simply be run again."""
     if isinstance(exc, DispatchError):
         return False  # OutcomeUnknown included: it may have happened
+    if isinstance(exc, TimeoutError):
+        return False  # no answer in time: a second wait would only hold the request longer
     return is_rolled_back(exc) or is_unreachable(exc)
 
 

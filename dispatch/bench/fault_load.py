@@ -109,6 +109,7 @@ class Outcomes:
     orders_ok: dict[str, str] = field(default_factory=dict)  # idempotency key -> order id
     orders_failed: Counter[str] = field(default_factory=Counter)  # final failure by status/code
     ok_times: list[tuple[float, float]] = field(default_factory=list)  # (monotonic sent, latency s)
+    answer_times: list[tuple[float, float]] = field(default_factory=list)  # the same, of every HTTP answer
     accepts: int = 0
     rejects: int = 0
 
@@ -354,6 +355,7 @@ class Residents:
                 out.statuses["conn_error"] += 1
                 await asyncio.sleep(0.2)
                 continue
+            out.answer_times.append((sent, time.monotonic() - sent))
             code = (payload or {}).get("error", {}).get("code", "") if status >= 400 else ""
             out.statuses[f"{status} {code}".strip()] += 1
             if status < 300:
@@ -449,6 +451,7 @@ class Load:
             total.orders_ok.update(out.orders_ok)
             total.orders_failed.update(out.orders_failed)
             total.ok_times += out.ok_times
+            total.answer_times += out.answer_times
             total.accepts += out.accepts
             total.rejects += out.rejects
         return total

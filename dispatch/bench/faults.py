@@ -301,8 +301,16 @@ async def check(stack: FaultStack, load: Load, marks: Marks, name: str) -> dict[
         "order_p99_during_fault_ms": _p99_ms(
             [lat for sent, lat in out.ok_times if marks.fault_start <= sent < marks.fault_end]
         ),
+        # The longest an order request sent during the fault waited for any answer (its 2xx, or a 503).
+        "order_wait_max_during_fault_ms": _max_ms(
+            [lat for sent, lat in out.answer_times if marks.fault_start <= sent < marks.fault_end]
+        ),
         **_recovery(out.ok_times, marks.fault_end),
     }
+
+
+def _max_ms(latencies_s: list[float]) -> float | None:
+    return round(max(latencies_s) * 1000, 1) if latencies_s else None
 
 
 def _p99_ms(latencies_s: list[float]) -> float | None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from dispatch.core.admission import UPCOMING_MINUTES, Capacity, Upcoming
+from dispatch.db import connection
 from dispatch.errors import ServiceUnavailable
 from dispatch.services.context import Services
 from dispatch.services.dispatching import fleet_now, travel_many_of, waiting_work
@@ -40,7 +41,7 @@ async def snapshot(svc: Services, now: datetime) -> Snapshot | None:
 async def _read(svc: Services, now: datetime) -> Snapshot:
     svc.metrics.admission_reads.inc()
     minute = minutes(now)
-    async with svc.pool.acquire() as conn:
+    async with connection(svc.pool) as conn:
         largest = await conn.fetchval("SELECT max(capacity) FROM couriers WHERE active")
         if largest is None:  # no courier at all: nothing more to read (a server with no fleet stays quick)
             return Snapshot(None, Capacity.build([], [], [], minute, travel_of(svc), service_times(svc)))

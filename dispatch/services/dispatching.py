@@ -45,7 +45,7 @@ from dispatch.core.assignment import (
 )
 from dispatch.core.courier_state import CourierState, commitments
 from dispatch.core.routes import Point, ServiceTimes, StopTiming
-from dispatch.db import Conn
+from dispatch.db import Conn, connection
 from dispatch.ids import new_id
 from dispatch.logs import Throttle
 from dispatch.outbox import NewEvent, append_events
@@ -154,7 +154,7 @@ async def run_round(svc: Services, live: LiveLocations) -> RoundReport | None:
     # lock serialises it), so a node that then loses the claim has done no harm.
     released = await release_stranded(svc, live, now)
     clock.lap("release")
-    async with svc.pool.acquire() as conn:
+    async with connection(svc.pool) as conn:
         async with conn.transaction():
             claimed_due = await conn.fetchval(
                 "SELECT due_at FROM timers WHERE name = $1 AND due_at <= $2 FOR UPDATE SKIP LOCKED",

@@ -19,7 +19,7 @@ import asyncpg
 
 from dispatch.core.routes import StopTiming
 from dispatch.core.stops import LIVE_ROUTES, OPEN_STOPS, RouteState
-from dispatch.db import Conn
+from dispatch.db import Conn, connection
 from dispatch.services.context import Services
 from dispatch.services.locations import Grant
 from dispatch.services.routes import core_stop, minutes, open_stops, plan_payload
@@ -64,7 +64,7 @@ async def resident_shares(conn: Conn) -> list[Grant]:
 
 async def restore(svc: Services) -> tuple[int, int]:
     """Grant every share PostgreSQL says is current and cache every plan; (shares, plans) written."""
-    async with svc.pool.acquire() as conn:
+    async with connection(svc.pool) as conn:
         couriers = [
             r["courier_id"]
             for r in await conn.fetch(

@@ -23,7 +23,7 @@ from dispatch.core.matching import (
     plan_order,
 )
 from dispatch.core.stops import LIVE_ROUTES
-from dispatch.db import Conn, retried, transaction
+from dispatch.db import Conn, connection, retried, transaction
 from dispatch.errors import Conflict, DispatchError, NotFound, ValidationFailed
 from dispatch.ids import new_id
 from dispatch.outbox import Event, NewEvent, append_events
@@ -125,7 +125,7 @@ async def _place_once(
     now = svc.clock.now()
     # Read before taking a connection: a refresh takes a pool connection of its own.
     fleet = await admission.snapshot(svc, now) if req.fulfilment == "delivery" else None
-    async with svc.pool.acquire() as conn:
+    async with connection(svc.pool) as conn:
         try:
             plan, shops, _ = await _plan(conn, svc, req, now)
             warning = None
@@ -255,7 +255,7 @@ async def _plan(
 async def quote_order(svc: Services, req: OrderRequest) -> dict[str, Any]:
     """How the order would be split now, without writing anything (stock is not reserved)."""
     now = svc.clock.now()
-    async with svc.pool.acquire() as conn:
+    async with connection(svc.pool) as conn:
         plan, _, candidates = await _plan(conn, svc, req, now)
         rows = await conn.fetch(
             "SELECT id, name FROM shops WHERE id = ANY ($1::text[])", [j.shop_id for j in plan.jobs]

@@ -7,7 +7,7 @@ from typing import Any
 
 import asyncpg
 
-from dispatch.db import Conn, retried, transaction, translated_errors
+from dispatch.db import Conn, connection, retried, transaction, translated_errors
 from dispatch.errors import NotFound
 from dispatch.ids import new_id
 from dispatch.services import zones
@@ -104,7 +104,7 @@ async def upsert_item(pool: asyncpg.Pool, shop_id: str, sku: str, fields: dict[s
 
 @retried
 async def catalogue(pool: asyncpg.Pool, shop_id: str) -> list[dict[str, Any]]:
-    async with pool.acquire() as conn:
+    async with connection(pool) as conn:
         await get(conn, shop_id)
         rows = await conn.fetch("SELECT * FROM catalogue_items WHERE shop_id = $1 ORDER BY sku", shop_id)
     return [dict(r) for r in rows]

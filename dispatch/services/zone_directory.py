@@ -15,6 +15,7 @@ from typing import Any
 import asyncpg
 import shapely
 
+from dispatch.db import connection
 from geo import Cover, ZoneIndex
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ class ZoneDirectory:
         gc_was_enabled = gc.isenabled()
         gc.disable()
         try:
-            async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+            async with connection(self._pool) as conn, conn.transaction(isolation="repeatable_read"):
                 fingerprint = tuple(await conn.fetchrow(_FINGERPRINT) or ())
                 rows = await conn.fetch(_SELECT)
             geometries = shapely.from_wkb([r["zone_wkb"] for r in rows]) if rows else []

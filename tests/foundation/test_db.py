@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
 from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
 
-from dispatch.db import OutcomeUnknown, create_pool, retried, transaction
+from dispatch import db
+from dispatch.db import NotAnswering, OutcomeUnknown, create_pool, retried, transaction
 from dispatch.errors import ServiceUnavailable
 
 
@@ -95,3 +99,139 @@ async def test_past_the_attempts_a_transient_failure_is_a_503(pool: asyncpg.Pool
         await always_lost()
     assert attempts == 3
     assert caught.value.code == "unavailable" and caught.value.retry_after is not None
+
+
+def _thaw(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGCONT)
+
+
+async def test_a_statement_postgresql_does_not_answer_is_a_503_while_it_still_does_not(
+    pool: asyncpg.Pool, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A frozen backend (as a paused host or a partition looks): the decision is answered 503 without waiting
+    for PostgreSQL to come back (the ROLLBACK would wait on the same silent link), and is not run again."""
+    monkeypatch.setattr(db, "COMMAND_TIMEOUT_S", 0.5)
+    short = await create_pool(database_url, 1, 1)
+    attempts = 0
+    frozen: list[int] = []
+
+    @retried
+    async def bump() -> None:
+        nonlocal attempts
+        attempts += 1
+        async with transaction(short) as conn:
+            await conn.execute("UPDATE tx_probe SET n = n + 1 WHERE id = 1")
+            frozen.append(conn.get_server_pid())
+            os.kill(frozen[-1], signal.SIGSTOP)
+            await conn.execute("UPDATE tx_probe SET n = n + 1 WHERE id = 2")
+
+    try:
+        decision = asyncio.ensure_future(bump())
+        done, _ = await asyncio.wait({decision}, timeout=60)
+        assert decision in done, "still waiting for a PostgreSQL that does not answer"
+        with pytest.raises(NotAnswering) as caught:
+            decision.result()
+    finally:
+        for pid in frozen:
+            _thaw(pid)
+    assert attempts == 1 and len(frozen) == 1  # a second wait would only hold the request longer
+    assert caught.value.status == 503 and caught.value.code == "unavailable"
+    assert caught.value.retry_after is not None and caught.value.details["dependency"] == "postgres"
+    # Its connection was dropped: thawed, the backend sees it gone and rolls the transaction back.
+    for _ in range(1200):
+        if not await pool.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", frozen[0]):
+            break
+        await asyncio.sleep(0.05)
+    else:
+        pytest.fail("the abandoned backend is still there a minute after it was thawed")
+    rows = await pool.fetch("SELECT n FROM tx_probe ORDER BY id")
+    assert [r["n"] for r in rows] == [0, 0]
+    assert await short.fetchval("SELECT 1") == 1  # the pool connects again
+    await short.close()
+
+
+async def test_no_free_connection_within_the_bound_is_a_503(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(db, "ACQUIRE_TIMEOUT_S", 0.2)
+    one = await create_pool(database_url, 1, 1)
+    try:
+        async with one.acquire():  # every connection busy
+            with pytest.raises(NotAnswering) as caught:
+                async with transaction(one) as conn:
+                    await conn.execute("SELECT 1")
+            with pytest.raises(TimeoutError):  # the pool's own reads are bounded too
+                await one.fetchval("SELECT 1")
+        assert caught.value.code == "unavailable" and caught.value.retry_after is not None
+        async with transaction(one) as conn:  # and the connection serves once free
+            assert await conn.fetchval("SELECT 1") == 1
+    finally:
+        await one.close()
+
+
+async def test_after_a_statement_without_answer_requests_wait_only_briefly_for_a_connection(
+    pool: asyncpg.Pool, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once PostgreSQL is known silent, a request's reads each give up within SILENT_ACQUIRE_S rather than
+    each waiting out ACQUIRE_TIMEOUT_S in turn; a long wait for a free connection alone (our own overload)
+    does not count as silence."""
+    monkeypatch.setattr(db, "COMMAND_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(db, "ACQUIRE_TIMEOUT_S", 0.5)
+    one = await create_pool(database_url, 1, 1)
+    assert isinstance(one, db.BoundedPool)
+    try:
+        async with one.acquire():  # busy, but PostgreSQL answers
+            with pytest.raises(NotAnswering):
+                async with db.connection(one):
+                    pass
+        assert one.acquire_bound() == db.ACQUIRE_TIMEOUT_S  # overload is not silence
+        monkeypatch.setattr(db, "ACQUIRE_TIMEOUT_S", 600.0)
+        frozen: list[int] = []
+
+        async def unanswered() -> None:
+            async with db.connection(one) as conn:
+                frozen.append(conn.get_server_pid())
+                os.kill(frozen[-1], signal.SIGSTOP)
+                await conn.execute("SELECT 1")
+
+        try:
+            with pytest.raises(NotAnswering):
+                await unanswered()
+        finally:
+            for pid in frozen:
+                _thaw(pid)
+        assert one.acquire_bound() == db.SILENT_ACQUIRE_S
+        async with one.acquire():  # the one connection busy again: the next request is told at once
+            with pytest.raises(NotAnswering) as caught:
+                async with db.connection(one):
+                    pass
+        assert caught.value.details["reason"] == f"no PostgreSQL connection within {db.SILENT_ACQUIRE_S:g} s"
+    finally:
+        await one.close()
+
+
+async def test_a_host_that_accepts_but_never_answers_counts_as_silence(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(db, "CONNECT_TIMEOUT_S", 0.3)
+    held: list[asyncio.StreamWriter] = []
+
+    async def say_nothing(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    mute = await asyncio.start_server(say_nothing, "127.0.0.1", 0)
+    port = mute.sockets[0].getsockname()[1]
+    pool = await create_pool(f"postgresql://x@127.0.0.1:{port}/x", 0, 1)
+    assert isinstance(pool, db.BoundedPool) and pool.acquire_bound() == db.ACQUIRE_TIMEOUT_S
+    try:
+        with pytest.raises(NotAnswering):
+            async with db.connection(pool):
+                pass
+        assert held  # it did connect, and was kept waiting
+        assert pool.acquire_bound() == db.SILENT_ACQUIRE_S
+    finally:
+        for writer in held:
+            writer.close()
+        mute.close()
+        await pool.close()
