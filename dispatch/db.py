@@ -139,7 +139,7 @@ class OutcomeUnknown(ServiceUnavailable):
 
 
 class NotAnswering(ServiceUnavailable):
-    """PostgreSQL did not answer in time; the transaction was abandoned, so nothing was changed."""
+    """No connection came free in time, or PostgreSQL did not answer: nothing was changed."""
 
 
 @contextlib.asynccontextmanager
@@ -152,7 +152,14 @@ async def connection(pool: Pool) -> AsyncIterator[PoolConnectionProxy]:
     try:
         conn = await pool.acquire(timeout=bound)
     except TimeoutError as exc:
-        raise _not_answering(f"no PostgreSQL connection within {bound or 0:g} s") from exc
+        reason = f"no PostgreSQL connection within {bound or 0:g} s"
+        if bound == SILENT_ACQUIRE_S:
+            raise _not_answering(reason) from exc
+        raise NotAnswering(  # as likely this node's own load as a silent PostgreSQL
+            "this server is busy or PostgreSQL is slow: no database connection came free in time; nothing "
+            "was changed, retry shortly",
+            details={"dependency": "postgres", "reason": reason},
+        ) from exc
     try:
         yield conn
     except BaseException as exc:
