@@ -106,6 +106,23 @@ class BoundedPool(asyncpg.Pool):  # generic in the stubs only, so not subscripte
     def acquire_bound(self) -> float:
         return SILENT_ACQUIRE_S if time.monotonic() < self._silent_until else ACQUIRE_TIMEOUT_S
 
+    # The pool's own one-statement shortcuts take their connection as `connection()` does, with its bounds.
+    async def execute(self, query: str, *args: Any, **kwargs: Any) -> Any:
+        async with connection(self) as conn:
+            return await conn.execute(query, *args, **kwargs)
+
+    async def fetch(self, query: str, *args: Any, **kwargs: Any) -> Any:
+        async with connection(self) as conn:
+            return await conn.fetch(query, *args, **kwargs)
+
+    async def fetchrow(self, query: str, *args: Any, **kwargs: Any) -> Any:
+        async with connection(self) as conn:
+            return await conn.fetchrow(query, *args, **kwargs)
+
+    async def fetchval(self, query: str, *args: Any, **kwargs: Any) -> Any:
+        async with connection(self) as conn:
+            return await conn.fetchval(query, *args, **kwargs)
+
     def went_silent(self) -> None:
         """A statement or a connection attempt had no answer: wait only briefly for connections for the next
         SILENT_S seconds."""
