@@ -118,7 +118,13 @@ class Settings(BaseSettings):
     db_pool_min: int = setting(
         2, "DISPATCH_DB_POOL_MIN", "PostgreSQL connections kept open per process", ge=1
     )
-    db_pool_max: int = setting(10, "DISPATCH_DB_POOL_MAX", "most PostgreSQL connections per process", ge=1)
+    db_pool_max: int = setting(
+        10,
+        "DISPATCH_DB_POOL_MAX",
+        "most PostgreSQL connections per process (a request waits at most 10 s for a free one, then gets "
+        "`503`)",
+        ge=1,
+    )
     shutdown_grace_s: float = setting(
         10.0, "DISPATCH_SHUTDOWN_GRACE", "seconds to finish in-flight requests on SIGTERM", ge=0
     )
