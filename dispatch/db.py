@@ -104,7 +104,10 @@ class BoundedPool(asyncpg.Pool):  # generic in the stubs only, so not subscripte
         return super().acquire(timeout=self.acquire_bound() if timeout is None else timeout)
 
     def acquire_bound(self) -> float:
-        return SILENT_ACQUIRE_S if time.monotonic() < self._silent_until else ACQUIRE_TIMEOUT_S
+        return SILENT_ACQUIRE_S if self.silent() else ACQUIRE_TIMEOUT_S
+
+    def silent(self) -> bool:
+        return time.monotonic() < self._silent_until
 
     # The pool's own one-statement shortcuts take their connection as `connection()` does, with its bounds.
     async def execute(self, query: str, *args: Any, **kwargs: Any) -> Any:
@@ -165,18 +168,14 @@ async def connection(pool: Pool) -> AsyncIterator[PoolConnectionProxy]:
     connection within ACQUIRE_TIMEOUT_S or a statement unanswered is `NotAnswering`, and a link that failed
     or went silent is closed rather than handed back to be waited on again."""
     bounded = pool if isinstance(pool, BoundedPool) else None
+    silent = bounded is not None and bounded.silent()
     bound = bounded.acquire_bound() if bounded else None
     try:
         conn = await pool.acquire(timeout=bound)
     except TimeoutError as exc:
         reason = f"no PostgreSQL connection within {bound or 0:g} s"
-        if bound == SILENT_ACQUIRE_S:
-            raise _not_answering(reason) from exc
-        raise NotAnswering(  # as likely this node's own load as a silent PostgreSQL
-            "this server is busy or PostgreSQL is slow: no database connection came free in time; nothing "
-            "was changed, retry shortly",
-            details={"dependency": "postgres", "reason": reason},
-        ) from exc
+        # Unless PostgreSQL is known silent, as likely this node's own load.
+        raise _not_answering(_SILENT if silent else _BUSY, reason) from exc
     try:
         yield conn
     except BaseException as exc:
@@ -186,7 +185,9 @@ async def connection(pool: Pool) -> AsyncIterator[PoolConnectionProxy]:
         if bounded and timed_out:
             bounded.went_silent()
         if isinstance(exc, TimeoutError):
-            raise _not_answering(f"a statement had no answer within {COMMAND_TIMEOUT_S:g} s") from exc
+            raise _not_answering(
+                _SILENT, f"a statement had no answer within {COMMAND_TIMEOUT_S:g} s"
+            ) from exc
         raise
     finally:
         await pool.release(conn)
@@ -226,9 +227,13 @@ def _drop(conn: PoolConnectionProxy) -> None:
         conn.terminate()
 
 
-def _not_answering(reason: str) -> NotAnswering:
+_SILENT = "PostgreSQL is not answering right now"
+_BUSY = "this server is busy or PostgreSQL is slow: no database connection came free in time"
+
+
+def _not_answering(what: str, reason: str) -> NotAnswering:
     return NotAnswering(
-        "PostgreSQL is not answering right now; nothing was changed, retry shortly",
+        f"{what}; nothing was changed, retry shortly",
         details={"dependency": "postgres", "reason": reason},
     )
 
