@@ -45,7 +45,7 @@ from dispatch.core.assignment import (
 )
 from dispatch.core.courier_state import CourierState, commitments
 from dispatch.core.routes import Point, ServiceTimes, StopTiming
-from dispatch.db import Conn, connection
+from dispatch.db import Conn, transaction
 from dispatch.ids import new_id
 from dispatch.logs import Throttle
 from dispatch.outbox import NewEvent, append_events
@@ -154,45 +154,44 @@ async def run_round(svc: Services, live: LiveLocations) -> RoundReport | None:
     # lock serialises it), so a node that then loses the claim has done no harm.
     released = await release_stranded(svc, live, now)
     clock.lap("release")
-    async with connection(svc.pool) as conn:
-        async with conn.transaction():
-            claimed_due = await conn.fetchval(
-                "SELECT due_at FROM timers WHERE name = $1 AND due_at <= $2 FOR UPDATE SKIP LOCKED",
-                ROUND_TIMER,
-                now,
-            )
-            if claimed_due is None:
-                return None
-            jobs, fleet = await _load(conn, svc, live, now)
-            clock.lap("load")
-            result = RoundResult((), ())
-            if jobs and fleet.couriers:
-                # Seconds of CPU for a city's round: in a thread, so the node's requests, pings and
-                # websockets go on meanwhile (the loop gets the interpreter back every few milliseconds)
-                # instead of waiting for the whole decision.
-                result = await asyncio.to_thread(decide, svc, jobs, fleet, now)
-            clock.lap("assign")
-            number = await conn.fetchval(
-                "UPDATE timers SET due_at = $2, runs = runs + 1 WHERE name = $1 RETURNING runs",
-                ROUND_TIMER,
-                next_due(claimed_due, now, svc.settings.dispatch_round_s),
-            )
-            written = await _write(conn, svc, live, fleet, result, number, now)
-            await conn.execute(
-                """INSERT INTO dispatch_rounds (round, node, at, jobs, couriers, routes, released, placed,
-                                                seconds)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
-                number,
-                NODE,
-                now,
-                len(jobs),
-                len(fleet.couriers),
-                len(written.routes),
-                released,
-                written.placed,
-                clock.elapsed(),
-            )
-            events = await append_events(conn, written.events, now)
+    async with transaction(svc.pool) as conn:
+        claimed_due = await conn.fetchval(
+            "SELECT due_at FROM timers WHERE name = $1 AND due_at <= $2 FOR UPDATE SKIP LOCKED",
+            ROUND_TIMER,
+            now,
+        )
+        if claimed_due is None:
+            return None
+        jobs, fleet = await _load(conn, svc, live, now)
+        clock.lap("load")
+        result = RoundResult((), ())
+        if jobs and fleet.couriers:
+            # Seconds of CPU for a city's round: in a thread, so the node's requests, pings and
+            # websockets go on meanwhile (the loop gets the interpreter back every few milliseconds)
+            # instead of waiting for the whole decision.
+            result = await asyncio.to_thread(decide, svc, jobs, fleet, now)
+        clock.lap("assign")
+        number = await conn.fetchval(
+            "UPDATE timers SET due_at = $2, runs = runs + 1 WHERE name = $1 RETURNING runs",
+            ROUND_TIMER,
+            next_due(claimed_due, now, svc.settings.dispatch_round_s),
+        )
+        written = await _write(conn, svc, live, fleet, result, number, now)
+        await conn.execute(
+            """INSERT INTO dispatch_rounds (round, node, at, jobs, couriers, routes, released, placed,
+                                            seconds)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
+            number,
+            NODE,
+            now,
+            len(jobs),
+            len(fleet.couriers),
+            len(written.routes),
+            released,
+            written.placed,
+            clock.elapsed(),
+        )
+        events = await append_events(conn, written.events, now)
         clock.lap("write")
     await svc.publish(events)
     await live.grant(written.grants)

@@ -13,7 +13,6 @@ from collections import OrderedDict
 import asyncpg
 
 from dispatch.auth import Principal, Role
-from dispatch.db import connection
 from dispatch.errors import ServiceUnavailable, Unauthorized
 from dispatch.translate import is_unreachable
 
@@ -40,10 +39,7 @@ class KnownSubjects:
             self._verified.move_to_end(key)
             return
         try:
-            async with connection(pool) as conn:
-                found = await conn.fetchval(
-                    f"SELECT EXISTS (SELECT 1 FROM {table} WHERE id = $1)", who.subject
-                )
+            found = await pool.fetchval(f"SELECT EXISTS (SELECT 1 FROM {table} WHERE id = $1)", who.subject)
         except Exception as exc:
             if verified_at is not None and (is_unreachable(exc) or isinstance(exc, ServiceUnavailable)):
                 return
